@@ -1,0 +1,39 @@
+# Two commands on a fresh machine:  make study   and   make test
+# Both create the virtual environment first if it is missing.
+
+PYTHON  ?= python3
+VENV    ?= .venv
+PARAMS  ?= params/quick.yaml
+BIN      = $(VENV)/bin
+# The study's data: $KD_DATA_DIR if set, else the shared folder beside the checkout (if it is there).
+KD_DATA_DIR ?= $(wildcard $(abspath ..)/shared/data)
+export KD_DATA_DIR
+
+.PHONY: study test test-fast venv lab notebooks clean
+
+study: $(VENV)/.installed  ## run every notebook of a profile (default: the offline quick profile)
+	$(BIN)/kdstudy run --params $(PARAMS)
+
+test: $(VENV)/.installed  ## unit tests, then every notebook on the smoke profile
+	$(BIN)/python -m pytest -q
+
+test-fast: $(VENV)/.installed  ## unit tests only (skips the slow training and notebook tests)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+venv: $(VENV)/.installed
+
+# constraints.txt pins torch to the CPU build; an unpinned torch would pull several GB of CUDA packages.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -c constraints.txt -e ".[test]"
+	touch $@
+
+lab: $(VENV)/.installed  ## open the notebooks in JupyterLab
+	$(BIN)/jupyter lab notebooks/
+
+notebooks: $(VENV)/.installed  ## rewrite notebooks/*.ipynb from tools/make_notebooks.py
+	$(BIN)/python tools/make_notebooks.py
+
+clean:  ## remove caches and the smoke profile's outputs (keeps reports/quick)
+	rm -rf .cache reports/smoke .pytest_cache

@@ -1,0 +1,67 @@
+"""The study's figures (seaborn). Each function returns a matplotlib Figure; notebooks save it with
+kdlib.outputs.save_figure, which writes PNG and PDF."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+import pandas as pd
+import seaborn as sns
+
+sns.set_theme(style="whitegrid", context="notebook")
+
+
+def class_balance(balance: pd.DataFrame, title: str = "Class balance per split"):
+    """Bars of the share of each class in each split (from kdlib.data.class_balance)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    sns.barplot(data=balance, x="split", y="percent", hue="label", ax=ax)
+    ax.set(ylabel="share of rows (%)", xlabel="", title=title)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title="", frameon=False)
+    return fig
+
+
+def token_lengths(lengths: pd.DataFrame, max_length: int):
+    """Histogram of token counts per split, with the truncation length marked."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    sns.histplot(data=lengths, x="tokens", hue="split", element="step", stat="density", common_norm=False,
+                 bins=40, ax=ax)
+    ax.axvline(max_length, color="black", linestyle="--", linewidth=1)
+    ax.annotate(f"max_length = {max_length}", (max_length, ax.get_ylim()[1] * 0.9), xytext=(4, 0),
+                textcoords="offset points", fontsize="small")
+    ax.set(xlabel="tokens per text (with [CLS] and [SEP])", title="Text length")
+    return fig
+
+
+def training_curves(history: pd.DataFrame, metric: str = "accuracy", title: str | None = None,
+                    hue: str = "run", reference: float | None = None, reference_label: str = "teacher"):
+    """Validation `metric` per epoch, one line per value of `hue` (history has columns epoch, metric, hue)."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    sns.lineplot(data=history, x="epoch", y=metric, hue=hue, marker="o", ax=ax)
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle=":", linewidth=1.2, label=reference_label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    name = "score" if metric == "value" else metric.replace("_", " ")
+    ax.set(xlabel="epoch", ylabel=f"validation {name}", title=title or f"Validation {name} per epoch")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title="", frameon=False)
+    return fig
+
+
+def confusion(matrix: pd.DataFrame, title: str = "Confusion matrix (test)"):
+    """Heat map of a confusion matrix frame (rows true, columns predicted)."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    sns.heatmap(matrix, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return fig
+
+
+def metric_bars(frame: pd.DataFrame, x: str, y: str, title: str, ylabel: str | None = None,
+                hue: str | None = None, annotate: str = "{:.3f}"):
+    """Bars with their values written on them."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    sns.barplot(data=frame, x=x, y=y, hue=hue, ax=ax)
+    for container in ax.containers:
+        ax.bar_label(container, fmt=annotate.format if "{" in annotate else annotate, fontsize="small", padding=2)
+    ax.set(xlabel="", ylabel=ylabel or y, title=title)
+    ax.margins(y=0.15)
+    if hue is not None:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title="", frameon=False)
+    return fig

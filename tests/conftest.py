@@ -1,0 +1,57 @@
+"""Shared fixtures: offline settings, the data folder, a tiny BERT teacher, and a scratch reports folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Everything the tests use is local: never wait on the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path | None:
+    """$KD_DATA_DIR, else ../shared/data beside the repository (where CI and developers have it)."""
+    env = os.environ.get("KD_DATA_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data")
+    return next((p for p in candidates if (p / "financial_phrasebank").is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    found = shared_data_dir()
+    if found is None:
+        pytest.skip("the study's data folder is not here: set KD_DATA_DIR (see README)")
+    os.environ["KD_DATA_DIR"] = str(found)
+    return found
+
+
+@pytest.fixture
+def reports_dir(tmp_path, monkeypatch) -> Path:
+    """Send every report and cache of a test into its own temporary folder."""
+    monkeypatch.setenv("KD_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "reports"
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_dir(tmp_path_factory) -> Path:
+    """A small random BERT (2 layers, hidden 64) with MiniLM's tokenizer, saved like a hub model."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from kdlib.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("tiny_teacher")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=128, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

