@@ -35,7 +35,8 @@ def training_curves(history: pd.DataFrame, metric: str = "accuracy", title: str 
                     hue: str = "run", reference: float | None = None, reference_label: str = "teacher"):
     """Validation `metric` per epoch, one line per value of `hue` (history has columns epoch, metric, hue)."""
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    sns.lineplot(data=history, x="epoch", y=metric, hue=hue, marker="o", ax=ax)
+    # Dashes as well as colours: runs that coincide (cached and online KD) stay visible on top of each other.
+    sns.lineplot(data=history, x="epoch", y=metric, hue=hue, style=hue, markers=True, dashes=True, ax=ax)
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle=":", linewidth=1.2, label=reference_label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
