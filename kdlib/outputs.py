@@ -105,7 +105,9 @@ def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
     for ext in ("png", "pdf"):
         path = Path(out_dir) / "figures" / f"{name}.{ext}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight")
+            # No creation date in the file: the same figure gives the same bytes on every run.
+            meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
         paths.append(path)
     return paths
 
