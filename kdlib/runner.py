@@ -105,7 +105,7 @@ def is_complete(cfg: StudyParams, step: Step, fingerprint: str) -> bool:
     return all(k in read_json(metrics) for k in REQUIRED_METRICS.get(step.stem, []))
 
 
-def execute(step: Step, cfg: StudyParams, params_file: Path, log=print) -> Path:
+def execute(step: Step, cfg: StudyParams, params_file: Path) -> Path:
     """Execute one notebook with papermill into reports/<profile>/<step>/<step>.ipynb (atomically)."""
     import papermill as pm
 
@@ -154,7 +154,7 @@ def run(params_file: str | Path, only: list[str] | None = None, force: bool = Fa
             continue
         log(f"[{cfg.profile}] {step.stem}: running ...")
         t0 = time.perf_counter()
-        execute(step, cfg, params_file, log)
+        execute(step, cfg, params_file)
         seconds = time.perf_counter() - t0
         write_json(step_output_dir(cfg, step) / STAMP,
                    {"fingerprint": fingerprint, "seconds": round(seconds, 1), "params": str(params_file)})

@@ -16,6 +16,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,7 @@ def label_names(dsd) -> list[str]:
 
 
 # The modules whose code decides a run's numbers: a change to any of them re-trains.
-NUMERIC_CODE = ("data.py", "models.py", "losses.py", "distill.py")
+NUMERIC_CODE = ("data.py", "models.py", "losses.py", "distill.py", "train.py")
 
 
 def code_fingerprint() -> str:
@@ -93,11 +94,16 @@ def _predictions_frame(logits, labels, names) -> pd.DataFrame:
     return frame
 
 
-def _run(name: str, out_dir: Path, key: str, train_fn, names) -> dict:
-    """Run `train_fn` unless runs/<name>/result.json already holds a result for `key`."""
+def _run(name: str, out_dir: Path, key: str, train_fn, names, save_to: Path | None = None,
+         tokenizer=None) -> dict:
+    """Run `train_fn` unless runs/<name>/result.json already holds a result for `key`.
+
+    With `save_to`, the trained model is saved there (safetensors) before the result is recorded, and a
+    recorded result counts only while that model is still there.
+    """
     run_dir = out_dir / "runs" / name
     result_path = run_dir / "result.json"
-    if result_path.exists():
+    if result_path.exists() and (save_to is None or (save_to / "config.json").exists()):
         done = read_json(result_path)
         if done.get("key") == key:
             done["reused"] = True
@@ -106,17 +112,13 @@ def _run(name: str, out_dir: Path, key: str, train_fn, names) -> dict:
     result = {k: v for k, v in out.items() if k not in ("test_logits", "test_labels", "trainer")}
     result.update(name=name, key=key, reused=False)
     if is_main_process():
+        if save_to is not None:
+            models.save_model(out["trainer"].model, tokenizer, save_to)
         write_csv(run_dir / "history.csv", pd.DataFrame(result["history"]))
         write_csv(run_dir / "test_predictions.csv", _predictions_frame(out["test_logits"], out["test_labels"], names))
         write_json(result_path, result)
-        _remove_checkpoints(run_dir / "checkpoints")  # the run is complete; they only served resuming
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # complete: they only served resuming
     return result
-
-
-def _remove_checkpoints(folder: Path) -> None:
-    import shutil
-
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
@@ -132,33 +134,25 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     tok = tokenize(dsd, tokenizer, cfg.data.max_length)
     key = _key("teacher", cfg.seed, cfg.data, cfg.teacher, cfg.compute.bf16, cfg.compute.group_by_length)
     model_dir = out_dir / "model"
-    holder = {}
 
     def train(ckpt_dir):
         set_seed(cfg.seed)
         model = models.load_classifier(cfg.teacher.model, names)
-        out = fit(model, tokenizer, tok["train"], tok["validation"], tok["test"], ckpt_dir, cfg.teacher,
-                  cfg.seed, bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
-                  history_csv=ckpt_dir.parent / "history.csv")
-        holder["model"] = model
-        return out
+        return fit(model, tokenizer, tok["train"], tok["validation"], tok["test"], ckpt_dir, cfg.teacher,
+                   cfg.seed, bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
+                   history_csv=ckpt_dir.parent / "history.csv")
 
-    result = _run("teacher", out_dir, key, train, names)
-    if "model" in holder and is_main_process():
-        models.save_model(holder["model"], tokenizer, model_dir)
-    if not (model_dir / "config.json").exists() and is_main_process():
-        raise FileNotFoundError(f"{model_dir} is missing although the teacher run is recorded; delete "
-                                f"{out_dir / 'runs'} to train it again")
-    model = holder.get("model") or _load_saved(model_dir)
+    result = _run("teacher", out_dir, key, train, names, save_to=model_dir, tokenizer=tokenizer)
+    if not is_main_process():  # rank 0 saves the model and writes the summary
+        return {"result": result}
     summary = {
         "result": result,
-        "params": models.count_parameters(model),
+        "params": models.count_parameters(_load_saved(model_dir)),
         "label_names": names,
         "model_dir": str(model_dir),
         "split_sizes": {k: len(v) for k, v in dsd.items()},
     }
-    if is_main_process():
-        write_json(out_dir / "runs" / "summary.json", summary)
+    write_json(out_dir / "runs" / "summary.json", summary)
     return summary
 
 
@@ -199,21 +193,18 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None, teacher_dir: 
     }
     if cfg.compute.compare_online_kd:
         plans["kd_online"] = dict(train_ds=tok["train"], alpha=d.alpha, teacher=teacher)
-    results, trained = {}, {}
+    results = {}
     for name, plan in plans.items():
-        def train(ckpt_dir, plan=plan, name=name):
+        def train(ckpt_dir, plan=plan):
             set_seed(cfg.seed)
-            model = copy.deepcopy(student)
-            out = fit(model, tokenizer, plan["train_ds"], tok["validation"], tok["test"], ckpt_dir, d, cfg.seed,
-                      teacher=plan.get("teacher"), alpha=plan["alpha"], temperature=d.temperature,
-                      bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
-                      history_csv=ckpt_dir.parent / "history.csv")
-            trained[name] = model
-            return out
+            return fit(copy.deepcopy(student), tokenizer, plan["train_ds"], tok["validation"], tok["test"], ckpt_dir,
+                       d, cfg.seed, teacher=plan.get("teacher"), alpha=plan["alpha"], temperature=d.temperature,
+                       bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
+                       history_csv=ckpt_dir.parent / "history.csv")
 
-        results[name] = _run(name, out_dir, _key(name, *base_key), train, names)
-    if "kd_cached" in trained and is_main_process():
-        models.save_model(trained["kd_cached"], tokenizer, out_dir / "student_model")
+        # The cached-KD student is the one the study keeps (and benchmarks).
+        save_to = out_dir / "student_model" if name == "kd_cached" else None
+        results[name] = _run(name, out_dir, _key(name, *base_key), train, names, save_to, tokenizer)
     summary = {
         "runs": results,
         "cache": {"file": cache.path.name, "hit": cache.hit, "seconds": cache.seconds, "rows": len(cache.logits)},
