@@ -218,7 +218,11 @@ def training_arguments(output_dir, hp, seed: int, bf16: bool = False, group_by_l
         disable_tqdm=False,
     )
     if distributed and not torch.cuda.is_available():
-        kwargs["ddp_backend"] = "gloo"
+        # Without use_cpu, accelerate treats CPU processes as independent (no DDP): each rank would train
+        # its own copy on its shard of the data.
+        kwargs.update(ddp_backend="gloo", use_cpu=True)
+    if distributed:
+        kwargs["ddp_find_unused_parameters"] = False  # every weight of a BERT classifier is used each step
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
 
@@ -283,5 +287,6 @@ def fit(model, tokenizer, train_ds, eval_ds, test_ds, output_dir, hp, seed: int,
         "train_loss": train_out.training_loss,
         "resumed_from": last,
         "world_size": trainer.args.world_size,
+        "parallel_mode": trainer.args.parallel_mode.value,
         "trainer": trainer,
     }

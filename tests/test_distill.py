@@ -149,9 +149,12 @@ def test_runs_unchanged_under_torchrun_with_two_processes(tiny_teacher_dir, data
                                "-m", "kdlib.train", step, "--params", str(params)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        # Two processes that each train their own copy also "run": the ranks must form one DDP job.
+        assert "parallel_mode != ParallelMode.DISTRIBUTED" not in proc.stderr
+        assert "Could not locate the best model" not in proc.stderr
     summary = json.loads((tmp_path / "reports" / "ddp" / "02_distill" / "runs" / "summary.json").read_text())
-    assert {r["world_size"] for r in summary["runs"].values()} == {2}
+    assert {(r["world_size"], r["parallel_mode"]) for r in summary["runs"].values()} == {(2, "distributed")}
     teacher = json.loads((tmp_path / "reports" / "ddp" / "01_teacher" / "runs" / "teacher" / "result.json").read_text())
-    assert teacher["world_size"] == 2
+    assert (teacher["world_size"], teacher["parallel_mode"]) == (2, "distributed")
     # Two ranks with batch 16 each: 96 rows make 3 optimisation steps per epoch, not 6.
     assert teacher["history"][0]["epoch"] == 1.0 and len(teacher["history"]) == 1
