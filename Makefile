@@ -9,7 +9,7 @@ BIN      = $(VENV)/bin
 KD_DATA_DIR ?= $(wildcard $(abspath ..)/shared/data)
 export KD_DATA_DIR
 
-.PHONY: study test test-fast venv lab notebooks clean
+.PHONY: study test test-fast venv lab status clean
 
 study: $(VENV)/.installed  ## run every notebook of a profile (default: the offline quick profile)
 	$(BIN)/kdstudy run --params $(PARAMS)
@@ -29,11 +29,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -c constraints.txt -e ".[test]"
 	touch $@
 
-lab: $(VENV)/.installed  ## open the notebooks in JupyterLab
-	$(BIN)/jupyter lab notebooks/
+status: $(VENV)/.installed  ## which steps of a profile are up to date, and why the others are not
+	$(BIN)/kdstudy status --params $(PARAMS)
 
-notebooks: $(VENV)/.installed  ## rewrite notebooks/*.ipynb from tools/make_notebooks.py
-	$(BIN)/python tools/make_notebooks.py
+# JupyterLab opens the text notebooks (notebooks/*.py, jupytext) as notebooks on a double click, and saves
+# them back as text without outputs (jupytext.toml). The setting lives in the virtual environment only.
+LAB_SETTINGS = $(VENV)/share/jupyter/lab/settings/overrides.json
+lab: $(VENV)/.installed  ## open the notebooks in JupyterLab
+	mkdir -p $(dir $(LAB_SETTINGS))
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"python": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)
+	$(BIN)/jupyter lab notebooks/
 
 clean:  ## remove caches and the smoke profile's outputs (keeps reports/quick)
 	rm -rf .cache reports/smoke .pytest_cache

@@ -1,8 +1,13 @@
 """The parameter schema of a study run, and its loading and validation.
 
-A profile (params/<profile>.yaml) is a nested YAML mapping. Every key is declared below as a dataclass
-field with its type and allowed range, so that a typo or a wrong value stops the run *before* anything
-runs, with one message that names the file and the key. Nothing here imports torch: validation is fast.
+A profile (params/<profile>.yaml) is a nested YAML mapping with one section per step (see
+kdlib/steps.py for which step reads which section). Every key is declared below as a dataclass field
+with its type and allowed range; lists of sections (`grid.students`) are validated item by item. A typo
+or a wrong value stops the run *before* anything runs, with one line that names the file and the key:
+
+    params/my.yaml: grid.students[2].ffn: 0 is below the minimum 1
+
+Nothing here imports torch: validation is fast.
 """
 from __future__ import annotations
 
@@ -22,19 +27,14 @@ class ParamsError(ValueError):
     """A parameter file is wrong. The message names the file and the key; no traceback is needed."""
 
 
-def _range(lo=None, hi=None, choices=None):
-    """Field metadata: numeric bounds (inclusive) or a set of allowed values."""
-    return {"lo": lo, "hi": hi, "choices": choices}
+def _range(lo=None, hi=None, choices=None, check=None):
+    """Field metadata: numeric bounds (inclusive), a set of allowed values, or a named check
+    ("dataset", "model", "runtime", "precision", "loss") run against the registries of kdlib."""
+    return {"lo": lo, "hi": hi, "choices": choices, "check": check}
 
 
-@dataclass
-class DataParams:
-    dataset: str = "fin_sentiment"
-    max_length: int = field(default=64, metadata=_range(8, 512))
-    # Rows per split after a seeded, stratified subset; None keeps the whole split.
-    train_size: int | None = field(default=None, metadata=_range(1))
-    validation_size: int | None = field(default=None, metadata=_range(1))
-    test_size: int | None = field(default=None, metadata=_range(1))
+# ----------------------------------------------------------------------------------------------------
+# the sections
 
 
 @dataclass
@@ -48,9 +48,20 @@ class TrainParams:
 
 
 @dataclass
+class DataParams:
+    """The classification task of seed 000 (steps 00-04)."""
+    dataset: str = field(default="fin_sentiment", metadata=_range(check="dataset"))
+    max_length: int = field(default=64, metadata=_range(8, 512))
+    # Rows per split after a seeded, stratified subset; None keeps the whole split.
+    train_size: int | None = field(default=None, metadata=_range(1))
+    validation_size: int | None = field(default=None, metadata=_range(1))
+    test_size: int | None = field(default=None, metadata=_range(1))
+
+
+@dataclass
 class TeacherParams(TrainParams):
     # An alias (minilm), a local folder, or a Hugging Face hub id (online users).
-    model: str = "minilm"
+    model: str = field(default="minilm", metadata=_range(check="model"))
 
 
 @dataclass
@@ -64,17 +75,106 @@ class StudentParams:
 
 @dataclass
 class DistillParams(TrainParams):
-    # Loss = alpha * CE(labels) + (1 - alpha) * T^2 * KL(teacher || student); see kdlib.losses.
+    """Step 02: one student, distilled beside its no-KD twin."""
+    student: StudentParams = field(default_factory=StudentParams)
+    # A name from kdlib.losses' registry; soft_target = alpha * CE + (1 - alpha) * T^2 * KL.
+    loss: str = field(default="soft_target", metadata=_range(check="loss"))
     alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     temperature: float = field(default=2.0, metadata=_range(0.01, 100.0))
+    # Also train with the teacher run online on every batch (costs one more student training).
+    compare_online_kd: bool = True
+
+
+@dataclass
+class StudentShape:
+    """One student of the grid: depth and FFN (intermediate) size; the hidden size is the teacher's."""
+    layers: int = field(default=3, metadata=_range(1, 48))
+    ffn: int = field(default=1536, metadata=_range(1, 65536))
+
+
+@dataclass
+class GeneralDistillParams(TrainParams):
+    """Distillation on unlabelled in-domain text (hidden states and attentions) before task KD."""
+    enabled: bool = True
+    # Which grid students also get this route (by shape); empty = none.
+    students: list[StudentShape] = field(default_factory=list)
+    loss: str = field(default="tinybert", metadata=_range(check="loss"))
+    max_texts: int | None = field(default=None, metadata=_range(1))
+
+
+@dataclass
+class GridParams(TrainParams):
+    """Step 03: seed 000's grid of students (layers x FFN size), all distilled from one cached teacher."""
+    students: list[StudentShape] = field(default_factory=lambda: [StudentShape(l, f) for l in (1, 2, 3)
+                                                                  for f in (96, 384, 1536)])
+    init: str = field(default="alternate", metadata=_range(choices=("alternate", "first", "random", "scratch")))
+    loss: str = field(default="soft_target", metadata=_range(check="loss"))
+    alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    temperature: float = field(default=2.0, metadata=_range(0.01, 100.0))
+    general_distill: GeneralDistillParams = field(default_factory=GeneralDistillParams)
+
+
+@dataclass
+class CompareParams:
+    """Step 04: every compression family, timed on every runtime this CPU runs well."""
+    runtimes: list[str] = field(default_factory=lambda: ["torch", "onnxruntime"],
+                                metadata=_range(check="runtime"))
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"], metadata=_range(check="precision"))
+    head_prune_fractions: list[float] = field(default_factory=lambda: [0.5], metadata=_range(0.0, 0.99))
+    magnitude_sparsities: list[float] = field(default_factory=lambda: [0.5], metadata=_range(0.0, 0.99))
+    svd_ranks: list[int] = field(default_factory=lambda: [64, 128], metadata=_range(1, 65536))
+    recovery_epochs: float = field(default=1.0, metadata=_range(0.0, 100))
+    calibration_size: int = field(default=128, metadata=_range(1, 100000))
+
+
+@dataclass
+class HeteroParams:
+    """Step 05: seed 003's heterogeneous KD on 20 Newsgroups, on cached sentence embeddings."""
+    dataset: str = field(default="newsgroups20", metadata=_range(check="dataset"))
+    encoder: str = field(default="minilm", metadata=_range(check="model"))
+    max_length: int = field(default=256, metadata=_range(8, 512))
+    seeds: int = field(default=5, metadata=_range(1, 100))
+    teacher_hidden: list[int] = field(default_factory=lambda: [700, 512, 256, 64], metadata=_range(1, 65536))
+    student_hidden: list[int] = field(default_factory=lambda: [64], metadata=_range(1, 65536))
+    epochs: int = field(default=100, metadata=_range(1, 1000))
+    patience: int = field(default=10, metadata=_range(1, 1000))
+    batch_size: int = field(default=128, metadata=_range(1, 65536))
+    learning_rate: float = field(default=1e-3, metadata=_range(1e-7, 1.0))
+    alphas: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], metadata=_range(0.0, 1.0))
+    temperatures: list[float] = field(default_factory=lambda: [1.0, 4.0, 12.0, 23.0, 28.0],
+                                      metadata=_range(0.01, 100.0))
+    conventions: list[str] = field(default_factory=lambda: ["ours", "paper"],
+                                   metadata=_range(choices=("ours", "paper")))
+
+
+@dataclass
+class EdgeParams:
+    """Step 06: extractive QA (SQuAD v1.1) on a Raspberry-Pi-5 budget."""
+    dataset: str = field(default="squad", metadata=_range(check="dataset"))
+    teacher: str = field(default="minilm", metadata=_range(check="model"))
+    train_size: int | None = field(default=2000, metadata=_range(1))
+    eval_size: int | None = field(default=300, metadata=_range(1))
+    max_length: int = field(default=256, metadata=_range(32, 512))
+    stride: int = field(default=128, metadata=_range(1, 512))
+    max_answer_length: int = field(default=30, metadata=_range(1, 512))
+    n_best: int = field(default=20, metadata=_range(1, 100))
+    epochs: float = field(default=2.0, metadata=_range(0.01, 100))
+    learning_rate: float = field(default=1e-4, metadata=_range(1e-7, 1.0))
+    batch_size: int = field(default=16, metadata=_range(1, 4096))
+    students: list[StudentShape] = field(default_factory=lambda: [StudentShape(3, 1536), StudentShape(1, 1536)])
+    # The pi5 benchmark profile: batch 1, this many threads (capped at the machine's cores).
+    threads: int = field(default=4, metadata=_range(1, 1024))
+    runtimes: list[str] = field(default_factory=lambda: ["torch", "onnxruntime"], metadata=_range(check="runtime"))
 
 
 @dataclass
 class BenchmarkParams:
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    """Timing settings shared by every step that measures speed."""
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32], metadata=_range(1, 65536))
     seq_len: int = field(default=64, metadata=_range(1, 512))
     threads: int | None = field(default=None, metadata=_range(1, 1024))
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"])
+    runtimes: list[str] = field(default_factory=lambda: ["torch"], metadata=_range(check="runtime"))
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"], metadata=_range(check="precision"))
     warmup: int = field(default=3, metadata=_range(0, 1000))
     repeats: int = field(default=10, metadata=_range(1, 100000))
 
@@ -87,8 +187,6 @@ class ComputeParams:
     group_by_length: bool = True
     # >1 launches training through torchrun with that many processes (GPUs, or CPU with gloo).
     nproc_per_node: int = field(default=1, metadata=_range(1, 64))
-    # Compare cached-teacher KD with online-teacher KD (costs one more student training).
-    compare_online_kd: bool = True
 
 
 @dataclass
@@ -97,8 +195,11 @@ class StudyParams:
     seed: int = field(default=42, metadata=_range(0, 2**32 - 1))
     data: DataParams = field(default_factory=DataParams)
     teacher: TeacherParams = field(default_factory=TeacherParams)
-    student: StudentParams = field(default_factory=StudentParams)
     distill: DistillParams = field(default_factory=DistillParams)
+    grid: GridParams = field(default_factory=GridParams)
+    compare: CompareParams = field(default_factory=CompareParams)
+    hetero: HeteroParams = field(default_factory=HeteroParams)
+    edge: EdgeParams = field(default_factory=EdgeParams)
     benchmark: BenchmarkParams = field(default_factory=BenchmarkParams)
     compute: ComputeParams = field(default_factory=ComputeParams)
     # Where the file came from; not a parameter.
@@ -109,9 +210,12 @@ class StudyParams:
         d.pop("source")
         return d
 
-    def fingerprint(self) -> str:
-        """A short content hash of the parameters (not of where they came from)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+    def fingerprint(self, sections: typing.Iterable[str] | None = None) -> str:
+        """A short content hash of the parameters (all, or only the named top-level sections)."""
+        d = self.to_dict()
+        if sections is not None:
+            d = {k: d[k] for k in sections}
+        blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -119,8 +223,27 @@ class StudyParams:
 # validation
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+def _names_check(kind: str, value: str) -> str | None:
+    """A problem with a name that must exist in one of kdlib's registries, or None."""
+    if kind == "dataset":
+        from kdlib import data
+
+        known = data.list_datasets()
+        return None if value in known else f"unknown dataset {value!r} (known: {', '.join(known)})"
+    if kind == "model":
+        from kdlib import models
+
+        return models.check_model_name(value)
+    if kind in ("runtime", "precision"):
+        from kdlib.runtimes import ROUTES
+
+        known = sorted(ROUTES) if kind == "runtime" else sorted({p for ps in ROUTES.values() for p in ps})
+        return None if value in known else f"{value!r} is not one of {', '.join(known)}"
+    if kind == "loss":
+        from kdlib.losses import LOSSES
+
+        return None if value in LOSSES else f"unknown loss {value!r} (known: {', '.join(sorted(LOSSES))})"
+    raise AssertionError(kind)
 
 
 def _check_value(value, tp, meta: dict, where: str):
@@ -136,6 +259,8 @@ def _check_value(value, tp, meta: dict, where: str):
         if not isinstance(value, list):
             raise ParamsError(f"{where}: expected a list, got {value!r}")
         return [_check_value(v, args[0], meta, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
     if tp is bool:
         if not isinstance(value, bool):
             raise ParamsError(f"{where}: expected true or false, got {value!r}")
@@ -150,13 +275,17 @@ def _check_value(value, tp, meta: dict, where: str):
     elif tp is str:
         if not isinstance(value, str):
             raise ParamsError(f"{where}: expected a string, got {value!r}")
-    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    lo, hi, choices, check = (meta.get(k) for k in ("lo", "hi", "choices", "check"))
     if choices is not None and value not in choices:
         raise ParamsError(f"{where}: {value!r} is not one of {', '.join(map(str, choices))}")
     if lo is not None and value < lo:
         raise ParamsError(f"{where}: {value!r} is below the minimum {lo}")
     if hi is not None and value > hi:
         raise ParamsError(f"{where}: {value!r} is above the maximum {hi}")
+    if check is not None:
+        problem = _names_check(check, value)
+        if problem:
+            raise ParamsError(f"{where}: {problem}")
     return value
 
 
@@ -179,32 +308,24 @@ def _build(cls, raw: Any, where: str):
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise ParamsError(f"{key}: required key is missing")
             continue
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, raw[name], key)
-        else:
-            kwargs[name] = _check_value(raw[name], tp, dict(f.metadata), key)
+        kwargs[name] = _check_value(raw[name], hints[name], dict(f.metadata), key)
     return cls(**kwargs)
 
 
-def _check_names(p: StudyParams) -> None:
-    """Cross-field checks: datasets and models must exist, names must be usable as folder names."""
-    from kdlib import data, models  # local import: both are light until used
-
+def _check_study(p: StudyParams) -> None:
+    """Cross-field checks."""
     if not p.profile.replace("-", "").replace("_", "").isalnum():
         raise ParamsError(f"profile: {p.profile!r} must be letters, digits, '-' or '_' (it names a folder)")
-    known = data.list_datasets()
-    if p.data.dataset not in known:
-        raise ParamsError(f"data.dataset: unknown dataset {p.data.dataset!r} (known: {', '.join(known)})")
-    problem = models.check_model_name(p.teacher.model)
-    if problem:
-        raise ParamsError(f"teacher.model: {problem}")
-    for prec in p.benchmark.precisions:
-        if prec not in ("fp32", "bf16"):
-            raise ParamsError(f"benchmark.precisions: {prec!r} is not one of fp32, bf16")
-    for bs in p.benchmark.batch_sizes:
-        if bs < 1:
-            raise ParamsError(f"benchmark.batch_sizes: {bs!r} is below the minimum 1")
+    shapes = [(s.layers, s.ffn) for s in p.grid.students]
+    for i, s in enumerate(p.grid.general_distill.students):
+        if (s.layers, s.ffn) not in shapes:
+            raise ParamsError(f"grid.general_distill.students[{i}]: ({s.layers}, {s.ffn}) is not a student "
+                              f"of grid.students")
+    for i, shape in enumerate(shapes):
+        if shape in shapes[:i]:
+            raise ParamsError(f"grid.students[{i}]: {shape} appears twice")
+    if p.edge.stride >= p.edge.max_length:
+        raise ParamsError(f"edge.stride: {p.edge.stride} must be below edge.max_length ({p.edge.max_length})")
 
 
 def deep_merge(base: dict, extra: dict) -> dict:
@@ -219,7 +340,7 @@ def from_dict(raw: dict, source: str = "<dict>") -> StudyParams:
     """Validate a parameter mapping. Errors are ParamsError('<source>: <key>: <problem>')."""
     try:
         p = _build(StudyParams, raw, "")
-        _check_names(p)
+        _check_study(p)
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     p.source = source

@@ -1,21 +1,30 @@
-"""Evaluation and benchmarking: accuracy, size on disk and CPU latency.
+"""Evaluation and benchmarking: accuracy, size on disk and CPU latency, on any inference runtime.
 
-In the spirit of the PerformanceBenchmark class from the compression chapter
-of "Natural Language Processing with Transformers": one object measures the
-three quantities a compressed model trades against each other.
+In the spirit of the PerformanceBenchmark class from the compression chapter of "Natural Language
+Processing with Transformers": one object measures the three quantities a compressed model trades
+against each other. The harness is runtime-neutral: `kdlib.runtimes.prepare` turns a PyTorch model into
+a `Runner` for a route (PyTorch fp32/bf16, torch.compile, ONNX Runtime fp32/int8, OpenVINO), and
+`time_runner` times every route through the same call on the same fixed random int64 batch.
 
-Sizes are reported in MB = 1e6 bytes. Latencies are wall-clock milliseconds
-of one forward pass over a fixed random batch.
+A result is one flat row (`benchmark_row`): the route (runtime, precision), its `status` ("ok",
+"refused" with the machine's `reason`, or "failed" with the error), the settings (batch size, sequence
+length, threads, warm-up, repeats), size on disk, latency (median, p95, mean) and throughput, and the
+CPU (model, relevant flags) it ran on.
+
+Sizes are reported in MB = 1e6 bytes. Latencies are wall-clock milliseconds of one forward pass.
+Only compare latencies measured in one process on one machine: CPU timings drift between runs and hosts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
-import platform
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,12 +32,15 @@ import pandas as pd
 import torch
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-# CPU flags that matter for transformer inference speed on CPU.
-RELEVANT_CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-PRECISIONS = ("fp32", "bf16")
+from kdlib import runtimes as rt
+
+# CPU flags that matter for transformer inference speed on CPU (vector width, int8 dot products, bf16).
+RELEVANT_CPU_FLAGS = (
+    "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "amx_fp16",
+)
 # Keys of a tokenised example that are fed to the model; anything else
 # (raw text, ids) is dropped before collation.
-MODEL_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+MODEL_INPUT_KEYS = rt.INPUT_NAMES
 LABEL_KEYS = ("label", "labels")
 
 
@@ -80,50 +92,17 @@ def confusion_matrix_frame(
 # --------------------------------------------------------------------------
 
 
-def _proc_cpuinfo() -> dict[str, str]:
-    """First processor block of /proc/cpuinfo (empty off Linux)."""
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    break  # end of the first processor block
-                key, _, value = line.partition(":")
-                info[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return info
-
-
-def _cpu_flags() -> set[str]:
-    info = _proc_cpuinfo()
-    # x86 calls the field "flags", arm64 calls it "Features".
-    return set((info.get("flags") or info.get("Features") or "").split())
-
-
 def cpu_info() -> dict[str, Any]:
-    """Describe the CPU and torch threading, to embed in every result."""
-    flags = _cpu_flags()
+    """Describe the CPU, to embed in every result (as `cpu_*` columns)."""
+    flags = rt.cpu_flags()
     return {
-        "model": _proc_cpuinfo().get("model name") or platform.processor() or "unknown",
+        "model": rt.cpu_model(),
         "logical_cores": os.cpu_count(),
         # A space-separated string keeps the CSV one column wide.
         "flags": " ".join(f for f in RELEVANT_CPU_FLAGS if f in flags),
-        "bf16": bf16_supported(),
+        "bf16": rt.bf16_supported(),
         "torch_version": torch.__version__,
-        # Threads torch uses by default in this process (not necessarily
-        # the count a benchmark ran with; see the result's "threads").
-        "torch_threads": torch.get_num_threads(),
     }
-
-
-def bf16_supported() -> bool:
-    """True only if the CPU reports native bf16 instructions (AMX or AVX-512 BF16).
-
-    torch will still run bf16 without them, but emulated and usually slower
-    than fp32, which is not a precision worth benchmarking.
-    """
-    return bool(_cpu_flags() & {"amx_bf16", "avx512_bf16"})
 
 
 # --------------------------------------------------------------------------
@@ -151,11 +130,6 @@ def size_on_disk_mb(model: torch.nn.Module) -> float:
         return os.path.getsize(path) / 1e6
 
 
-def _num_parameters(model: torch.nn.Module) -> int:
-    # parameters() already yields each shared parameter once.
-    return sum(p.numel() for p in model.parameters())
-
-
 # --------------------------------------------------------------------------
 # Latency
 # --------------------------------------------------------------------------
@@ -163,12 +137,14 @@ def _num_parameters(model: torch.nn.Module) -> int:
 
 @dataclass
 class BenchmarkSettings:
-    """How to time a model. `threads=None` keeps torch's current thread count."""
+    """How to time a route. `threads=None` keeps torch's current thread count (and uses it everywhere).
+
+    At least one untimed call always precedes the timed ones (it compiles/allocates), even with warmup=0.
+    """
 
     batch_size: int = 32
     seq_len: int = 64
     threads: int | None = None
-    precision: str = "fp32"
     warmup: int = 3
     repeats: int = 10
 
@@ -180,13 +156,6 @@ class BenchmarkSettings:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be > 0 or None, got {self.threads}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.precision == "bf16" and not bf16_supported():
-            raise ValueError(
-                "precision='bf16' requested but this CPU has no native bf16 "
-                "(no amx_bf16 or avx512_bf16 flag); bf16 would be emulated."
-            )
 
 
 @contextlib.contextmanager
@@ -213,65 +182,34 @@ def _eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             module.training = training
 
 
-def _precision_context(precision: str) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, vocab_size: int,
+                input_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Time calls of `runner` (anything called with a dict of int64 arrays) on a fixed random batch.
 
-
-def _random_inputs(batch_size: int, seq_len: int, vocab_size: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A fixed random batch: same ids for every run with the same shape."""
-    generator = torch.Generator().manual_seed(seed)
-    # In BERT vocabularies ids below ~1000 are special/unused tokens; avoid them.
-    low = 1000 if vocab_size > 1000 else 0
-    input_ids = torch.randint(low, vocab_size, (batch_size, seq_len), generator=generator)
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-
-
-def benchmark_latency(
-    model: torch.nn.Module, settings: BenchmarkSettings | None = None, vocab_size: int | None = None
-) -> dict[str, Any]:
-    """Time forward passes of `model` on a fixed random [batch, seq_len] batch.
-
-    Returns median/p95/mean latency in ms, throughput (examples/s at the
-    median), the settings and the thread count actually used.
+    Torch's thread count is set to `settings.threads` for the duration (graph runtimes got theirs when
+    prepared). Returns the settings, the thread count, median/p95/mean latency in ms and throughput
+    (examples/s at the median).
     """
-    settings = settings or BenchmarkSettings()
-    if vocab_size is None:
-        vocab_size = model.config.vocab_size
-    inputs = _random_inputs(settings.batch_size, settings.seq_len, vocab_size)
-    device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-
+    names = input_names or getattr(runner, "input_names", MODEL_INPUT_KEYS)
+    inputs = rt.random_batch(settings.batch_size, settings.seq_len, vocab_size, names)
     timings = []
-    with _num_threads(settings.threads) as threads, _eval_mode(model), torch.inference_mode():
-        with _precision_context(settings.precision):
-            for _ in range(settings.warmup):
-                model(**inputs)
-            for _ in range(settings.repeats):
-                start = time.perf_counter()
-                model(**inputs)
-                timings.append(time.perf_counter() - start)
-
+    with _num_threads(settings.threads) as threads:
+        for _ in range(max(settings.warmup, 1)):
+            runner(inputs)
+        for _ in range(settings.repeats):
+            start = time.perf_counter()
+            runner(inputs)
+            timings.append(time.perf_counter() - start)
     timings_ms = np.asarray(timings) * 1e3
     median_ms = float(np.median(timings_ms))
     return {
         **asdict(settings),
-        "threads": threads,
+        "threads": getattr(runner, "threads", None) or threads,
         "latency_ms_median": median_ms,
         "latency_ms_p95": float(np.percentile(timings_ms, 95, method="linear")),
         "latency_ms_mean": float(timings_ms.mean()),
         "throughput_per_s": settings.batch_size / (median_ms / 1e3),
     }
-
-
-def speedup(baseline: dict[str, Any], other: dict[str, Any]) -> float:
-    """How many times faster `other` is than `baseline` (ratio of median latencies).
-
-    Only compare results measured in the same process on the same machine:
-    CPU timings drift between runs, thread settings and hosts.
-    """
-    return baseline["latency_ms_median"] / other["latency_ms_median"]
 
 
 # --------------------------------------------------------------------------
@@ -304,8 +242,16 @@ def pad_collate(examples: list[dict[str, Any]], pad_token_id: int = 0) -> dict[s
     return batch
 
 
+def _runner_logits(runner: rt.Runner, batch: dict[str, Any]) -> np.ndarray:
+    """Logits of a Runner on a collated batch: int64 numpy inputs, exactly the ones it takes."""
+    inputs = {k: np.asarray(batch[k], dtype=np.int64) for k in runner.input_names if k in batch}
+    if "token_type_ids" in runner.input_names and "token_type_ids" not in inputs:
+        inputs["token_type_ids"] = np.zeros_like(inputs["input_ids"])  # graphs need every input
+    return runner(inputs)["logits"]
+
+
 def predict(
-    model: torch.nn.Module,
+    model: torch.nn.Module | rt.Runner,
     dataset: Any,
     batch_size: int = 32,
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
@@ -314,6 +260,8 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Logits and labels of a tokenised dataset, in dataset order.
 
+    `model` is a PyTorch model (run at `precision`: fp32, or bf16 autocast) or a prepared
+    `runtimes.Runner` (which has its precision already; `precision` is then ignored).
     `dataset` is a `datasets.Dataset` or a list of dicts with `input_ids`,
     optionally `attention_mask`/`token_type_ids`, and `label` (or `labels`).
     `collate_fn` gets lists of such dicts and must return tensors with a
@@ -322,12 +270,24 @@ def predict(
     """
     from tqdm.auto import tqdm
 
+    is_runner = isinstance(model, rt.Runner)
     if collate_fn is None:
         pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) or 0
         collate_fn = lambda examples: pad_collate(examples, pad_id)  # noqa: E731
-    device = next(model.parameters()).device
+    if is_runner:
+        forward = lambda batch: _runner_logits(model, batch)  # noqa: E731
+    else:
+        device = next(model.parameters()).device
+        def forward(batch):
+            # float() first: numpy has no bf16.
+            return model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy()
     all_logits, all_labels = [], []
-    with _eval_mode(model), torch.inference_mode(), _precision_context(precision):
+    with contextlib.ExitStack() as stack:
+        if not is_runner:  # a Runner carries its own mode and precision
+            stack.enter_context(_eval_mode(model))
+            stack.enter_context(torch.inference_mode())
+            if precision == "bf16":
+                stack.enter_context(torch.autocast("cpu", dtype=torch.bfloat16))
         for start in tqdm(range(0, len(dataset), batch_size), desc=desc, disable=desc is None, leave=False):
             examples = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
             # Keep only model inputs and the label so collators never see raw text.
@@ -337,9 +297,7 @@ def predict(
             ]
             batch = collate_fn(examples)
             labels = batch.pop("labels")
-            batch = {k: v.to(device) for k, v in batch.items()}
-            # float() first: numpy has no bf16.
-            all_logits.append(model(**batch).logits.float().cpu().numpy())
+            all_logits.append(forward(dict(batch)))
             all_labels.append(np.asarray(labels))
     return np.concatenate(all_logits), np.concatenate(all_labels)
 
@@ -348,52 +306,97 @@ def predict(
 # The benchmark
 # --------------------------------------------------------------------------
 
+# Columns of every row, in this order; then accuracy/macro_f1 (with an eval set) and cpu_* columns.
+# Refused and failed rows keep their settings but have NaN size and latencies.
+ROW_COLUMNS = (
+    "name", "runtime", "precision", "status", "reason", "batch_size", "seq_len", "threads", "warmup", "repeats",
+    "params", "size_mb", "latency_ms_median", "latency_ms_p95", "latency_ms_mean", "throughput_per_s",
+    "runtime_version",
+)
+
 
 class Benchmark:
-    """Measure one model's size, latency and (optionally) accuracy.
+    """Measure one model's size, latency and (optionally) accuracy on any route of `runtimes.ROUTES`.
 
-    `eval_dataset`: tokenised examples (see `predict`). With a `tokenizer`,
-    batches are padded by `DataCollatorWithPadding`, otherwise by `pad_collate`.
+    Each route is prepared once (exported, quantised, compiled) and reused by later `run`s, e.g. at other
+    batch sizes. `eval_dataset`: tokenised examples (see `predict`); accuracy is measured through the
+    route's runner, so an int8 route reports int8 accuracy. With a `tokenizer`, batches are padded by
+    `DataCollatorWithPadding`, otherwise by `pad_collate`. `workdir`: where routes write their files
+    (one sub-folder per route); None uses temporary folders.
     """
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        name: str,
-        eval_dataset: Any = None,
-        tokenizer: Any = None,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, name: str, eval_dataset: Any = None, tokenizer: Any = None,
+                 workdir: str | Path | None = None) -> None:
         self.model = model
         self.name = name
         self.eval_dataset = eval_dataset
+        self.workdir = Path(workdir) if workdir is not None else None
         self.collate_fn = None
         if tokenizer is not None:
             from transformers import DataCollatorWithPadding
 
             self.collate_fn = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+        # (runtime, precision, threads) -> its Runner, or the exception preparing it raised.
+        self._routes: dict[tuple[str, str, int], rt.Runner | Exception] = {}
 
-    def run(self, settings: BenchmarkSettings | None = None) -> dict[str, Any]:
-        """One flat result dict (plus nested `cpu` info); see `results_frame`."""
+    def runner(self, runtime: str, precision: str, threads: int | None = None) -> rt.Runner:
+        """The route's Runner, prepared on first use (threads: None means torch's current count)."""
+        threads = threads or torch.get_num_threads()
+        key = (runtime, precision, threads)
+        if key not in self._routes:
+            folder = self.workdir / f"{runtime}-{precision}" if self.workdir is not None else None
+            try:
+                with _eval_mode(self.model):
+                    self._routes[key] = rt.prepare(self.model, runtime, precision, folder, threads)
+            except Exception as error:  # remembered, so a broken route is not rebuilt per batch size
+                self._routes[key] = error
+        found = self._routes[key]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def run(self, settings: BenchmarkSettings | None = None, runtime: str = "torch",
+            precision: str = "fp32") -> dict[str, Any]:
+        """One flat row (see ROW_COLUMNS). A route this machine cannot run gives status "refused" and the
+        reason; one that raises gives status "failed" and the error, with a warning."""
         settings = settings or BenchmarkSettings()
-        result: dict[str, Any] = {
-            "name": self.name,
-            "params": _num_parameters(self.model),
-            "size_mb": size_on_disk_mb(self.model),
-            **benchmark_latency(self.model, settings),
-        }
-        if self.eval_dataset is not None:
-            # Accuracy is measured at the benchmarked precision and thread count.
-            with _num_threads(settings.threads):
-                logits, labels = predict(
-                    self.model, self.eval_dataset, settings.batch_size, self.collate_fn, settings.precision
-                )
-            result.update(classification_metrics(logits.argmax(axis=-1), labels))
-        result["cpu"] = cpu_info()
-        return result
+        from kdlib.models import count_parameters
+
+        row: dict[str, Any] = dict.fromkeys(ROW_COLUMNS, math.nan)
+        row.update(name=self.name, runtime=runtime, precision=precision, status="ok", reason=None,
+                   runtime_version=None, params=count_parameters(self.model)["total"], **asdict(settings))
+        cpu = {f"cpu_{k}": v for k, v in cpu_info().items()}
+        reason = rt.refusal(runtime, precision)
+        if reason:
+            return {**row, "status": "refused", "reason": reason, **cpu}
+        try:
+            with _num_threads(settings.threads) as threads, _eval_mode(self.model):
+                runner = self.runner(runtime, precision, threads)
+                row.update(time_runner(runner, settings, self.model.config.vocab_size),
+                           size_mb=runner.size_mb, runtime_version=runner.version)
+                if self.eval_dataset is not None:
+                    # Accuracy through the same runner, at the benchmarked thread count.
+                    logits, labels = predict(runner, self.eval_dataset, settings.batch_size, self.collate_fn)
+                    row.update(classification_metrics(logits.argmax(axis=-1), labels))
+        except Exception as error:
+            message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+            warnings.warn(f"{self.name} on {runtime}/{precision} failed: {message}", stacklevel=2)
+            return {**row, "status": "failed", "reason": message, **cpu}
+        return {**row, **cpu}
+
+
+def benchmark_row(model: torch.nn.Module, name: str, runtime: str, precision: str,
+                  settings: BenchmarkSettings | None = None, workdir: str | Path | None = None) -> dict[str, Any]:
+    """One flat result row for `model` on one route and one setting (prepares the route, then times it).
+
+    Never raises for a route: refused/failed routes come back as rows with `status` and `reason`.
+    To time several settings of one route without re-preparing it, use one `Benchmark` object.
+    """
+    return Benchmark(model, name, workdir=workdir).run(settings, runtime, precision)
 
 
 def results_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per result; nested `cpu` info becomes `cpu_*` columns."""
+    """One row per result; a nested `cpu` dict (older results) becomes `cpu_*` columns."""
     rows = []
     for result in results:
         row = {k: v for k, v in result.items() if k != "cpu"}

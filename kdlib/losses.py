@@ -23,11 +23,24 @@ Conventions (shared by every function here):
   tokens, attention probabilities are [B, heads, L, L].
 - Layer lists exclude the embedding output: pass hidden_states[1:] from a
   transformers model with output_hidden_states=True. Layer indices are 0-based.
+
+Registry (torchdistill-style, at the end of this file): `LOSSES` maps a name to a
+`LossSpec`; `get_loss(name)` looks one up. A registered loss is called as
+    loss(student, teacher, labels, **options) -> {"loss": ..., <term>: ...}
+on dicts of named tensors: the student's and teacher's outputs ("logits",
+"start_logits", "distill_logits", "hidden_states", ...; teacher is None when
+there is none) and the gold labels ("labels", "start_positions", ...). The
+terms come back detached, for logging and for naming the term that went NaN;
+only "loss" carries the graph. Each spec says what it needs: a teacher at all,
+and hidden states / attentions, which only an online teacher can give (a loss
+on logits alone can read cached teacher outputs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -66,12 +79,17 @@ def soft_target_kd(
     """
     _check_temperature(temperature)
     _check_same_shape(student_logits, teacher_logits, "soft_target_kd")
+    return temperature**2 * _tempered_kl(student_logits, teacher_logits, temperature)
+
+
+def _tempered_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(p_teacher^T || p_student^T), batchmean, without the T^2 factor."""
     t = teacher_logits.detach()
     log_p_t = F.log_softmax(t / temperature, dim=-1)
     log_p_s = F.log_softmax(student_logits / temperature, dim=-1)
     # KL computed in log space: exact zero when the logits are equal, no log(0)
     kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=-1)
-    return temperature**2 * kl.mean()
+    return kl.mean()
 
 
 def hard_ce(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -91,15 +109,22 @@ def kd_loss(
     A term with weight 0 is not computed, so teacher_logits may be None at
     alpha=1 and labels may be None at alpha=0.
     """
+    return _kd_terms(student_logits, teacher_logits, labels, alpha, temperature)["loss"]
+
+
+def _kd_terms(student_logits, teacher_logits, labels, alpha: float, temperature: float) -> dict[str, torch.Tensor]:
+    """kd_loss with its unweighted parts: {"loss", "ce", "kd"} (a part with weight 0 is absent)."""
     _check_alpha(alpha)
     _check_temperature(temperature)
-    loss = None
+    loss, terms = None, {}
     if alpha > 0:
-        loss = alpha * hard_ce(student_logits, labels)
+        terms["ce"] = hard_ce(student_logits, labels)
+        loss = alpha * terms["ce"]
     if alpha < 1:
-        kd = (1.0 - alpha) * soft_target_kd(student_logits, teacher_logits, temperature)
+        terms["kd"] = soft_target_kd(student_logits, teacher_logits, temperature)
+        kd = (1.0 - alpha) * terms["kd"]
         loss = kd if loss is None else loss + kd
-    return loss
+    return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}
 
 
 # -----------------------------------------------------------------------------
@@ -317,3 +342,161 @@ def hetero_kd_loss(
     student_loss = hard_ce(student_fine_logits, fine_labels)
     distill_loss = soft_target_kd(student_coarse_logits, teacher_coarse_logits, temperature)
     return alpha * student_loss + (1.0 - alpha) * distill_loss
+
+
+# -----------------------------------------------------------------------------
+# Registry of named losses over dicts of outputs
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """A registered loss and what it needs from the models."""
+
+    name: str
+    fn: Callable[..., dict[str, torch.Tensor]]
+    needs_teacher: bool = False
+    hidden_states: bool = False  # of student and teacher (online teacher only)
+    attentions: bool = False  # of student and teacher (online teacher only)
+
+    @property
+    def cacheable(self) -> bool:
+        """True if precomputed teacher outputs (logits) are all the teacher part needs."""
+        return self.needs_teacher and not (self.hidden_states or self.attentions)
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The keyword options the loss takes (after student, teacher, labels)."""
+        return frozenset(list(inspect.signature(self.fn).parameters)[3:])
+
+    def __call__(self, student, teacher, labels, **options) -> dict[str, torch.Tensor]:
+        return self.fn(student, teacher, labels, **options)
+
+
+LOSSES: dict[str, LossSpec] = {}
+
+
+def register(name: str, *, teacher: bool = False, hidden_states: bool = False, attentions: bool = False):
+    """Decorator: add fn(student, teacher, labels, **options) to LOSSES under `name`."""
+
+    def add(fn):
+        if name in LOSSES:
+            raise ValueError(f"loss {name!r} is registered twice")
+        LOSSES[name] = LossSpec(name, fn, teacher, hidden_states, attentions)
+        return fn
+
+    return add
+
+
+def get_loss(name: str) -> LossSpec:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}")
+    return LOSSES[name]
+
+
+# Which gold labels go with which logits.
+LABEL_OF = {"logits": "labels", "start_logits": "start_positions", "end_logits": "end_positions"}
+
+
+def _prediction_keys(outputs: dict) -> tuple[str, ...]:
+    """The outputs that predict the gold labels: start and end for extractive QA, else logits."""
+    return ("start_logits", "end_logits") if "start_logits" in outputs else ("logits",)
+
+
+def _mean_terms(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Average term by term (QA's start and end, as BertForQuestionAnswering and HF's run_squad do)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {k: sum(p[k] for p in parts) / len(parts) for k in parts[0]}
+
+
+@register("ce")
+def ce(student, teacher, labels):
+    """Hard-label cross-entropy of the prediction outputs; no teacher."""
+    parts = []
+    for key in _prediction_keys(student):
+        loss = hard_ce(student[key], labels[LABEL_OF[key]])
+        parts.append({"loss": loss, "ce": loss.detach()})
+    return _mean_terms(parts)
+
+
+@register("soft_target", teacher=True)
+def soft_target(student, teacher, labels, alpha: float = 0.5, temperature: float = 1.0):
+    """alpha * CE + (1 - alpha) * T^2 * KL (= kd_loss), on each prediction output, averaged.
+
+    Without teacher outputs, or at alpha = 1, plain CE (what the trainer has always done).
+    """
+    _check_alpha(alpha)
+    _check_temperature(temperature)
+    if teacher is None or alpha == 1:
+        return ce(student, None, labels)
+    return _mean_terms([_kd_terms(student[k], teacher[k], labels.get(LABEL_OF[k]), alpha, temperature)
+                        for k in _prediction_keys(student)])
+
+
+@register("hetero", teacher=True)
+def hetero(student, teacher, labels, alpha: float = 0.5, temperature: float = 1.0, convention: str = "ours"):
+    """Heterogeneous KD: CE of the prediction head (`logits`, fine labels) with the gold labels, plus KD
+    between the distillation head (`distill_logits`) and the teacher's `logits` (coarse labels).
+
+    convention "ours":  alpha * CE + (1 - alpha) * T^2 * KL  (= hetero_kd_loss)
+    convention "paper": alpha * CE + (1 - alpha) * KL, no T^2 (seed 003; at T=1 both agree: its Fig. 9
+                        gives 0.1 * 0.5108 + 0.9 * 0.0851 = 0.1277)
+    Without a teacher, CE alone.
+    """
+    if convention not in ("ours", "paper"):
+        raise ValueError(f"convention must be 'ours' or 'paper', not {convention!r}")
+    _check_alpha(alpha)
+    _check_temperature(temperature)
+    ce_ = hard_ce(student["logits"], labels["labels"])
+    if teacher is None:
+        return {"loss": ce_, "ce": ce_.detach()}
+    s, t = student["distill_logits"], teacher["logits"]
+    if convention == "ours":
+        kd = soft_target_kd(s, t, temperature)
+    else:
+        _check_same_shape(s, t, "hetero")
+        kd = _tempered_kl(s, t, temperature)
+    loss = alpha * ce_ + (1.0 - alpha) * kd
+    return {"loss": loss, "ce": ce_.detach(), "kd": kd.detach()}
+
+
+def _require_teacher(name: str, teacher) -> None:
+    if teacher is None:
+        raise ValueError(f"loss {name!r} needs the teacher's hidden states: run it with an online teacher")
+
+
+@register("triple", teacher=True, hidden_states=True)
+def triple(student, teacher, labels, temperature: float = 2.0, alpha_ce: float = 5.0, alpha_mlm: float = 2.0,
+           alpha_cos: float = 1.0):
+    """DistilBERT's triple loss on masked-LM outputs: `logits` [B, L, V], labels["labels"] the MLM
+    labels, cosine between the last hidden layers over the real tokens (student["attention_mask"])."""
+    _require_teacher("triple", teacher)
+    return distilbert_triple_loss(student["logits"], teacher["logits"], labels["labels"],
+                                  student["hidden_states"][-1], teacher["hidden_states"][-1],
+                                  student["attention_mask"], temperature, alpha_ce, alpha_mlm, alpha_cos)
+
+
+@register("tinybert", teacher=True, hidden_states=True, attentions=True)
+def tinybert(student, teacher, labels, layer_map: Sequence[int] | None = None, proj: nn.Module | None = None,
+             prediction: bool = False, temperature: float = 1.0):
+    """TinyBERT's intermediate-layer loss: embeddings + mapped hidden states + mapped attentions
+    (+ the prediction-layer loss with prediction=True).
+
+    hidden_states include the embedding output first (transformers' layout). layer_map defaults to
+    the uniform map. A `proj` (HiddenProjection) must be a submodule of the student so that the
+    optimiser trains it.
+    """
+    _require_teacher("tinybert", teacher)
+    s_h, t_h = student["hidden_states"], teacher["hidden_states"]
+    layer_map = list(layer_map) if layer_map is not None else uniform_layer_map(len(s_h) - 1, len(t_h) - 1)
+    terms = {
+        "emb": tinybert_embedding_loss(s_h[0], t_h[0], proj),
+        "hidden": tinybert_hidden_loss(s_h[1:], t_h[1:], layer_map, proj),
+        "attn": tinybert_attention_loss(student["attentions"], teacher["attentions"], layer_map,
+                                        student.get("attention_mask")),
+    }
+    if prediction:
+        keys = _prediction_keys(student)
+        terms["pred"] = sum(tinybert_prediction_loss(student[k], teacher[k], temperature) for k in keys) / len(keys)
+    loss = sum(terms.values())
+    return {"loss": loss, **{k: v.detach() for k, v in terms.items()}}

@@ -1,8 +1,9 @@
 """Teachers and students: loading a teacher, building a smaller BERT from it, counting parameters.
 
-A student keeps the teacher's hidden size, vocabulary and heads, and changes two things, as in seed 000's
-grid: the number of layers and the FFN (intermediate) size. It starts from the teacher's weights:
-the embeddings, the pooler, the classifier and a chosen set of teacher layers (DistilBERT's recipe).
+A student keeps the teacher's class (classifier, QA model, two-head model), hidden size, vocabulary and
+heads, and changes two things, as in seed 000's grid: the number of layers and the FFN (intermediate) size.
+It starts from the teacher's weights: the embeddings, the pooler, the heads and a chosen set of teacher
+layers (DistilBERT's recipe).
 """
 from __future__ import annotations
 
@@ -145,11 +146,11 @@ def _copy_ffn(student_layer, teacher_layer) -> None:
 
 def make_student(teacher, num_layers: int, intermediate_size: int | None = None, init: str = "alternate",
                  seed: int = 0):
-    """A BERT classifier like `teacher` with `num_layers` layers and FFN size `intermediate_size`.
+    """A BERT model like `teacher` (same class) with `num_layers` layers and FFN size `intermediate_size`.
 
     Copied from the teacher (unless init="scratch"): embeddings, the selected layers' attention blocks
-    and FFNs (see _copy_ffn), the pooler and the classifier. The chosen layers are recorded in
-    `student.config.kd_teacher_layers`.
+    and FFNs (see _copy_ffn), the pooler and every head: the classifier, QA's qa_outputs, both heads of
+    a two-head model. The chosen layers are recorded in `student.config.kd_teacher_layers`.
     """
     base = getattr(teacher, "base_model_prefix", "bert")
     if getattr(teacher.config, "model_type", None) != "bert":
@@ -173,13 +174,15 @@ def make_student(teacher, num_layers: int, intermediate_size: int | None = None,
             _copy_ffn(s_layer, t_layer)
         if s_bert.pooler is not None and t_bert.pooler is not None:
             s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
-        if hasattr(student, "classifier"):
-            student.classifier.load_state_dict(teacher.classifier.state_dict())
+        # The heads: every part of the model outside the encoder that has weights.
+        for name, head in teacher.named_children():
+            if name != base and any(True for _ in head.parameters()):
+                getattr(student, name).load_state_dict(head.state_dict())
     return student
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Parameters by part. `total` includes embeddings, pooler and classifier (STUDY.md's convention).
+    """Parameters by part. `total` includes embeddings, pooler and classifier (docs/conventions.md).
 
     Shared (tied) tensors are counted once.
     """

@@ -1,7 +1,7 @@
 """Where results land, and how they are written: always atomically (temporary file, then rename).
 
 An interrupted run therefore leaves either the old file or the new one, never half of one, and the
-runner can trust any file it finds. Layout (see STUDY.md):
+runner can trust any file it finds. Layout (docs/conventions.md):
 
     reports/<profile>/<step>/metrics.json      headline numbers of the step
     reports/<profile>/<step>/tables/*.csv
@@ -41,9 +41,11 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or project_root() / ".cache")
 
 
-def step_dir(profile: str, step: str) -> Path:
+def step_dir(profile: str, step: str, create: bool = True) -> Path:
+    """reports/<profile>/<step>/ (created unless `create` is False)."""
     d = reports_root() / profile / step
-    d.mkdir(parents=True, exist_ok=True)
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
     return d
 
 

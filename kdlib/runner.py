@@ -1,10 +1,14 @@
-"""Run the study's notebooks in order with papermill, skipping the steps that are already done.
+"""Run the study's notebooks in order with papermill, skipping the steps that are up to date.
 
-A step is done when reports/<profile>/<step>/ holds its executed notebook, a metrics.json with the keys
-STUDY.md promises, and a stamp (.step.json) whose fingerprint matches the step's inputs now: the
-notebook's text, the parameters, the kdlib sources, and the fingerprints of the steps before it.
-The stamp is written last and atomically, so a step killed half-way is simply run again; inside a
-step, training runs resume on their own (see kdlib.train).
+The notebooks' only source is text (jupytext percent files, notebooks/NN_name.py); the runner turns
+each into a notebook for papermill and writes the executed copy to reports/<profile>/<step>/.
+
+A step is up to date when its folder holds the executed notebook, every output the manifest
+(kdlib/steps.py) promises, a metrics.json with the promised keys, and a stamp (.step.json) whose parts
+match the step's inputs now: the notebook's text, the parameter sections it reads, the kdlib sources,
+and the stamps of the steps it needs. `status` says which part changed. A stale step re-runs as a
+whole, but the expensive units inside it (training runs, caches, benchmarks; see kdlib/memo.py) are
+reused when their own keys match, so a cosmetic change re-runs a step in seconds.
 """
 from __future__ import annotations
 
@@ -12,152 +16,181 @@ import hashlib
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from kdlib import steps as manifest
 from kdlib.config import StudyParams, load_params
-from kdlib.outputs import atomic_path, read_json, reports_root, write_json
+from kdlib.outputs import atomic_path, project_root, read_json, step_dir, write_json
+from kdlib.steps import Step
 
-# The headline keys each step's metrics.json must hold (STUDY.md, "Where results land").
-REQUIRED_METRICS = {
-    "00_data_prep": ["n_train", "n_validation", "n_test", "n_classes"],
-    "01_teacher": ["teacher_test_accuracy", "teacher_test_macro_f1", "teacher_params"],
-    "02_distill": ["student_test_accuracy", "nokd_test_accuracy", "student_params", "cached_kd_train_seconds",
-                   "online_kd_train_seconds", "nokd_train_seconds"],
-    "03_grid": ["best_half_depth_retention", "speedup_over_flop_ratio_bs1", "speedup_over_flop_ratio_bs32",
-                "grid_cached_over_online_cost"],
-    "04_compare": ["best_quantized_speedup", "best_quantized_accuracy_drop_pp"],
-    "05_hetero_kd": ["n_seeds", "acc_A_mean", "acc_B_mean", "acc_C_mean", "acc_A_std", "acc_B_std", "acc_C_std"],
-    "06_edge_benchmark": ["teacher_f1", "student_f1", "student_speedup", "quantized_student_speedup"],
-}
 STAMP = ".step.json"
 
 
-def notebooks_dir() -> Path:
-    from kdlib.outputs import project_root
-
-    return project_root() / "notebooks"
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
-@dataclass
-class Step:
-    stem: str  # e.g. "01_teacher"
-    notebook: Path
-
-    @property
-    def number(self) -> str:
-        return self.stem.split("_", 1)[0]
+def library_digests() -> dict[str, str]:
+    """A hash per kdlib source file (raw bytes: any edit makes the step re-run; units decide what is redone)."""
+    return {p.name: _sha(p.read_bytes()) for p in sorted(Path(__file__).parent.glob("*.py"))}
 
 
-def discover_steps(folder: Path | None = None) -> list[Step]:
-    """The numbered notebooks (NN_name.ipynb), in order."""
-    folder = folder or notebooks_dir()
-    found = [Step(p.stem, p) for p in sorted(folder.glob("[0-9][0-9]_*.ipynb"))]
-    if not found:
-        raise FileNotFoundError(f"no numbered notebooks in {folder}")
-    return found
+def stamp_parts(step: Step, cfg: StudyParams, root: Path, upstream: dict[str, str]) -> dict:
+    """Everything a step's results depend on, part by part (so a changed part can be named)."""
+    return {
+        "notebook": _sha(step.notebook(root).read_bytes()),
+        "params": {s: cfg.fingerprint([s]) for s in ("profile", "seed", *step.sections)},
+        "kdlib": library_digests(),
+        "needs": {name: upstream.get(name, "missing") for name in step.needs},
+    }
 
 
-def select_steps(steps: list[Step], only: list[str] | None) -> list[Step]:
-    """Steps whose number or stem is in `only` (all when empty); an unknown name is an error."""
-    if not only:
-        return steps
-    wanted = []
-    for name in only:
-        match = [s for s in steps if name in (s.number, s.stem)]
-        if not match:
-            raise ValueError(f"no step {name!r}; steps are {', '.join(s.stem for s in steps)}")
-        wanted.extend(match)
-    return [s for s in steps if s in wanted]
+def fingerprint(parts: dict) -> str:
+    import json
+
+    return _sha(json.dumps(parts, sort_keys=True).encode())
 
 
-def _hash_files(paths) -> str:
-    h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()
+def stale_reasons(cfg: StudyParams, step: Step, parts: dict) -> list[str]:
+    """Why a step must run; empty when it is up to date."""
+    out = step_dir(cfg.profile, step.stem, create=False)
+    stamp_path = out / STAMP
+    if not stamp_path.exists():
+        return ["never finished"]
+    try:
+        old = read_json(stamp_path).get("parts", {})
+    except (OSError, ValueError):
+        return ["its stamp is unreadable"]
+    reasons = []
+    if old.get("notebook") != parts["notebook"]:
+        reasons.append(f"notebook {step.stem}.py changed")
+    changed = sorted(k for k, v in parts["params"].items() if old.get("params", {}).get(k) != v)
+    if changed:
+        reasons.append(f"parameters changed: {', '.join(changed)}")
+    old_lib = old.get("kdlib", {})
+    edited = sorted(k for k in set(old_lib) | set(parts["kdlib"]) if old_lib.get(k) != parts["kdlib"].get(k))
+    if edited:
+        reasons.append(f"kdlib changed: {', '.join(edited)}")
+    needs = sorted(k for k, v in parts["needs"].items() if old.get("needs", {}).get(k) != v)
+    if needs:
+        reasons.append(f"re-ran or stale before it: {', '.join(needs)}")
+    missing = [f for f in (f"{step.stem}.ipynb", "metrics.json", *step.outputs) if not (out / f).exists()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        reasons.append(f"outputs missing: {shown}")
+    elif step.metrics:
+        try:
+            absent = [k for k in step.metrics if k not in read_json(out / "metrics.json")]
+        except (OSError, ValueError):
+            absent = ["(metrics.json unreadable)"]
+        if absent:
+            reasons.append(f"metrics.json lacks {', '.join(absent)}")
+    return reasons
 
 
-def library_fingerprint() -> str:
-    """Changes when any kdlib source file changes."""
-    return _hash_files(Path(__file__).parent.glob("*.py"))[:16]
+def plan(cfg: StudyParams, root: Path | None = None) -> list[tuple[Step, dict, list[str]]]:
+    """Every step with its stamp parts and the reasons it is stale (empty: up to date), in order.
+
+    A step downstream of a stale one is stale too (its inputs will change when that one re-runs).
+    """
+    root = root or project_root()
+    fingerprints: dict[str, str] = {}
+    stale: set[str] = set()
+    rows = []
+    for step in manifest.STEPS:
+        parts = stamp_parts(step, cfg, root, fingerprints)
+        reasons = stale_reasons(cfg, step, parts)
+        before = [n for n in step.needs if n in stale]
+        if before and reasons != ["never finished"] and not any(r.startswith("re-ran or stale") for r in reasons):
+            reasons.append(f"re-ran or stale before it: {', '.join(before)}")
+        if reasons:
+            stale.add(step.stem)
+        fingerprints[step.stem] = fingerprint(parts)
+        rows.append((step, parts, reasons))
+    return rows
 
 
-def step_fingerprint(step: Step, cfg: StudyParams, upstream: str) -> str:
-    h = hashlib.sha256()
-    for part in (_hash_files([step.notebook]), cfg.fingerprint(), library_fingerprint(), upstream):
-        h.update(part.encode())
-    return h.hexdigest()[:16]
+def _notebook_from_text(path: Path):
+    """The jupytext percent file as an nbformat notebook with a python3 kernel."""
+    import jupytext
+
+    nb = jupytext.read(path)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    return nb
 
 
-def step_output_dir(cfg: StudyParams, step: Step) -> Path:
-    return reports_root() / cfg.profile / step.stem
-
-
-def is_complete(cfg: StudyParams, step: Step, fingerprint: str) -> bool:
-    out = step_output_dir(cfg, step)
-    stamp, metrics = out / STAMP, out / "metrics.json"
-    if not (stamp.exists() and metrics.exists() and (out / f"{step.stem}.ipynb").exists()):
-        return False
-    if read_json(stamp).get("fingerprint") != fingerprint:
-        return False
-    return all(k in read_json(metrics) for k in REQUIRED_METRICS.get(step.stem, []))
-
-
-def execute(step: Step, cfg: StudyParams, params_file: Path) -> Path:
+def execute(step: Step, cfg: StudyParams, params_file: Path, root: Path) -> Path:
     """Execute one notebook with papermill into reports/<profile>/<step>/<step>.ipynb (atomically)."""
+    import nbformat
     import papermill as pm
 
-    out = step_output_dir(cfg, step)
-    out.mkdir(parents=True, exist_ok=True)
+    out = step_dir(cfg.profile, step.stem)
     final = out / f"{step.stem}.ipynb"
     # The kernel must be this interpreter (the one with kdlib), whatever is first on PATH.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     with atomic_path(final) as tmp:
-        tmp_ipynb = tmp.with_suffix(".ipynb")
+        source_ipynb, tmp_ipynb = tmp.with_suffix(".source.ipynb"), tmp.with_suffix(".ipynb")
+        nbformat.write(_notebook_from_text(step.notebook(root)), source_ipynb)
         try:
             pm.execute_notebook(
-                str(step.notebook), str(tmp_ipynb),
+                str(source_ipynb), str(tmp_ipynb),
                 parameters={"params_file": str(params_file.resolve())},
-                cwd=str(step.notebook.parent), kernel_name="python3", progress_bar=True,
+                cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=True,
                 log_output=False, request_save_on_cell_execute=False,
             )
         except BaseException:
             if tmp_ipynb.exists():  # keep the failed run for reading; never mistaken for a finished one
                 os.replace(tmp_ipynb, out / f"{step.stem}.failed.ipynb")
             raise
+        finally:
+            source_ipynb.unlink(missing_ok=True)
         os.replace(tmp_ipynb, tmp)
     (out / f"{step.stem}.failed.ipynb").unlink(missing_ok=True)
-    missing = [k for k in REQUIRED_METRICS.get(step.stem, [])
-               if k not in (read_json(out / "metrics.json") if (out / "metrics.json").exists() else {})]
+    metrics = read_json(out / "metrics.json") if (out / "metrics.json").exists() else {}
+    missing = [k for k in step.metrics if k not in metrics] + [f for f in step.outputs if not (out / f).exists()]
     if missing:
-        raise RuntimeError(f"{step.stem} ran but its metrics.json lacks {missing}")
+        raise RuntimeError(f"{step.stem} ran but did not write {missing}")
     return final
+
+
+def select(only: list[str] | None) -> list[Step]:
+    """Steps named by number or stem (all when empty); an unknown name is an error."""
+    if not only:
+        return list(manifest.STEPS)
+    wanted = {manifest.get(name).stem for name in only}
+    return [s for s in manifest.STEPS if s.stem in wanted]
+
+
+def status(params_file: str | Path) -> list[dict]:
+    """Every step: up to date, or stale with its reasons."""
+    cfg = load_params(params_file)
+    return [{"step": s.stem, "up_to_date": not reasons, "reasons": reasons} for s, _, reasons in plan(cfg)]
 
 
 def run(params_file: str | Path, only: list[str] | None = None, force: bool = False, log=print) -> list[dict]:
     """Run the selected steps in order; return what happened to each (ran / skipped, seconds)."""
     params_file = Path(params_file)
     cfg = load_params(params_file)  # validates before anything runs
-    steps = discover_steps()
-    selected = select_steps(steps, only)
-    report, upstream = [], ""
-    for step in steps:
-        fingerprint = step_fingerprint(step, cfg, upstream)
-        upstream = fingerprint
-        if step not in selected:
+    root = project_root()
+    selected = {s.stem for s in select(only)}
+    report = []
+    for step in manifest.STEPS:
+        if step.stem not in selected:
             continue
-        if not force and is_complete(cfg, step, fingerprint):
+        # Re-plan before each step: the stamps of the steps before it may just have changed.
+        _, parts, reasons = next(row for row in plan(cfg, root) if row[0] == step)
+        if not force and not reasons:
             log(f"[{cfg.profile}] {step.stem}: up to date, skipped")
             report.append({"step": step.stem, "status": "skipped", "seconds": 0.0})
             continue
-        log(f"[{cfg.profile}] {step.stem}: running ...")
+        log(f"[{cfg.profile}] {step.stem}: running ({'; '.join(reasons) or 'forced'}) ...")
         t0 = time.perf_counter()
-        execute(step, cfg, params_file)
+        execute(step, cfg, params_file, root)
         seconds = time.perf_counter() - t0
-        write_json(step_output_dir(cfg, step) / STAMP,
-                   {"fingerprint": fingerprint, "seconds": round(seconds, 1), "params": str(params_file)})
+        write_json(step_dir(cfg.profile, step.stem) / STAMP,
+                   {"fingerprint": fingerprint(parts), "parts": parts, "seconds": round(seconds, 1),
+                    "params": str(params_file)})
         log(f"[{cfg.profile}] {step.stem}: done in {seconds:.0f} s")
-        report.append({"step": step.stem, "status": "ran", "seconds": seconds})
+        report.append({"step": step.stem, "status": "ran", "seconds": seconds, "reasons": reasons})
     return report

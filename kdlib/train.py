@@ -6,15 +6,14 @@ processes (compute.nproc_per_node > 1), through torchrun, which runs this same f
     torchrun --nproc_per_node 2 -m kdlib.train teacher --params params/smoke.yaml
     torchrun --nproc_per_node 2 -m kdlib.train distill --params params/smoke.yaml
 
-Every run writes its result (runs/<name>/result.json) only after it finished; a run whose result exists
-for the same inputs is not repeated, so an interrupted step resumes where it stopped.
+Every training run is a memoised unit (kdlib/memo.py): runs/<name>/result.json is written only after
+the run finished and its model was saved, and a run whose key (parameters, inputs and the code that
+computes it) matches a recorded one is not repeated, so an interrupted step resumes where it stopped.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -25,12 +24,15 @@ import numpy as np
 import pandas as pd
 
 from kdlib import config as config_mod
-from kdlib import data, models
+from kdlib import data, memo, models
 from kdlib.config import StudyParams
 from kdlib.outputs import cache_root, read_json, step_dir, write_csv, write_json
 
 TEACHER_STEP = "01_teacher"
 DISTILL_STEP = "02_distill"
+# The modules whose code decides a training run's numbers: a real change to any of them re-trains
+# (comments and docstrings do not count; see memo.code_fingerprint).
+TRAINING_CODE = ("data", "models", "losses", "adaptors", "distill", "train")
 
 
 def is_main_process() -> bool:
@@ -68,23 +70,6 @@ def label_names(dsd) -> list[str]:
 # runs
 
 
-# The modules whose code decides a run's numbers: a change to any of them re-trains.
-NUMERIC_CODE = ("data.py", "models.py", "losses.py", "distill.py", "train.py")
-
-
-def code_fingerprint() -> str:
-    h = hashlib.sha256()
-    for name in NUMERIC_CODE:
-        h.update((Path(__file__).parent / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def _key(*parts) -> str:
-    """The identity of a run: its parameters and the code that computes it."""
-    blob = json.dumps([code_fingerprint(), *parts], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
 def _predictions_frame(logits, labels, names) -> pd.DataFrame:
     probs = np.exp(logits - logits.max(axis=1, keepdims=True))
     probs /= probs.sum(axis=1, keepdims=True)
@@ -94,29 +79,31 @@ def _predictions_frame(logits, labels, names) -> pd.DataFrame:
     return frame
 
 
-def _run(name: str, out_dir: Path, key: str, train_fn, names, save_to: Path | None = None,
-         tokenizer=None) -> dict:
-    """Run `train_fn` unless runs/<name>/result.json already holds a result for `key`.
+def run_training(name: str, out_dir: Path, key: str, train_fn, names, params: dict, save_to: Path | None = None,
+                 tokenizer=None) -> dict:
+    """One training run as a memoised unit in <out_dir>/runs/<name>/.
 
     With `save_to`, the trained model is saved there (safetensors) before the result is recorded, and a
     recorded result counts only while that model is still there.
     """
     run_dir = out_dir / "runs" / name
-    result_path = run_dir / "result.json"
-    if result_path.exists() and (save_to is None or (save_to / "config.json").exists()):
-        done = read_json(result_path)
-        if done.get("key") == key:
-            done["reused"] = True
-            return done
-    out = train_fn(run_dir / "checkpoints")
-    result = {k: v for k, v in out.items() if k not in ("test_logits", "test_labels", "trainer")}
-    result.update(name=name, key=key, reused=False)
+    if save_to is not None and not (save_to / "config.json").exists():
+        (run_dir / "result.json").unlink(missing_ok=True)  # its model is gone: the run must be redone
+
+    def build(folder: Path) -> dict:
+        out = train_fn(folder / "checkpoints")
+        result = {k: v for k, v in out.items() if k not in ("test_logits", "test_labels", "test_outputs", "trainer")}
+        result["name"] = name
+        if is_main_process():
+            if save_to is not None:
+                models.save_model(out["trainer"].model, tokenizer, save_to)
+            write_csv(folder / "history.csv", pd.DataFrame(result["history"]))
+            write_csv(folder / "test_predictions.csv", _predictions_frame(out["test_logits"], out["test_labels"], names))
+        return result
+
+    result = memo.run_unit(run_dir, key, build, params=params, files=("history.csv", "test_predictions.csv"),
+                           record=is_main_process())
     if is_main_process():
-        if save_to is not None:
-            models.save_model(out["trainer"].model, tokenizer, save_to)
-        write_csv(run_dir / "history.csv", pd.DataFrame(result["history"]))
-        write_csv(run_dir / "test_predictions.csv", _predictions_frame(out["test_logits"], out["test_labels"], names))
-        write_json(result_path, result)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # complete: they only served resuming
     return result
 
@@ -132,7 +119,9 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     names = label_names(dsd)
     tokenizer = models.load_tokenizer(cfg.teacher.model)
     tok = tokenize(dsd, tokenizer, cfg.data.max_length)
-    key = _key("teacher", cfg.seed, cfg.data, cfg.teacher, cfg.compute.bf16, cfg.compute.group_by_length)
+    params = {"seed": cfg.seed, "data": cfg.data, "teacher": cfg.teacher, "bf16": cfg.compute.bf16,
+              "group_by_length": cfg.compute.group_by_length}
+    key = memo.unit_key("teacher", TRAINING_CODE, params)
     model_dir = out_dir / "model"
 
     def train(ckpt_dir):
@@ -140,9 +129,10 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
         model = models.load_classifier(cfg.teacher.model, names)
         return fit(model, tokenizer, tok["train"], tok["validation"], tok["test"], ckpt_dir, cfg.teacher,
                    cfg.seed, bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
-                   history_csv=ckpt_dir.parent / "history.csv")
+                   history_csv=ckpt_dir.parent / "history.csv", run_name="teacher")
 
-    result = _run("teacher", out_dir, key, train, names, save_to=model_dir, tokenizer=tokenizer)
+    result = run_training("teacher", out_dir, key, train, names, memo_params(params), save_to=model_dir,
+                          tokenizer=tokenizer)
     if not is_main_process():  # rank 0 saves the model and writes the summary
         return {"result": result}
     summary = {
@@ -156,58 +146,76 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     return summary
 
 
+def memo_params(params: dict) -> dict:
+    """Resolved parameters as plain JSON values (dataclasses to dicts), for a unit's result.json."""
+    import dataclasses
+
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in params.items()}
+
+
 def _load_saved(folder: Path):
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(folder)
 
 
-def distill_student(cfg: StudyParams, out_dir: Path | None = None, teacher_dir: Path | None = None) -> dict:
+def load_teacher(cfg: StudyParams):
+    """The fine-tuned teacher of step 01 and its tokenizer; a clear error when 01 has not run."""
+    from transformers import AutoTokenizer
+
+    teacher_dir = step_dir(cfg.profile, TEACHER_STEP, create=False) / "model"
+    if not (teacher_dir / "config.json").exists():
+        raise FileNotFoundError(f"no fine-tuned teacher in {teacher_dir}: run step {TEACHER_STEP} first")
+    return _load_saved(teacher_dir), AutoTokenizer.from_pretrained(teacher_dir)
+
+
+def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     """Distil one student from the fine-tuned teacher, beside its no-KD twin (and online KD if asked).
 
     All runs start from the same student weights (a copy of one `make_student`) and the same seed, so
     they differ only in the loss and in where the teacher logits come from.
     """
-    from transformers import AutoTokenizer, set_seed
+    from transformers import set_seed
 
     from kdlib.distill import fit, teacher_logits, with_teacher_logits
 
     out_dir = Path(out_dir or step_dir(cfg.profile, DISTILL_STEP))
-    teacher_dir = Path(teacher_dir or step_dir(cfg.profile, TEACHER_STEP) / "model")
-    if not (teacher_dir / "config.json").exists():
-        raise FileNotFoundError(f"no fine-tuned teacher in {teacher_dir}: run step {TEACHER_STEP} first")
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    teacher = _load_saved(teacher_dir)
+    teacher, tokenizer = load_teacher(cfg)
     dsd = prepare_data(cfg)
     names = label_names(dsd)
     tok = tokenize(dsd, tokenizer, cfg.data.max_length)
+    d = cfg.distill
 
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
-                           batch_size=cfg.distill.eval_batch_size)
+                           batch_size=d.eval_batch_size)
     student = make_configured_student(teacher, cfg)
-    d = cfg.distill
-    base_key = (cfg.seed, cfg.data, cfg.student, d, cfg.compute.bf16, cfg.compute.group_by_length, cache.path.name)
     plans = {
-        "kd_cached": dict(train_ds=with_teacher_logits(tok["train"], cache.logits), alpha=d.alpha),
-        "nokd": dict(train_ds=tok["train"], alpha=1.0),
+        "kd_cached": dict(train_ds=with_teacher_logits(tok["train"], cache.logits), alpha=d.alpha, loss=d.loss),
+        "nokd": dict(train_ds=tok["train"], alpha=1.0, loss="ce"),
     }
-    if cfg.compute.compare_online_kd:
-        plans["kd_online"] = dict(train_ds=tok["train"], alpha=d.alpha, teacher=teacher)
+    if d.compare_online_kd:
+        plans["kd_online"] = dict(train_ds=tok["train"], alpha=d.alpha, loss=d.loss, teacher=teacher)
     results = {}
     for name, plan in plans.items():
-        def train(ckpt_dir, plan=plan):
+        params = {"seed": cfg.seed, "data": cfg.data, "distill": d, "run": name, "loss": plan["loss"],
+                  "alpha": plan["alpha"], "bf16": cfg.compute.bf16, "group_by_length": cfg.compute.group_by_length,
+                  "teacher_outputs": cache.path.name}
+
+        def train(ckpt_dir, plan=plan, name=name):
             set_seed(cfg.seed)
             return fit(copy.deepcopy(student), tokenizer, plan["train_ds"], tok["validation"], tok["test"], ckpt_dir,
                        d, cfg.seed, teacher=plan.get("teacher"), alpha=plan["alpha"], temperature=d.temperature,
-                       bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
-                       history_csv=ckpt_dir.parent / "history.csv")
+                       loss=plan["loss"], bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
+                       history_csv=ckpt_dir.parent / "history.csv", run_name=name)
 
         # The cached-KD student is the one the study keeps (and benchmarks).
         save_to = out_dir / "student_model" if name == "kd_cached" else None
-        results[name] = _run(name, out_dir, _key(name, *base_key), train, names, save_to, tokenizer)
+        key = memo.unit_key("distill", TRAINING_CODE, params)
+        results[name] = run_training(name, out_dir, key, train, names, memo_params(params), save_to, tokenizer)
     summary = {
         "runs": results,
-        "cache": {"file": cache.path.name, "hit": cache.hit, "seconds": cache.seconds, "rows": len(cache.logits)},
+        "cache": {"file": cache.path.name, "built_now": cache.built_now, "build_seconds": cache.build_seconds,
+                  "seconds": cache.seconds, "rows": len(cache.logits)},
         "student_params": models.count_parameters(student),
         "teacher_params": models.count_parameters(teacher),
         "student_layers": list(student.config.kd_teacher_layers),
@@ -219,7 +227,7 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None, teacher_dir: 
 
 
 def make_configured_student(teacher, cfg: StudyParams):
-    s = cfg.student
+    s = cfg.distill.student
     return models.make_student(teacher, s.num_layers, s.intermediate_size, init=s.init, seed=cfg.seed)
 
 

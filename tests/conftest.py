@@ -55,3 +55,39 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """MiniLM's tokenizer (shipped locally): it pads the batches of the synthetic tiny models below, whose
+    token ids stay under 1000 (pad id 0)."""
+    from transformers import AutoTokenizer
+
+    from kdlib.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(resolve_model("minilm"))
+
+
+def _tiny_bert_config(**changes):
+    from transformers import BertConfig
+
+    kwargs = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                  max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return BertConfig(**{**kwargs, **changes})
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_config():
+    """Makes the config of a 2-layer BERT of hidden 32 over 1000 token ids, without dropout (so losses are
+    deterministic); keyword arguments change it."""
+    return _tiny_bert_config
+
+
+@pytest.fixture
+def tiny_qa_teacher():
+    """A random tiny BERT for extractive QA (start and end logits per token)."""
+    import torch
+    from transformers import BertForQuestionAnswering
+
+    torch.manual_seed(1)
+    return BertForQuestionAnswering(_tiny_bert_config()).eval()

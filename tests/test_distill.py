@@ -1,17 +1,25 @@
-"""Training on tiny data: the teacher-output cache, cached vs online KD, determinism, resuming, torchrun."""
+"""Training on tiny data: the teacher-output cache, cached vs online KD, determinism, resuming, torchrun; the
+predictor, cache and trainer on QA and two-head models; the NaN guard."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from datasets import Dataset
+from transformers import BertForQuestionAnswering, BertForSequenceClassification, DataCollatorWithPadding
 
-from kdlib import config, distill, losses, train
+from kdlib import adaptors, config, distill, evaluate, losses, models, train
+from kdlib.adaptors import MASK_VALUE
+from kdlib.heads import BertForTwoHeadClassification, DenseTwoHead, DenseTwoHeadConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,9 +30,8 @@ def tiny_params(teacher_dir, **changes) -> dict:
         "data": {"dataset": "fin_sentiment", "max_length": 32, "train_size": 96, "validation_size": 30,
                  "test_size": 30},
         "teacher": {"model": str(teacher_dir), "epochs": 1, "learning_rate": 1e-3, "batch_size": 16},
-        "student": {"num_layers": 1},
-        "distill": {"epochs": 2, "learning_rate": 1e-3, "batch_size": 16, "alpha": 0.5, "temperature": 2.0},
-        "compute": {"compare_online_kd": True},
+        "distill": {"student": {"num_layers": 1}, "epochs": 2, "learning_rate": 1e-3, "batch_size": 16,
+                    "alpha": 0.5, "temperature": 2.0, "compare_online_kd": True},
     }
     return config.deep_merge(raw, changes)
 
@@ -112,7 +119,7 @@ def test_distill_step_cached_equals_online_and_is_deterministic(tiny_cfg, report
 
     # A second call reuses every finished run; deleting one result re-trains that run alone, identically.
     again = train.distill_student(tiny_cfg)
-    assert all(r["reused"] for r in again["runs"].values()) and again["cache"]["hit"]
+    assert all(r["reused"] for r in again["runs"].values()) and not again["cache"]["built_now"]
     before = json.loads((out / "runs" / "nokd" / "result.json").read_text())
     (out / "runs" / "nokd" / "result.json").unlink()
     third = train.distill_student(tiny_cfg)
@@ -141,7 +148,7 @@ def test_runs_unchanged_under_torchrun_with_two_processes(tiny_teacher_dir, data
     """The same module, launched by torchrun on CPU (gloo): two ranks train together."""
     params = tmp_path / "ddp.yaml"
     params.write_text(yaml.safe_dump(tiny_params(tiny_teacher_dir, profile="ddp",
-                                                 compute={"compare_online_kd": False})))
+                                                 distill={"compare_online_kd": False})))
     env = {**os.environ, "KD_REPORTS_DIR": str(tmp_path / "reports"), "KD_CACHE_DIR": str(tmp_path / "cache"),
            "OMP_NUM_THREADS": "1"}
     for step in ("teacher", "distill"):
@@ -158,3 +165,236 @@ def test_runs_unchanged_under_torchrun_with_two_processes(tiny_teacher_dir, data
     assert (teacher["world_size"], teacher["parallel_mode"]) == (2, "distributed")
     # Two ranks with batch 16 each: 96 rows make 3 optimisation steps per epoch, not 6.
     assert teacher["history"][0]["epoch"] == 1.0 and len(teacher["history"]) == 1
+
+
+# ----------------------------------------------------------------------------------------------------
+# The predictor, the cache and the trainer on synthetic rows: classifiers, QA and two-head models
+
+
+def hp(epochs=30, batch_size=8, learning_rate=1e-3):
+    """Training settings as fit reads them (a TrainParams stand-in)."""
+    return SimpleNamespace(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, eval_batch_size=16,
+                           weight_decay=0.0, warmup_ratio=0.0)
+
+
+def token_rows(n, seed, lengths=(4, 20), labels=3, qa=False) -> Dataset:
+    """n rows of random token ids (under 1000) of varied lengths, with a class label or a gold span."""
+    rng = np.random.default_rng(seed)
+    rows = {"input_ids": [], "token_type_ids": [], "attention_mask": [], "label": []}
+    for _ in range(n):
+        length = int(rng.integers(lengths[0], lengths[1] + 1))
+        rows["input_ids"].append([101, *rng.integers(1000, size=length - 1).clip(1).tolist()])
+        rows["token_type_ids"].append([0] * length)
+        rows["attention_mask"].append([1] * length)
+        rows["label"].append(int(rng.integers(labels)))
+    if qa:
+        del rows["label"]
+        starts = [int(rng.integers(1, len(ids))) for ids in rows["input_ids"]]
+        rows["start_positions"] = starts
+        rows["end_positions"] = [int(rng.integers(s, len(ids))) for s, ids in zip(starts, rows["input_ids"])]
+    return Dataset.from_dict(rows)
+
+
+def row_outputs(model, row) -> dict:
+    """A model's outputs on one row alone (no padding, no sorting): the reference for the predictor."""
+    with torch.no_grad():
+        return model(**{k: torch.tensor([row[k]]) for k in ("input_ids", "token_type_ids", "attention_mask")})
+
+
+def assert_trained(history, factor=0.7):
+    """The training loss fell: the last epoch's is below `factor` times the first's."""
+    first, last = history[0]["train_loss"], history[-1]["train_loss"]
+    assert last < factor * first, (first, last)
+
+
+def test_predictor_restores_row_order(tiny_bert_config, tiny_tokenizer):
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config(num_labels=3)).eval()
+    rows = token_rows(23, seed=1)
+    assert len(set(len(r) for r in rows["input_ids"])) > 8  # lengths vary, so sorting reorders
+    logits = distill.compute_logits(model, rows, tiny_tokenizer, batch_size=4)
+    for i in range(len(rows)):
+        torch.testing.assert_close(logits[i], row_outputs(model, rows[i]).logits[0], rtol=1e-5, atol=1e-5)
+    # bit for bit what the cache computed before the predictor was generalised (evaluate.predict, sorted)
+    order = np.argsort([len(r) for r in rows["input_ids"]], kind="stable")
+    sorted_logits, _ = evaluate.predict(model, rows.select(order), 4,
+                                        collate_fn=DataCollatorWithPadding(tiny_tokenizer))
+    assert torch.equal(logits[torch.from_numpy(order)], torch.from_numpy(sorted_logits))
+
+
+def test_cache_rebuilds_a_truncated_file_with_a_warning(tiny_bert_config, tiny_tokenizer, tmp_path):
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=3)).eval()
+    rows = token_rows(12, seed=2)
+    first = distill.teacher_logits(teacher, rows, tiny_tokenizer, tmp_path)
+    assert first.built_now and not first.hit and first.build_seconds > 0
+    again = distill.teacher_logits(teacher, rows, tiny_tokenizer, tmp_path)
+    # a hit reports the build time recorded when the entry was built, not its own
+    assert again.hit and not again.built_now and again.build_seconds == first.build_seconds
+    data = first.path.read_bytes()
+    for broken in (data[: len(data) // 2], data[:5], b"not a safetensors file"):
+        first.path.write_bytes(broken)
+        with pytest.warns(UserWarning, match=r"teacher-output cache .* cannot be used \(.*\); rebuilding it"):
+            rebuilt = distill.teacher_logits(teacher, rows, tiny_tokenizer, tmp_path)
+        assert rebuilt.built_now and rebuilt.path == first.path and torch.equal(rebuilt.logits, first.logits)
+    # an entry for another number of rows is rebuilt too
+    from safetensors.torch import save_file
+
+    save_file({"logits": first.logits[:3].contiguous()}, str(first.path))
+    with pytest.warns(UserWarning, match="3 rows, the dataset 12"):
+        assert distill.teacher_logits(teacher, rows, tiny_tokenizer, tmp_path).built_now
+
+
+def test_qa_cache_pads_per_token_outputs_and_the_column_cuts_them(tiny_qa_teacher, tiny_tokenizer, tmp_path):
+    rows = token_rows(10, seed=3, qa=True)
+    cache = distill.teacher_outputs(tiny_qa_teacher, rows, tiny_tokenizer, tmp_path, batch_size=3, task="qa")
+    longest = max(len(r) for r in rows["input_ids"])
+    assert cache.logits is None and cache.path.name.startswith("qa-")
+    assert cache.outputs["start_logits"].shape == cache.outputs["end_logits"].shape == (10, longest)
+    for i in range(10):
+        n, ref = len(rows[i]["input_ids"]), row_outputs(tiny_qa_teacher, rows[i])
+        torch.testing.assert_close(cache.outputs["start_logits"][i, :n], ref.start_logits[0], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(cache.outputs["end_logits"][i, :n], ref.end_logits[0], rtol=1e-5, atol=1e-5)
+        assert (cache.outputs["start_logits"][i, n:] == MASK_VALUE).all()
+    assert distill.teacher_outputs(tiny_qa_teacher, rows, tiny_tokenizer, tmp_path, task="qa").hit
+    with_teacher = distill.with_teacher_outputs(rows, cache.outputs, task="qa")
+    assert [len(v) for v in with_teacher["teacher_start_logits"]] == [len(v) for v in rows["input_ids"]]
+    # the collator pads them back to the batch's length, with the mask value
+    collate = distill._pad_collator(tiny_tokenizer, ("teacher_start_logits", "teacher_end_logits"))
+    batch = collate([with_teacher[i] for i in range(4)])
+    assert batch["teacher_start_logits"].shape == batch["input_ids"].shape
+    assert ((batch["teacher_end_logits"] == MASK_VALUE) == (batch["attention_mask"] == 0)).all()
+    assert batch["start_positions"].dtype == torch.long
+
+
+def test_qa_cached_and_online_teacher_give_the_same_loss(tiny_qa_teacher, tiny_bert_config, tiny_tokenizer,
+                                                         tmp_path):
+    rows = token_rows(6, seed=4, qa=True)
+    cache = distill.teacher_outputs(tiny_qa_teacher, rows, tiny_tokenizer, tmp_path, batch_size=2, task="qa")
+    torch.manual_seed(2)
+    student = BertForQuestionAnswering(tiny_bert_config(num_hidden_layers=1)).train()  # no dropout
+    args = distill.training_arguments(tmp_path, hp(), 0, save_strategy="no", eval_strategy="no",
+                                      load_best_model_at_end=False)
+    per_token = ("teacher_start_logits", "teacher_end_logits")
+    collate = distill._pad_collator(tiny_tokenizer, per_token)
+    kw = dict(model=student, args=args, task="qa", alpha=0.5, temperature=2.0, data_collator=collate)
+    cached = distill.DistillTrainer(**kw).compute_loss(
+        student, collate([distill.with_teacher_outputs(rows, cache.outputs, "qa")[i] for i in range(6)]))
+    online = distill.DistillTrainer(**kw, teacher=tiny_qa_teacher).compute_loss(
+        student, collate([rows[i] for i in range(6)]))
+    torch.testing.assert_close(cached, online, rtol=1e-5, atol=1e-6)
+    # and it is the documented mix on start and end
+    batch = collate([rows[i] for i in range(6)])
+    inputs = {k: batch[k] for k in ("input_ids", "token_type_ids", "attention_mask")}
+    with torch.no_grad():
+        s, t = student(**inputs), tiny_qa_teacher(**inputs)
+    pad = batch["attention_mask"] == 0
+    pairs = (("start_logits", "start_positions"), ("end_logits", "end_positions"))
+    expected = sum(losses.kd_loss(getattr(s, k).masked_fill(pad, MASK_VALUE),
+                                  getattr(t, k).masked_fill(pad, MASK_VALUE), batch[p], 0.5, 2.0)
+                   for k, p in pairs) / 2
+    torch.testing.assert_close(online.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_trains_a_qa_model(tiny_qa_teacher, tiny_bert_config, tiny_tokenizer, tmp_path):
+    train_rows, test_rows = token_rows(8, seed=5, qa=True), token_rows(5, seed=6, qa=True)
+    cache = distill.teacher_outputs(tiny_qa_teacher, train_rows, tiny_tokenizer, tmp_path / "cache", task="qa")
+    torch.manual_seed(3)
+    student = models.make_student(tiny_qa_teacher, 1)
+    out = distill.fit(student, tiny_tokenizer, distill.with_teacher_outputs(train_rows, cache.outputs, "qa"),
+                      test_rows, test_rows, tmp_path / "run", hp(), 0, task="qa", alpha=0.5, temperature=2.0,
+                      loss="soft_target", run_name="qa_kd")
+    assert set(out["test"]) >= {"span_exact", "start_accuracy", "end_accuracy", "loss"}
+    assert "accuracy" not in out["test"] and out["test_logits"] is None
+    longest = max(len(r) for r in test_rows["input_ids"])
+    assert {k: v.shape for k, v in out["test_outputs"].items()} == {"start_logits": (5, longest),
+                                                                   "end_logits": (5, longest)}
+    assert list(out["test_labels"]["start_positions"]) == test_rows["start_positions"]
+    history = out["history"]
+    assert len(history) == 30 and {"span_exact", "train_ce", "train_kd"} <= set(history[0])
+    assert out["best_epoch"] == max(history, key=lambda r: r["span_exact"])["epoch"]
+    assert_trained(history)
+    # the test scores are those of the returned outputs
+    span = adaptors.span_metrics(((out["test_outputs"]["start_logits"], out["test_outputs"]["end_logits"]),
+                                  (out["test_labels"]["start_positions"], out["test_labels"]["end_positions"])))
+    assert span["span_exact"] == out["test"]["span_exact"]
+
+
+def test_fit_trains_a_two_head_bert_with_hetero_kd(tiny_bert_config, tiny_tokenizer, tmp_path):
+    rows = token_rows(8, seed=7, labels=5)
+    coarse = torch.randn(8, 3, generator=torch.Generator().manual_seed(4)) * 3  # a confident teacher
+    torch.manual_seed(5)
+    student = BertForTwoHeadClassification(tiny_bert_config(num_labels=5, num_distill_labels=3))
+    out = distill.fit(student, tiny_tokenizer, distill.with_teacher_logits(rows, coarse), rows, rows,
+                      tmp_path / "run", hp(learning_rate=1e-2), 0, task="two_head", loss="hetero", alpha=0.5,
+                      temperature=2.0)
+    assert out["test_outputs"]["logits"].shape == (8, 5) and out["test_outputs"]["distill_logits"].shape == (8, 3)
+    assert np.array_equal(out["test_logits"], out["test_outputs"]["logits"])
+    assert out["test"]["accuracy"] == np.mean(out["test_logits"].argmax(-1) == np.array(rows["label"]))
+    first, last = out["history"][0], out["history"][-1]
+    assert {"accuracy", "macro_f1", "train_ce", "train_kd"} <= set(last)
+    assert_trained(out["history"], factor=0.5)
+    assert last["train_kd"] < 0.5 * first["train_kd"]  # the distillation head follows the teacher
+
+
+def test_fit_trains_a_dense_two_head_on_embeddings_cached_or_online(tmp_path):
+    rng = np.random.default_rng(8)
+    rows = Dataset.from_dict({"embeddings": rng.normal(size=(8, 16)).astype(np.float32).tolist(),
+                              "label": rng.integers(5, size=8).tolist()})
+    torch.manual_seed(6)
+    teacher = DenseTwoHead(DenseTwoHeadConfig(input_dim=16, hidden_sizes=[12], num_labels=3)).eval()
+    cache = distill.teacher_logits(teacher, rows, None, tmp_path / "cache")
+    assert cache.logits.shape == (8, 3)
+    torch.testing.assert_close(cache.logits, teacher(embeddings=torch.tensor(rows["embeddings"])).logits)
+    student = DenseTwoHead(DenseTwoHeadConfig(input_dim=16, hidden_sizes=[8], num_labels=5, num_distill_labels=3))
+    runs = {}
+    for name, train_ds, online in (("cached", distill.with_teacher_logits(rows, cache.logits), None),
+                                   ("online", rows, teacher)):
+        runs[name] = distill.fit(copy.deepcopy(student), None, train_ds, rows, rows, tmp_path / name,
+                                 hp(learning_rate=1e-2), 0, teacher=online, task="two_head", loss="hetero",
+                                 alpha=0.5, temperature=4.0, loss_options={"convention": "paper"})
+    assert_trained(runs["cached"]["history"], factor=0.5)
+    for a, b in zip(runs["cached"]["history"], runs["online"]["history"]):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert runs["cached"]["test"]["accuracy"] == runs["online"]["test"]["accuracy"]
+
+
+def test_nan_teacher_outputs_stop_the_run_naming_the_term(tiny_bert_config, tiny_tokenizer, tmp_path):
+    rows = token_rows(8, seed=9)
+    torch.manual_seed(0)
+    student = BertForSequenceClassification(tiny_bert_config(num_labels=3))
+    nan_logits = torch.full((8, 3), float("nan"))
+    with pytest.raises(distill.NonFiniteLossError, match=r"^run 'kd_nan': step 1: loss term 'kd' is nan$"):
+        distill.fit(student, tiny_tokenizer, distill.with_teacher_logits(rows, nan_logits), rows, rows,
+                    tmp_path / "run", hp(epochs=2), 0, alpha=0.5, temperature=2.0, run_name="kd_nan",
+                    history_csv=tmp_path / "history.csv")
+    assert not (tmp_path / "history.csv").exists()  # nothing was recorded
+
+
+def test_a_model_gone_nan_stops_the_run_at_that_step(tiny_bert_config, tiny_tokenizer, tmp_path):
+    rows = token_rows(8, seed=10)
+    torch.manual_seed(0)
+    student = BertForSequenceClassification(tiny_bert_config(num_labels=3))
+    calls = []
+
+    def nan_from_third_step(module, args, output):  # training forwards only; evaluation does not count
+        calls.extend([1] if module.training else [])
+        return output * float("nan") if len(calls) >= 3 else output
+
+    student.classifier.register_forward_hook(nan_from_third_step)
+    # 2 steps per epoch: step 3 is the first of epoch 2, after an evaluation; the run's name is its folder
+    with pytest.raises(distill.NonFiniteLossError, match=r"run '.*run': step 3: loss term 'ce' is nan"):
+        distill.fit(student, tiny_tokenizer, rows, rows, rows, tmp_path / "run", hp(epochs=3, batch_size=4), 0)
+
+
+def test_fit_refuses_what_cannot_run(tiny_bert_config, tiny_tokenizer, tmp_path):
+    rows = token_rows(4, seed=11)
+    student = BertForSequenceClassification(tiny_bert_config(num_labels=3))
+    with pytest.raises(ValueError, match="loss 'tinybert' needs the teacher's hidden states or attentions"):
+        distill.fit(student, tiny_tokenizer, rows, rows, rows, tmp_path, hp(), 0, loss="tinybert")
+    with pytest.raises(ValueError, match=r"loss 'soft_target' takes no option convention \(its options: alpha, "
+                                         r"temperature\)"):
+        distill.fit(student, tiny_tokenizer, rows, rows, rows, tmp_path, hp(), 0, alpha=0.5,
+                    loss_options={"convention": "paper"})
+    with pytest.raises(ValueError, match="unknown task"):
+        distill.fit(student, tiny_tokenizer, rows, rows, rows, tmp_path, hp(), 0, task="ner")

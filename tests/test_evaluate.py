@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import os
+import time
 import warnings
 
 import numpy as np
@@ -9,6 +9,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, EvalPrediction
 
 from kdlib import evaluate as ev
+from kdlib import runtimes as rt
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3)
 
@@ -70,23 +71,20 @@ def test_confusion_matrix_frame_rows_true_columns_predicted():
 # ---------------------------------------------------------------- machine
 
 
-def test_cpu_info_fields():
+@pytest.mark.parametrize("flags", [set(), {"avx2", "avx512f", "fpu", "sse2"}, {"avx512_bf16", "amx_tile", "amx_int8", "ht"}])
+def test_cpu_info_reports_the_relevant_flags_it_reads(monkeypatch, flags):
+    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
     info = ev.cpu_info()
-    assert info["model"] and isinstance(info["model"], str)
-    assert info["logical_cores"] == os.cpu_count()
-    assert set(info["flags"].split()) <= set(ev.RELEVANT_CPU_FLAGS)
-    assert info["torch_version"] == torch.__version__
-    assert info["torch_threads"] == torch.get_num_threads()
-    assert info["bf16"] == ev.bf16_supported()
+    # Exactly the relevant flags the CPU has, in the fixed order; bf16 iff a native bf16 flag is among them.
+    assert info["flags"].split() == [f for f in ev.RELEVANT_CPU_FLAGS if f in flags]
+    assert info["bf16"] is bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
-def test_bf16_supported_reads_flags(monkeypatch):
-    monkeypatch.setattr(ev, "_cpu_flags", lambda: {"avx2", "avx512f"})
-    assert ev.bf16_supported() is False
-    monkeypatch.setattr(ev, "_cpu_flags", lambda: {"avx2", "amx_bf16"})
-    assert ev.bf16_supported() is True
-    monkeypatch.setattr(ev, "_cpu_flags", lambda: {"avx512_bf16"})
-    assert ev.bf16_supported() is True
+def test_every_row_carries_the_cpu(monkeypatch, tiny_model):
+    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
+    for precision in ("fp32", "bf16"):  # an ok row and a refused one
+        row = ev.benchmark_row(tiny_model, "tiny", "torch", precision, ev.BenchmarkSettings(**FAST))
+        assert row["cpu_flags"] == "avx2 avx512f avx512_vnni" and row["cpu_model"] == rt.cpu_model()
 
 
 # ---------------------------------------------------------------- size / params
@@ -143,65 +141,107 @@ def test_size_on_disk_handles_dynamic_quantisation(tiny_model):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [dict(batch_size=0), dict(seq_len=0), dict(repeats=0), dict(warmup=-1), dict(threads=0), dict(precision="fp16")]
+    "kwargs", [dict(batch_size=0), dict(seq_len=0), dict(repeats=0), dict(warmup=-1), dict(threads=0)]
 )
 def test_settings_reject_bad_values(kwargs):
     with pytest.raises(ValueError):
         ev.BenchmarkSettings(**kwargs)
 
 
-def test_bf16_settings_raise_without_cpu_support(monkeypatch):
-    monkeypatch.setattr(ev, "bf16_supported", lambda: False)
-    with pytest.raises(ValueError, match="bf16"):
-        ev.BenchmarkSettings(precision="bf16")
+def test_bf16_without_cpu_support_is_a_refused_row_not_an_error(monkeypatch, tiny_model):
+    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx2", "avx512f"})
+    row = ev.benchmark_row(tiny_model, "tiny", "torch", "bf16", ev.BenchmarkSettings(**FAST))
+    assert row["status"] == "refused" and "avx512_bf16" in row["reason"]
+    assert np.isnan(row["latency_ms_median"]) and np.isnan(row["size_mb"])
+    assert row["params"] == 37955  # still describes the model
 
 
-def test_bf16_code_path_runs_when_support_is_faked(monkeypatch, tiny_model):
-    # Exercises the autocast path on any CPU; the timing itself is meaningless here.
-    monkeypatch.setattr(ev, "bf16_supported", lambda: True)
-    result = ev.benchmark_latency(tiny_model, ev.BenchmarkSettings(precision="bf16", **FAST))
-    assert result["precision"] == "bf16" and result["latency_ms_median"] > 0
+def test_bf16_with_faked_cpu_support_is_measured(monkeypatch, tiny_model):
+    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx512_bf16"})
+    row = ev.benchmark_row(tiny_model, "tiny", "torch", "bf16", ev.BenchmarkSettings(**FAST))
+    assert row["status"] == "ok" and row["reason"] is None and row["latency_ms_median"] > 0
 
 
-@pytest.mark.skipif(not ev.bf16_supported(), reason="CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)")
+@pytest.mark.skipif(not rt.bf16_supported(), reason="CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)")
 def test_bf16_runs_on_supporting_cpu(tiny_model):
     examples = tiny_examples()
-    result = ev.Benchmark(tiny_model, "tiny-bf16", examples).run(ev.BenchmarkSettings(precision="bf16", **FAST))
-    assert result["precision"] == "bf16" and 0 <= result["accuracy"] <= 1
+    result = ev.Benchmark(tiny_model, "tiny-bf16", examples).run(ev.BenchmarkSettings(**FAST), "torch", "bf16")
+    assert result["status"] == "ok" and result["precision"] == "bf16" and 0 <= result["accuracy"] <= 1
 
 
 # ---------------------------------------------------------------- latency
 
 
-def test_benchmark_latency_numbers_and_restores_state(tiny_model):
+class CountingRunner:
+    """A stand-in runtime: records its inputs and takes at least 1 ms per call."""
+
+    input_names = ("input_ids", "attention_mask")
+    threads = None
+
+    def __init__(self, fail=False):
+        self.calls, self.fail = [], fail
+
+    def __call__(self, inputs):
+        self.calls.append(inputs)
+        if self.fail:
+            raise RuntimeError("broken runtime")
+        time.sleep(0.001)
+        return {"logits": np.zeros((len(inputs["input_ids"]), 3), np.float32)}
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_time_runner_times_any_callable_on_one_fixed_batch(warmup):
     before = torch.get_num_threads()
     wanted = 1 if before != 1 else 2
+    runner = CountingRunner()
+    settings = ev.BenchmarkSettings(batch_size=4, seq_len=16, threads=wanted, warmup=warmup, repeats=5)
+
+    result = ev.time_runner(runner, settings, vocab_size=100)
+
+    # At least one untimed call, then exactly `repeats` timed ones, all on the same int64 batch.
+    assert len(runner.calls) == max(warmup, 1) + 5
+    first = runner.calls[0]
+    assert set(first) == {"input_ids", "attention_mask"}
+    assert all(v.dtype == np.int64 and v.shape == (4, 16) for v in first.values())
+    assert all(all(np.array_equal(c[k], first[k]) for k in first) for c in runner.calls)
+    assert 1.0 <= result["latency_ms_median"] <= result["latency_ms_p95"]  # each call sleeps 1 ms
+    assert result["throughput_per_s"] == pytest.approx(4 / (result["latency_ms_median"] / 1e3))
+    assert result["threads"] == wanted and torch.get_num_threads() == before
+    assert {k: result[k] for k in ("batch_size", "seq_len", "warmup", "repeats")} == dict(
+        batch_size=4, seq_len=16, warmup=warmup, repeats=5)
+
+
+def test_time_runner_restores_threads_on_error():
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError, match="broken"):
+        ev.time_runner(CountingRunner(fail=True), ev.BenchmarkSettings(threads=1, **FAST), vocab_size=100)
+    assert torch.get_num_threads() == before
+
+
+def test_benchmark_run_restores_modes_and_threads(tiny_model):
+    before = torch.get_num_threads()
     tiny_model.train()
     tiny_model.bert.embeddings.eval()  # mixed modes must come back exactly
     modes = [m.training for m in tiny_model.modules()]
+    wanted = 1 if before != 1 else 2
 
-    result = ev.benchmark_latency(tiny_model, ev.BenchmarkSettings(threads=wanted, **FAST))
+    row = ev.Benchmark(tiny_model, "tiny").run(ev.BenchmarkSettings(threads=wanted, **FAST))
 
+    assert row["status"] == "ok" and row["threads"] == wanted
     assert torch.get_num_threads() == before
-    assert result["threads"] == wanted
     assert [m.training for m in tiny_model.modules()] == modes
-    assert 0 < result["latency_ms_median"] <= result["latency_ms_p95"]
-    assert result["latency_ms_mean"] > 0
-    assert result["throughput_per_s"] == pytest.approx(FAST["batch_size"] / (result["latency_ms_median"] / 1e3))
-    for key, value in FAST.items():
-        assert result[key] == value
 
 
-def test_benchmark_latency_restores_threads_on_error(tiny_model):
-    before = torch.get_num_threads()
-    with pytest.raises(Exception):
-        # vocab_size larger than the embedding table -> index error inside the timed loop
-        ev.benchmark_latency(tiny_model, ev.BenchmarkSettings(threads=1, **FAST), vocab_size=10_000)
-    assert torch.get_num_threads() == before
-
-
-def test_speedup_is_ratio_of_medians():
-    assert ev.speedup({"latency_ms_median": 30.0}, {"latency_ms_median": 10.0}) == pytest.approx(3.0)
+def test_a_failing_route_is_a_failed_row(tiny_model):
+    # A batch of ids beyond the embedding table breaks the forward pass inside the timed loop.
+    tiny_model.config.vocab_size = 10_000
+    try:
+        with pytest.warns(UserWarning, match="failed"):
+            row = ev.benchmark_row(tiny_model, "tiny", "torch", "fp32", ev.BenchmarkSettings(**FAST))
+    finally:
+        tiny_model.config.vocab_size = TINY["vocab_size"]
+    assert row["status"] == "failed" and row["reason"].startswith("IndexError")
+    assert np.isnan(row["latency_ms_median"])
 
 
 # ---------------------------------------------------------------- predict / Benchmark
@@ -226,18 +266,15 @@ def test_benchmark_run_with_dataset(tiny_model):
         [{"input_ids": ex["input_ids"], "attention_mask": [1] * len(ex["input_ids"]), "label": ex["label"]} for ex in examples]
     )
     result = ev.Benchmark(tiny_model, "tiny", eval_dataset=ds).run(ev.BenchmarkSettings(**FAST))
-    expected_keys = {
-        "name", "params", "size_mb", "latency_ms_median", "latency_ms_p95", "latency_ms_mean",
-        "throughput_per_s", "threads", "precision", "batch_size", "seq_len", "warmup", "repeats",
-        "accuracy", "macro_f1", "cpu",
-    }
-    assert expected_keys <= set(result)
+    # One flat row: the fixed columns first, then the accuracy and the CPU.
+    assert list(result)[: len(ev.ROW_COLUMNS)] == list(ev.ROW_COLUMNS)
+    assert {"accuracy", "macro_f1", "cpu_model", "cpu_flags"} <= set(result)
+    assert result["status"] == "ok" and (result["runtime"], result["precision"]) == ("torch", "fp32")
     logits, labels = ev.predict(tiny_model, ds, batch_size=3)
     assert result["accuracy"] == pytest.approx(ev.classification_metrics(logits.argmax(-1), labels)["accuracy"])
 
     frame = ev.results_frame([result, {**result, "name": "copy"}])
     assert list(frame["name"]) == ["tiny", "copy"]
-    assert "cpu" not in frame.columns
     assert {"cpu_model", "cpu_flags", "cpu_logical_cores", "cpu_torch_version"} <= set(frame.columns)
 
 

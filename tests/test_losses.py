@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from kdlib.losses import (
+    LOSSES,
     HiddenProjection,
     cosine_hidden_loss,
     distilbert_triple_loss,
+    get_loss,
     hard_ce,
     hetero_kd_loss,
     kd_loss,
@@ -373,3 +375,142 @@ def test_hetero_kd_paper_fig9_example():
     total = hetero_kd_loss(fine, s_coarse, t_coarse, labels, alpha=0.1, temperature=1.0).item()
     assert round(total, 4) == 0.1277
     assert total == approx(0.9 * KL_ROW1 + 0.1 * -ln(0.6))
+
+
+# -----------------------------------------------------------------------------
+# The registry: named losses on dicts of outputs
+
+
+def test_every_registered_name_resolves_and_declares_its_needs():
+    assert {"ce", "soft_target", "hetero", "triple", "tinybert"} <= set(LOSSES)
+    for name, spec in LOSSES.items():
+        assert get_loss(name) is spec and spec.name == name
+    # logits-only losses can read cached teacher outputs; layer losses need the teacher online
+    assert not get_loss("ce").needs_teacher and not get_loss("ce").cacheable
+    assert get_loss("soft_target").cacheable and get_loss("hetero").cacheable
+    assert get_loss("triple").hidden_states and not get_loss("triple").cacheable
+    assert get_loss("tinybert").hidden_states and get_loss("tinybert").attentions
+    assert get_loss("soft_target").options == {"alpha", "temperature"}
+    assert get_loss("hetero").options == {"alpha", "temperature", "convention"}
+
+
+def test_unknown_loss_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown loss 'kld'; known losses: ") as e:
+        get_loss("kld")
+    assert str(e.value).endswith(", ".join(sorted(LOSSES)))
+
+
+def test_registered_soft_target_is_kd_loss_bit_for_bit():
+    """The trainer's cached-KD path: same value and same gradients as kd_loss, exactly."""
+    torch.manual_seed(4)
+    z, te, labels = torch.randn(8, 3), torch.randn(8, 3), torch.randint(0, 3, (8,))
+    s1, s2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    out = get_loss("soft_target")({"logits": s1}, {"logits": te}, {"labels": labels}, alpha=0.3, temperature=3.0)
+    ref = kd_loss(s2, te, labels, 0.3, 3.0)
+    assert torch.equal(out["loss"], ref)
+    out["loss"].backward()
+    ref.backward()
+    assert torch.equal(s1.grad, s2.grad)
+    # the logged terms are the unweighted parts
+    assert torch.equal(out["ce"], hard_ce(z, labels)) and torch.equal(out["kd"], soft_target_kd(z, te, 3.0))
+    # without teacher outputs, or at alpha = 1: plain CE, as the trainer always did
+    for teacher, alpha in ((None, 0.3), ({"logits": te}, 1.0)):
+        plain = get_loss("soft_target")({"logits": z}, teacher, {"labels": labels}, alpha=alpha, temperature=3.0)
+        assert torch.equal(plain["loss"], hard_ce(z, labels)) and set(plain) == {"loss", "ce"}
+
+
+def test_soft_target_on_qa_averages_start_and_end():
+    # 1 row, 3 tokens. Start: student [0.5, 0.3, 0.2] vs teacher [0.7, 0.2, 0.1], gold 0.
+    # End: student uniform vs teacher [0.5, 0.25, 0.25], gold 2.
+    student = {"start_logits": t([logits_of(0.5, 0.3, 0.2)]), "end_logits": t([[0.0, 0.0, 0.0]])}
+    teacher = {"start_logits": t([logits_of(0.7, 0.2, 0.1)]), "end_logits": t([logits_of(0.5, 0.25, 0.25)])}
+    labels = {"start_positions": torch.tensor([0]), "end_positions": torch.tensor([2])}
+    out = get_loss("soft_target")(student, teacher, labels, alpha=0.4, temperature=1.0)
+    ce = (-ln(0.5) - ln(1 / 3)) / 2
+    kd = (KL_ROW1 + KL_ROW2) / 2
+    assert out["ce"].item() == approx(ce) and out["kd"].item() == approx(kd)
+    assert out["loss"].item() == approx(0.4 * ce + 0.6 * kd)
+    assert get_loss("ce")(student, None, labels)["loss"].item() == approx(ce)  # BertForQuestionAnswering's mean
+
+
+def _hetero_case():
+    fine = t([logits_of(0.1, 0.2, 0.3, 0.4)])
+    s_coarse, t_coarse = t([logits_of(0.5, 0.3, 0.2)]), t([logits_of(0.7, 0.2, 0.1)])
+    return {"logits": fine, "distill_logits": s_coarse}, {"logits": t_coarse}, {"labels": torch.tensor([3])}
+
+
+def test_registered_hetero_ours_and_paper_hand_values():
+    student, teacher, labels = _hetero_case()
+    hetero = get_loss("hetero")
+    # T = 1: the conventions agree: 0.25 * (-ln 0.4) + 0.75 * KL_ROW1
+    for convention in ("ours", "paper"):
+        got = hetero(student, teacher, labels, alpha=0.25, temperature=1.0, convention=convention)
+        assert got["loss"].item() == approx(0.25 * -ln(0.4) + 0.75 * KL_ROW1)
+    # T = 2 by hand: the tempered distributions are p^(1/2), renormalised
+    def tempered(*p):
+        r = [math.sqrt(v) for v in p]
+        return [v / sum(r) for v in r]
+
+    pt, ps = tempered(0.7, 0.2, 0.1), tempered(0.5, 0.3, 0.2)
+    kl_t2 = sum(a * ln(a / b) for a, b in zip(pt, ps))
+    ours = hetero(student, teacher, labels, alpha=0.25, temperature=2.0, convention="ours")
+    paper = hetero(student, teacher, labels, alpha=0.25, temperature=2.0, convention="paper")
+    assert ours["loss"].item() == approx(0.25 * -ln(0.4) + 0.75 * 4 * kl_t2)  # times T^2
+    assert paper["loss"].item() == approx(0.25 * -ln(0.4) + 0.75 * kl_t2)  # no T^2
+    assert paper["kd"].item() == approx(kl_t2) and paper["ce"].item() == approx(-ln(0.4))
+    # "ours" is the plain function
+    fine, s_coarse, t_coarse = student["logits"], student["distill_logits"], teacher["logits"]
+    assert torch.equal(ours["loss"], hetero_kd_loss(fine, s_coarse, t_coarse, labels["labels"], 0.25, 2.0))
+    with pytest.raises(ValueError, match="convention"):
+        hetero(student, teacher, labels, convention="keras")
+    # no teacher (evaluation): CE of the prediction head only
+    assert hetero(student, None, labels)["loss"].item() == approx(-ln(0.4))
+
+
+def test_registered_hetero_reproduces_paper_fig9():
+    """The Fig. 9 numbers (see test_hetero_kd_paper_fig9_example), through the registry, both conventions."""
+    student = {"logits": t([logits_of(0.6, 0.1, 0.1, 0.1, 0.05, 0.05)]),
+               "distill_logits": t([logits_of(0.5, 0.3, 0.2)])}
+    teacher, labels = {"logits": t([logits_of(0.7, 0.2, 0.1)])}, {"labels": torch.tensor([0])}
+    for convention in ("ours", "paper"):
+        out = get_loss("hetero")(student, teacher, labels, alpha=0.1, temperature=1.0, convention=convention)
+        assert round(out["ce"].item(), 4) == 0.5108 and round(out["kd"].item(), 4) == 0.0851
+        assert round(out["loss"].item(), 4) == 0.1277
+
+
+def test_registered_triple_is_distilbert_triple_loss():
+    torch.manual_seed(3)
+    B, L, H, V = 2, 4, 6, 7
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
+    labels = torch.tensor([[3, -100, 1, -100], [-100, 6, -100, -100]])
+    student = {"logits": torch.randn(B, L, V), "hidden_states": (torch.randn(B, L, H), torch.randn(B, L, H)),
+               "attention_mask": mask}
+    teacher = {"logits": torch.randn(B, L, V), "hidden_states": (torch.randn(B, L, H), torch.randn(B, L, H))}
+    out = get_loss("triple")(student, teacher, {"labels": labels}, temperature=2.0)
+    ref = distilbert_triple_loss(student["logits"], teacher["logits"], labels, student["hidden_states"][-1],
+                                 teacher["hidden_states"][-1], mask, 2.0)
+    assert {k: v.item() for k, v in out.items()} == {k: v.item() for k, v in ref.items()}
+    with pytest.raises(ValueError, match="online teacher"):
+        get_loss("triple")(student, None, {"labels": labels})
+
+
+def test_registered_tinybert_sums_the_layer_losses():
+    torch.manual_seed(5)
+    B, L, H = 2, 3, 4
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    # student: embeddings + 2 layers; teacher: embeddings + 4 layers -> uniform map [1, 3]
+    s_h, t_h = [torch.randn(B, L, H) for _ in range(3)], [torch.randn(B, L, H) for _ in range(5)]
+    s_a = [torch.rand(B, 2, L, L).softmax(-1) for _ in range(2)]
+    t_a = [torch.rand(B, 2, L, L).softmax(-1) for _ in range(4)]
+    s_logits, t_logits = torch.randn(B, 3), torch.randn(B, 3)
+    student = {"logits": s_logits, "hidden_states": s_h, "attentions": s_a, "attention_mask": mask}
+    teacher = {"logits": t_logits, "hidden_states": t_h, "attentions": t_a}
+    out = get_loss("tinybert")(student, teacher, {"labels": torch.tensor([0, 1])})
+    emb = tinybert_embedding_loss(s_h[0], t_h[0])
+    hidden = tinybert_hidden_loss(s_h[1:], t_h[1:], [1, 3])
+    attn = tinybert_attention_loss(s_a, t_a, [1, 3], mask)
+    assert out["loss"].item() == approx((emb + hidden + attn).item())
+    assert out["attn"].item() == approx(attn.item()) and "pred" not in out
+    with_pred = get_loss("tinybert")(student, teacher, {}, prediction=True, temperature=2.0)
+    assert with_pred["pred"].item() == approx(tinybert_prediction_loss(s_logits, t_logits, 2.0).item())
+    assert with_pred["loss"].item() == approx((emb + hidden + attn).item() + with_pred["pred"].item())

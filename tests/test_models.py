@@ -111,6 +111,49 @@ def test_scratch_student_is_random_but_seeded():
     assert not torch.equal(a.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
 
 
+def tiny_qa_bert(layers=4, seed=0):
+    from transformers import BertForQuestionAnswering
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=40)
+    return BertForQuestionAnswering(cfg).eval()
+
+
+def test_qa_student_copies_qa_outputs():
+    teacher = tiny_qa_bert(layers=4)
+    student = models.make_student(teacher, 2).eval()
+    assert type(student) is type(teacher) and student.config.kd_teacher_layers == [0, 3]
+    assert torch.equal(student.qa_outputs.weight, teacher.qa_outputs.weight)
+    assert torch.equal(student.qa_outputs.bias, teacher.qa_outputs.bias)
+    assert student.bert.encoder.layer[1].attention.self.query.weight.equal(
+        teacher.bert.encoder.layer[3].attention.self.query.weight)
+    # same depth: the same function, start and end
+    same = models.make_student(teacher, 4).eval()
+    x = torch.randint(0, 100, (2, 9))
+    a, b = teacher(input_ids=x), same(input_ids=x)
+    assert torch.equal(a.start_logits, b.start_logits) and torch.equal(a.end_logits, b.end_logits)
+
+
+def test_two_head_student_copies_both_heads():
+    from kdlib.heads import BertForTwoHeadClassification
+
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=40, num_labels=5, num_distill_labels=3)
+    teacher = BertForTwoHeadClassification(cfg).eval()
+    student = models.make_student(teacher, 1, intermediate_size=16).eval()
+    assert type(student) is BertForTwoHeadClassification and student.config.num_distill_labels == 3
+    for head in ("classifier", "distill_classifier"):
+        for name, value in getattr(student, head).state_dict().items():
+            assert torch.equal(value, getattr(teacher, head).state_dict()[name]), (head, name)
+    assert torch.equal(student.bert.pooler.dense.weight, teacher.bert.pooler.dense.weight)
+    same = models.make_student(teacher, 3).eval()
+    x = torch.randint(0, 100, (2, 9))
+    assert torch.equal(same(input_ids=x).distill_logits, teacher(input_ids=x).distill_logits)
+    assert torch.equal(same(input_ids=x).logits, teacher(input_ids=x).logits)
+
+
 def test_model_names():
     assert models.check_model_name("minilm") is None
     assert models.check_model_name("bert-base-uncased") is None

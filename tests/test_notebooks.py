@@ -1,4 +1,6 @@
-"""Every notebook, run by the runner on the smoke profile: the files and numbers each one promises."""
+"""Every notebook, run by the runner on the smoke profile: the files and numbers each one promises
+(declared once, in kdlib/steps.py), reuse of finished units after a cosmetic change, and the text
+sources' form."""
 from __future__ import annotations
 
 import json
@@ -7,19 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdlib import runner
+from kdlib import runner, steps
 
 REPO = Path(__file__).resolve().parents[1]
-
-# What each step promises to write (besides metrics.json and its executed notebook).
-PROMISED = {
-    "00_data_prep": ["tables/class_balance.csv", "tables/length_stats.csv", "figures/class_balance.png",
-                     "figures/class_balance.pdf", "figures/token_lengths.png", "figures/token_lengths.pdf"],
-    "01_teacher": ["tables/history.csv", "tables/confusion_test.csv", "figures/history.png",
-                   "figures/confusion_test.png", "model/model.safetensors", "model/config.json"],
-    "02_distill": ["tables/runs.csv", "tables/history.csv", "tables/benchmark.csv", "figures/test_accuracy.png",
-                   "figures/history.png", "figures/latency.png", "student_model/model.safetensors"],
-}
 
 
 @pytest.fixture(scope="module")
@@ -39,41 +31,130 @@ def metrics(out: Path, step: str) -> dict:
     return json.loads((out / step / "metrics.json").read_text())
 
 
+def unit_results(out: Path) -> dict[str, dict]:
+    """Every memoised unit's result.json under the smoke reports, by relative path."""
+    return {str(p.relative_to(out)): json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/result.json"))}
+
+
 @pytest.mark.slow
 def test_every_notebook_ran_and_wrote_what_it_promises(smoke_run):
     out, report = smoke_run
-    steps = [s.stem for s in runner.discover_steps(REPO / "notebooks")]
-    assert [r["step"] for r in report] == steps and {r["status"] for r in report} == {"ran"}
-    for step in steps:
-        assert (out / step / f"{step}.ipynb").exists(), step
-        assert set(runner.REQUIRED_METRICS[step]) <= set(metrics(out, step)), step
-        for rel in PROMISED.get(step, []):
-            assert (out / step / rel).stat().st_size > 0, f"{step}/{rel}"
+    assert [r["step"] for r in report] == [s.stem for s in steps.STEPS]
+    assert {r["status"] for r in report} == {"ran"}
+    for step in steps.STEPS:
+        assert (out / step.stem / f"{step.stem}.ipynb").exists(), step.stem
+        assert set(step.metrics) <= set(metrics(out, step.stem)), step.stem
+        for rel in step.outputs:
+            assert (out / step.stem / rel).stat().st_size > 0, f"{step.stem}/{rel}"
 
 
 @pytest.mark.slow
-def test_the_numbers_are_consistent(smoke_run):
+def test_the_numbers_hold_what_holds_by_construction(smoke_run):
     out, _ = smoke_run
     data, teacher, distilled = (metrics(out, s) for s in ("00_data_prep", "01_teacher", "02_distill"))
     assert (data["n_train"], data["n_validation"], data["n_test"], data["n_classes"]) == (480, 60, 60, 3)
     balance = pd.read_csv(out / "00_data_prep" / "tables" / "class_balance.csv")
     assert balance[balance.split == "train"]["count"].sum() == 480
     assert teacher["teacher_params"] == 22_714_371  # all-MiniLM-L6-v2 with a 3-way head, embeddings included
-    # The teacher learned something: it beats always answering the majority class.
-    assert teacher["teacher_test_accuracy"] > data["majority_share_test"]
-    assert distilled["student_params"] < distilled["teacher_params"]
-    # Same student, same seed: KD from cached or online teacher logits ends at the same accuracy ...
+    # 2 of MiniLM's 6 layers removed: 2 x 1,774,464 parameters fewer (a BERT layer of hidden 384, FFN 1536)
+    assert distilled["teacher_params"] - distilled["student_params"] == 4 * 1_774_464
+    # Same student, same seed, the same teacher logits (read from the cache, or computed online): the same
+    # training, so the same accuracy. (Whether KD beats its twin is a research result: the quick profile
+    # and the multi-seed runs report it; 60 test rows cannot decide it.)
     assert distilled["student_test_accuracy"] == distilled["online_kd_test_accuracy"]
-    # ... and the distilled student matches or beats its no-KD twin.
-    assert distilled["student_test_accuracy"] >= distilled["nokd_test_accuracy"]
+    assert distilled["cache_built_now"] is True and distilled["cache_build_seconds"] > 0
     runs = pd.read_csv(out / "02_distill" / "tables" / "runs.csv")
     assert len(runs) == 3 and runs["test_accuracy"].between(0, 1).all()
     bench = pd.read_csv(out / "02_distill" / "tables" / "benchmark.csv")
-    assert {"cpu_model", "threads", "latency_ms_median", "latency_ms_p95"} <= set(bench.columns)
-    assert (bench["latency_ms_median"] <= bench["latency_ms_p95"]).all()
+    timed = bench[bench["latency_ms_median"].notna()]
+    assert {"cpu_model", "cpu_flags", "threads", "runtime", "latency_ms_median", "latency_ms_p95"} <= set(bench.columns)
+    assert (timed["latency_ms_median"] <= timed["latency_ms_p95"]).all()
 
 
 @pytest.mark.slow
 def test_a_second_run_skips_every_step(smoke_run):
     report = runner.run(REPO / "params" / "smoke.yaml")
     assert {r["status"] for r in report} == {"skipped"}
+
+
+@pytest.mark.slow
+def test_a_deleted_run_or_a_broken_cache_is_rebuilt(smoke_run):
+    # (runs before the cosmetic-change test below, whose edit leaves every step stale once undone)
+    out, _ = smoke_run
+    params = REPO / "params" / "smoke.yaml"
+    (out / "02_distill" / "runs" / "nokd" / "result.json").unlink()
+    why = {row["step"]: row["reasons"] for row in runner.status(params)}
+    assert why["02_distill"] == ["outputs missing: runs/nokd/result.json"]
+    cache = next((Path(out).parents[1] / "cache" / "teacher_outputs").glob("*.safetensors"))
+    cache.write_bytes(cache.read_bytes()[:7])  # truncated
+    report = runner.run(params)
+    assert [r["status"] for r in report] == ["skipped", "skipped", "ran"]
+    assert json.loads((out / "02_distill" / "runs" / "nokd" / "result.json").read_text())["reused"] is False
+    assert metrics(out, "02_distill")["cache_built_now"] is True
+
+
+@pytest.fixture
+def touched_plots():
+    """Add a comment to kdlib/plots.py for one test, and put the file back byte for byte afterwards."""
+    path = REPO / "kdlib" / "plots.py"
+    original = path.read_bytes()
+    path.write_bytes(original + b"\n# a cosmetic change, made by tests/test_notebooks.py and undone after it\n")
+    try:
+        yield path
+    finally:
+        path.write_bytes(original)
+
+
+@pytest.mark.slow
+def test_a_cosmetic_change_reruns_steps_but_retrains_and_retimes_nothing(smoke_run, touched_plots):
+    out, _ = smoke_run
+    before_metrics = {s.stem: metrics(out, s.stem) for s in steps.STEPS}
+    before_units = unit_results(out)
+    assert before_units, "the smoke run recorded no units"
+    status = runner.status(REPO / "params" / "smoke.yaml")
+    for row in status:  # every step re-runs, and says why
+        assert not row["up_to_date"] and "kdlib changed: plots.py" in row["reasons"], row
+    report = runner.run(REPO / "params" / "smoke.yaml")
+    assert {r["status"] for r in report} == {"ran"}
+    after_units = unit_results(out)
+    assert after_units.keys() == before_units.keys()
+    for path, result in after_units.items():  # no unit was rebuilt: same key, same numbers
+        assert result == before_units[path], path
+    after_metrics = {s.stem: metrics(out, s.stem) for s in steps.STEPS}
+    assert after_metrics["02_distill"].pop("cache_built_now") is False  # the teacher-output cache was read
+    before_metrics["02_distill"].pop("cache_built_now")
+    assert after_metrics == before_metrics  # timings included: nothing was re-timed
+
+
+def test_notebook_sources_are_canonical_text_with_one_parameters_cell():
+    """The text files are the only source: in the form JupyterLab saves them (so saving adds no noise and no
+    outputs), with exactly one `parameters` cell, and no .ipynb copy beside them that could drift."""
+    import jupytext
+    from jupytext.config import load_jupytext_config
+
+    config = load_jupytext_config(str(REPO / "notebooks"))
+    assert not list((REPO / "notebooks").glob("*.ipynb"))
+    for step in steps.STEPS:
+        path = step.notebook(REPO)
+        text = path.read_text()
+        nb = jupytext.reads(text, fmt="py:percent")
+        assert jupytext.writes(nb, fmt="py:percent", config=config) == text, f"{path.name} is not in canonical form"
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1 and "params_file" in tagged[0].source, path.name
+        assert nb.cells[0].cell_type == "markdown", f"{path.name} starts with its story"
+
+
+@pytest.mark.parametrize("profile", ["quick"])
+def test_committed_executed_notebooks_match_their_sources(profile):
+    """The executed copies committed under reports/<profile>/ ran the code that the sources hold now."""
+    import jupytext
+    import nbformat
+
+    for step in steps.STEPS:
+        executed = REPO / "reports" / profile / step.stem / f"{step.stem}.ipynb"
+        if not executed.exists():
+            continue
+        source = [c.source for c in jupytext.read(step.notebook(REPO)).cells if c.cell_type == "code"]
+        ran = [c.source for c in nbformat.read(executed, as_version=4).cells
+               if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+        assert ran == source, f"{executed} is out of date with notebooks/{step.stem}.py: run kdstudy run"

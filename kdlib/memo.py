@@ -1,0 +1,127 @@
+"""Memoised units: an expensive piece of work (a training run, a cache, a benchmark) done once per key.
+
+A unit's key hashes what decides its numbers: its inputs, its resolved parameters, and the *code* that
+computes it. The code is hashed as a normalised syntax tree, so a comment, a docstring or a reformatting
+changes nothing, while a changed expression changes the key. A cosmetic edit (a figure, a markdown
+cell, a comment) therefore retrains nothing and re-times nothing.
+
+Each unit lives in its own folder with a `result.json` that is written last and atomically and that
+records the key, the resolved parameters and the machine. A unit is reused only when that file reads
+back, holds the same key, and every file the unit promises is still there; otherwise it is rebuilt
+(with a one-line warning when a file was there but unreadable or incomplete).
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import platform
+import warnings
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterable
+
+from kdlib.outputs import read_json, write_json
+
+KDLIB = Path(__file__).resolve().parent
+
+
+class UnitRebuilt(UserWarning):
+    """A unit's files were present but unusable; it is built again."""
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@lru_cache(maxsize=None)
+def _module_digest(path: Path, mtime_ns: int) -> str:
+    tree = _strip_docstrings(ast.parse(path.read_text(encoding="utf-8")))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+
+
+def code_fingerprint(*modules: str) -> str:
+    """A hash of kdlib modules ("distill", "losses.py", ...) that ignores comments and docstrings."""
+    h = hashlib.sha256()
+    for name in sorted(m if m.endswith(".py") else f"{m}.py" for m in modules):
+        path = KDLIB / name
+        h.update(name.encode())
+        h.update(_module_digest(path, path.stat().st_mtime_ns).encode())
+    return h.hexdigest()[:16]
+
+
+def _default(x):
+    if hasattr(x, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(x)
+    return str(x)
+
+
+def unit_key(kind: str, code: Iterable[str], *parts) -> str:
+    """The key of a unit: its kind, the fingerprint of the code that computes it, and its inputs."""
+    blob = json.dumps([kind, code_fingerprint(*code), *parts], sort_keys=True, default=_default)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def machine() -> dict:
+    """What the numbers were measured on: CPU model, the flags that matter for speed, cores, versions."""
+    import os
+    from importlib.metadata import version
+
+    from kdlib.runtimes import cpu_flags, cpu_model
+    from kdlib.evaluate import RELEVANT_CPU_FLAGS
+
+    flags = cpu_flags()
+    return {"cpu": cpu_model(), "flags": " ".join(f for f in RELEVANT_CPU_FLAGS if f in flags),
+            "logical_cores": os.cpu_count(), "python": platform.python_version(), "torch": version("torch")}
+
+
+def load_unit(folder: str | Path, key: str, files: Iterable[str] = ()) -> dict | None:
+    """The recorded result of the unit in `folder` if it is complete and has `key`; else None."""
+    folder = Path(folder)
+    result_path = folder / "result.json"
+    if not result_path.exists():
+        return None
+    try:
+        done = read_json(result_path)
+    except (OSError, ValueError) as e:
+        warnings.warn(f"{result_path} is unreadable ({type(e).__name__}); rebuilding the unit", UnitRebuilt,
+                      stacklevel=2)
+        return None
+    if done.get("key") != key:
+        return None
+    missing = [f for f in files if not (folder / f).exists()]
+    if missing:
+        warnings.warn(f"{folder}: {', '.join(missing)} missing; rebuilding the unit", UnitRebuilt, stacklevel=2)
+        return None
+    return done
+
+
+def run_unit(folder: str | Path, key: str, build: Callable[[Path], dict], *, params=None,
+             files: Iterable[str] = (), record: bool = True) -> dict:
+    """Return the unit's recorded result when it is complete, else `build(folder)` and record it.
+
+    `build` writes any files it promises (`files`, relative to `folder`) before returning; the result is
+    recorded after them, so a killed build leaves no finished-looking unit. `record=False` (other ranks
+    of a distributed run) builds without writing.
+    """
+    folder = Path(folder)
+    files = tuple(files)
+    done = load_unit(folder, key, files)
+    if done is not None:
+        done["reused"] = True
+        return done
+    result = dict(build(folder))
+    result.update(key=key, reused=False)
+    if params is not None:
+        result["params"] = params
+    result.setdefault("machine", machine())
+    if record:
+        write_json(folder / "result.json", result)
+    return result

@@ -1,0 +1,51 @@
+"""Step summaries into headline metrics: the numbers notebooks quote, computed where tests reach them."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from kdlib.results import distill_metrics
+
+
+def run(accuracy, seconds):
+    return {"test": {"accuracy": accuracy, "macro_f1": accuracy - 0.1}, "train_step_seconds": seconds}
+
+
+SUMMARY = {
+    "runs": {"kd_cached": run(0.80, 100.0), "nokd": run(0.75, 80.0), "kd_online": run(0.80, 160.0)},
+    "student_params": {"total": 17_000_000}, "teacher_params": {"total": 22_000_000},
+    "cache": {"build_seconds": 27.5, "built_now": False},
+}
+
+
+def bench_rows():
+    rows = []
+    for name, ms in (("teacher", 20.0), ("student", 10.0)):
+        for runtime, factor in (("torch", 1.0), ("onnxruntime", 0.5)):
+            for batch in (1, 32):
+                rows.append({"name": name, "runtime": runtime, "precision": "fp32", "status": "ok", "batch_size": batch,
+                             "latency_ms_median": ms * factor * batch, "speedup_vs_teacher": 20.0 / ms})
+    rows.append({"name": "student", "runtime": "torch", "precision": "bf16", "status": "refused", "batch_size": 1,
+                 "latency_ms_median": float("nan"), "speedup_vs_teacher": float("nan")})
+    return pd.DataFrame(rows)
+
+
+def test_distill_metrics_from_a_hand_built_summary():
+    m = distill_metrics(SUMMARY, bench_rows(), teacher_accuracy=0.84)
+    assert m["student_test_accuracy"] == 0.80 and m["nokd_test_accuracy"] == 0.75
+    assert m["student_retention"] == pytest.approx(0.80 / 0.84)
+    assert m["kd_gain_pp"] == pytest.approx(5.0)
+    assert m["cached_over_nokd_cost"] == pytest.approx(1.25) and m["online_over_nokd_cost"] == pytest.approx(2.0)
+    # the cache's build time is reported even when this run only read it
+    assert m["cache_build_seconds"] == 27.5 and m["cache_built_now"] is False
+    # one speed-up per batch size, from the PyTorch fp32 rows only (other runtimes and refused rows ignored)
+    assert {k: v for k, v in m.items() if k.startswith("student_speedup")} == {
+        "student_speedup_fp32_bs1": 2.0, "student_speedup_fp32_bs32": 2.0}
+
+
+def test_distill_metrics_without_online_kd():
+    summary = {**SUMMARY, "runs": {k: v for k, v in SUMMARY["runs"].items() if k != "kd_online"}}
+    m = distill_metrics(summary, bench_rows(), teacher_accuracy=0.84)
+    assert m["online_kd_test_accuracy"] is None and math.isnan(m["online_kd_train_seconds"])

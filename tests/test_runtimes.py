@@ -1,0 +1,251 @@
+"""The route registry, refusals, and the runners' outputs and sizes (kdlib.runtimes)."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
+
+from kdlib import evaluate as ev
+from kdlib import runtimes as rt
+
+TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            num_labels=3)
+FAST = dict(batch_size=2, seq_len=8, warmup=1, repeats=2)
+ALL_ROUTES = [(r, p) for r, ps in rt.ROUTES.items() for p in ps]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(**TINY)).eval()
+
+
+@pytest.fixture(scope="module")
+def bench(tiny, tmp_path_factory):
+    """One Benchmark for the module: each route is prepared (exported, compiled) once and reused."""
+    return ev.Benchmark(tiny, "tiny", workdir=tmp_path_factory.mktemp("routes"))
+
+
+def runner_or_skip(bench, runtime, precision):
+    reason = rt.refusal(runtime, precision)
+    if reason:
+        pytest.skip(f"{runtime}/{precision} refused here: {reason}")
+    return bench.runner(runtime, precision)
+
+
+def padded_batch(model, batch_size=3, seq_len=11):
+    """A batch unlike the export example (other shape, padded rows), to exercise the dynamic axes."""
+    inputs = rt.example_inputs(model, batch_size, seq_len, seed=1)
+    inputs["attention_mask"][1, 7:] = 0
+    inputs["attention_mask"][2, 4:] = 0
+    return inputs
+
+
+# ---------------------------------------------------------------- registry and refusals
+
+
+def test_routes_registry_is_the_source_of_precisions():
+    assert rt.ROUTES["torch"][0] == "fp32"  # the reference route exists
+    assert set(rt.PRECISIONS) == {p for ps in rt.ROUTES.values() for p in ps}
+    assert set(rt.REQUIRED_PACKAGES) == set(rt.ROUTES)
+    assert set(rt.available_routes()) == set(ALL_ROUTES)
+
+
+def test_module_imports_without_torch():
+    # Configuration validation imports runtimes: it must stay cheap.
+    code = "import sys, kdlib.runtimes as r; r.refusal('torch', 'fp32'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("runtime,precision,words", [
+    ("tensorrt", "fp32", "unknown runtime"),
+    ("torch", "int8", "offers no"),
+    ("openvino", "bf16", "offers no"),
+])
+def test_unknown_routes_are_refused_with_a_reason(runtime, precision, words):
+    assert words in rt.refusal(runtime, precision)
+
+
+@pytest.mark.parametrize("flags", [set(), {"avx2", "avx512f", "avx512_vnni"}])
+def test_bf16_refused_without_native_flags(monkeypatch, flags):
+    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
+    reason = rt.refusal("torch", "bf16")
+    assert "avx512_bf16" in reason and "amx_bf16" in reason
+    assert rt.refusal("torch", "fp32") is None  # only bf16 depends on the flags
+
+
+@pytest.mark.parametrize("flags", [{"avx512_bf16"}, {"amx_bf16", "amx_tile"}])
+def test_bf16_accepted_with_native_flags(monkeypatch, flags):
+    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
+    assert rt.refusal("torch", "bf16") is None and rt.bf16_supported()
+
+
+def test_missing_package_is_refused(monkeypatch):
+    real = rt._installed
+    monkeypatch.setattr(rt, "_installed", lambda name: name != "openvino" and real(name))
+    assert "openvino" in rt.refusal("openvino", "fp32")
+    assert rt.refusal("openvino", "fp32") != rt.refusal("onnxruntime", "fp32")
+
+
+def test_torch_compile_refused_without_compiler(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-xyz")
+    assert "compiler" in rt.refusal("torch_compile", "fp32")
+
+
+def test_prepare_raises_for_a_refused_route(tiny):
+    with pytest.raises(ValueError, match="unknown runtime"):
+        rt.prepare(tiny, "nope", "fp32")
+
+
+# ---------------------------------------------------------------- every route
+
+
+@pytest.mark.parametrize("runtime,precision", ALL_ROUTES)
+def test_every_route_runs_or_is_refused_with_a_reason(bench, runtime, precision):
+    row = bench.run(ev.BenchmarkSettings(**FAST), runtime, precision)
+    assert (row["runtime"], row["precision"]) == (runtime, precision)
+    if rt.refusal(runtime, precision):
+        assert row["status"] == "refused" and row["reason"] == rt.refusal(runtime, precision)
+        assert math.isnan(row["latency_ms_median"])
+    else:
+        assert row["status"] == "ok", row["reason"]
+        assert 0 < row["latency_ms_median"] <= row["latency_ms_p95"] and row["size_mb"] > 0
+        assert row["runtime_version"]
+
+
+# ---------------------------------------------------------------- outputs agree
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino", "torch_compile"])
+def test_fp32_graph_runtimes_match_torch(bench, tiny, runtime):
+    """The issue's "done when": the same call on a torch runner and a graph runner, outputs within 1e-4."""
+    reference = runner_or_skip(bench, "torch", "fp32")
+    other = runner_or_skip(bench, runtime, "fp32")
+    for batch_size, seq_len in [(3, 11), (1, 5)]:
+        inputs = padded_batch(tiny, batch_size, seq_len) if batch_size == 3 else rt.example_inputs(tiny, 1, 5)
+        expected, got = reference(inputs), other(inputs)
+        assert set(got) == set(expected) == {"logits"}
+        assert got["logits"].dtype == np.float32 and got["logits"].shape == (batch_size, 3)
+        np.testing.assert_allclose(got["logits"], expected["logits"], atol=1e-4, rtol=0)
+
+
+def test_torch_runner_matches_the_model(bench, tiny):
+    inputs = padded_batch(tiny)
+    with torch.inference_mode():
+        direct = tiny(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
+    np.testing.assert_array_equal(runner_or_skip(bench, "torch", "fp32")(inputs)["logits"], direct)
+
+
+def test_int8_is_close_to_fp32_and_smaller(bench, tiny):
+    import onnx
+
+    fp32 = runner_or_skip(bench, "onnxruntime", "fp32")
+    int8 = runner_or_skip(bench, "onnxruntime", "int8")
+    inputs = padded_batch(tiny)
+    a, b = fp32(inputs)["logits"], int8(inputs)["logits"]
+    # Loose by design: int8 weights and per-batch activation scales; within 10% of the logits' scale.
+    assert np.abs(a - b).max() <= 0.1 * np.abs(a).max()
+    assert not np.array_equal(a, b)  # it really is another computation
+    graph = onnx.load(str(int8.files[0])).graph
+    weights = {i.name for i in graph.initializer}
+    assert {n.op_type for n in graph.node} & {"MatMulInteger", "DynamicQuantizeMatMul"}
+    # Every MatMul by a weight is quantised; those left multiply activations (attention scores).
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    assert int8.size_mb < fp32.size_mb
+
+
+def test_bf16_route_close_to_fp32(monkeypatch, tiny, tmp_path):
+    # Faking native support exercises the autocast path on any CPU (the timing would be meaningless).
+    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx512_bf16"})
+    inputs = padded_batch(tiny)
+    a = rt.prepare(tiny, "torch", "fp32", tmp_path / "a")(inputs)["logits"]
+    b = rt.prepare(tiny, "torch", "bf16", tmp_path / "b")(inputs)["logits"]
+    assert b.dtype == np.float32
+    assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()  # bf16 keeps 8 bits of mantissa
+
+
+def test_question_answering_outputs_are_named(tiny, tmp_path):
+    """Outputs are a dict by name, so QA models (start/end logits) go through the same routes."""
+    torch.manual_seed(0)
+    qa = BertForQuestionAnswering(BertConfig(**{**TINY, "num_labels": 2})).eval()  # start, end
+    inputs = padded_batch(qa)
+    expected = rt.prepare(qa, "torch", "fp32", tmp_path / "t")(inputs)
+    if rt.refusal("onnxruntime", "fp32"):
+        pytest.skip(rt.refusal("onnxruntime", "fp32"))
+    got = rt.prepare(qa, "onnxruntime", "fp32", tmp_path / "o")(inputs)
+    assert set(got) == set(expected) == {"start_logits", "end_logits"}
+    for key in got:
+        np.testing.assert_allclose(got[key], expected[key], atol=1e-4, rtol=0)
+
+
+def test_predict_through_a_runner_matches_torch(bench, tiny):
+    rng = np.random.default_rng(0)
+    examples = [{"input_ids": rng.integers(1, 1000, size=n).tolist(), "label": i % 3} for i, n in enumerate([3, 9, 5, 2, 7])]
+    expected, labels = ev.predict(tiny, examples, batch_size=2)
+    got, labels2 = ev.predict(runner_or_skip(bench, "onnxruntime", "fp32"), examples, batch_size=2)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert labels.tolist() == labels2.tolist() == [0, 1, 2, 0, 1]
+
+
+# ---------------------------------------------------------------- size on disk
+
+
+@pytest.mark.parametrize("runtime,precision", ALL_ROUTES)
+def test_size_mb_is_the_files_on_disk(bench, runtime, precision):
+    runner = runner_or_skip(bench, runtime, precision)
+    assert runner.files and all(p.is_file() for p in runner.files)
+    assert runner.size_mb == pytest.approx(sum(os.path.getsize(p) for p in runner.files) / 1e6)
+
+
+def test_sizes_are_about_the_fp32_weights(bench, tiny):
+    """Each fp32 artifact holds the weights once (plus a small graph description), not twice."""
+    weights_mb = sum(t.numel() * 4 for t in tiny.state_dict().values()) / 1e6
+    for runtime in ("torch", "onnxruntime", "openvino"):
+        if rt.refusal(runtime, "fp32"):
+            continue
+        size = bench.runner(runtime, "fp32").size_mb
+        assert 0.9 * weights_mb <= size <= 1.5 * weights_mb, (runtime, size, weights_mb)
+
+
+# ---------------------------------------------------------------- benchmark_models
+
+
+def test_benchmark_models_rows_and_refusals(monkeypatch, tiny):
+    from types import SimpleNamespace
+
+    from kdlib.results import benchmark_models
+
+    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx2"})  # no native bf16: bf16 must be refused
+    params = SimpleNamespace(batch_sizes=[1, 2], seq_len=8, threads=1, precisions=["fp32", "bf16"],
+                             warmup=0, repeats=2, runtimes=["torch", "onnxruntime", "nope"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        frame = benchmark_models({"a": tiny, "b": tiny}, params, baseline="a")
+    # onnxruntime offers no bf16 (no row); "nope" is unknown: every requested precision refused.
+    routes = {("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"), ("nope", "fp32"), ("nope", "bf16")}
+    assert set(zip(frame.runtime, frame.precision)) == routes
+    assert len(frame) == len(routes) * 2 * 2  # x batch sizes x models
+    refused = frame[frame.status == "refused"]
+    assert set(zip(refused.runtime, refused.precision)) == {("torch", "bf16"), ("nope", "fp32"), ("nope", "bf16")}
+    assert refused.reason.str.len().min() > 0 and refused.latency_ms_median.isna().all()
+    ok = frame[frame.status == "ok"]
+    if not rt.refusal("onnxruntime", "fp32"):
+        assert len(ok) == 2 * 2 * 2
+    assert (ok.threads == 1).all() and (ok.cpu_flags == "avx2").all()
+
+    # Speed-ups: baseline median / row median on the same runtime, precision and batch size ...
+    base = frame[frame.name == "a"].set_index(["runtime", "precision", "batch_size"]).latency_ms_median
+    for _, row in ok.iterrows():
+        key = (row.runtime, row.precision, row.batch_size)
+        assert row.speedup_vs_a == pytest.approx(base[key] / row.latency_ms_median)
+        assert row.speedup_vs_a_torch_fp32 == pytest.approx(base[("torch", "fp32", row.batch_size)] / row.latency_ms_median)
+    assert (ok[ok.name == "a"].speedup_vs_a == 1.0).all()
+    assert frame[frame.status == "refused"].speedup_vs_a.isna().all()
