@@ -442,3 +442,30 @@ def token_lengths(dsd: datasets.DatasetDict, tokenizer, column: str = "text") ->
     frames = [pd.DataFrame({"split": split, "tokens": [len(ids) for ids in tokenizer(list(ds[column]))["input_ids"]]})
               for split, ds in dsd.items()]
     return pd.concat(frames, ignore_index=True)
+
+
+# ----------------------------------------------------------------------------------------------------
+# a profile's data, ready for a model
+
+
+def prepare(data_params, seed: int) -> datasets.DatasetDict:
+    """The profile's dataset (config.DataParams): loaded, then subset (stratified, seeded) to its sizes;
+    None keeps the whole split."""
+    dsd = load(data_params.dataset)
+    sizes = {"train": data_params.train_size, "validation": data_params.validation_size,
+             "test": data_params.test_size}
+    return stratified_subset(dsd, sizes, seed=seed)
+
+
+def tokenize(dsd: datasets.DatasetDict, tokenizer, max_length: int) -> datasets.DatasetDict:
+    """Token ids (truncated to max_length, not padded: batches are padded to their longest row) and label."""
+
+    def encode(batch):
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+    return dsd.map(encode, batched=True, desc="tokenize",
+                   remove_columns=[c for c in dsd["train"].column_names if c != "label"])
+
+
+def label_names(dsd: datasets.DatasetDict) -> list[str]:
+    return list(dsd["train"].features["label"].names)

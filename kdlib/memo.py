@@ -103,6 +103,23 @@ def load_unit(folder: str | Path, key: str, files: Iterable[str] = ()) -> dict |
     return done
 
 
+def adopt(folder: str | Path, key: str, candidates: Iterable[str | Path], files: Iterable[str] = ()) -> Path | None:
+    """If `folder` holds no unit with `key` but one of `candidates` does (the same work, recorded by another
+    step), copy that unit into `folder` and return where it came from; else None. Steps then share work
+    without sharing folders: each keeps its own complete copy."""
+    import shutil
+
+    files = tuple(files)
+    if load_unit(folder, key, files) is not None:
+        return None
+    for other in map(Path, candidates):
+        if other.resolve() != Path(folder).resolve() and load_unit(other, key, files) is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(other, folder, ignore=shutil.ignore_patterns("checkpoints"))
+            return other
+    return None
+
+
 def run_unit(folder: str | Path, key: str, build: Callable[[Path], dict], *, params=None,
              files: Iterable[str] = (), record: bool = True) -> dict:
     """Return the unit's recorded result when it is complete, else `build(folder)` and record it.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -31,39 +32,13 @@ from kdlib.outputs import cache_root, read_json, step_dir, write_csv, write_json
 TEACHER_STEP = "01_teacher"
 DISTILL_STEP = "02_distill"
 # The modules whose code decides a training run's numbers: a real change to any of them re-trains
-# (comments and docstrings do not count; see memo.code_fingerprint).
-TRAINING_CODE = ("data", "models", "losses", "adaptors", "distill", "train")
+# (comments and docstrings do not count; see memo.code_fingerprint). This module only orchestrates: what
+# it decides (sizes, hyperparameters, which loss) is in each run's parameters, which are in its key.
+TRAINING_CODE = ("data", "models", "losses", "adaptors", "heads", "distill")
 
 
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
-
-
-# ----------------------------------------------------------------------------------------------------
-# data
-
-
-def prepare_data(cfg: StudyParams):
-    """The profile's dataset: loaded, then subset (stratified, seeded) to the profile's sizes."""
-    dsd = data.load(cfg.data.dataset)
-    sizes = {"train": cfg.data.train_size, "validation": cfg.data.validation_size, "test": cfg.data.test_size}
-    return data.stratified_subset(dsd, sizes, seed=cfg.seed)
-
-
-def tokenize(dsd, tokenizer, max_length: int):
-    """Token ids (truncated to max_length, not padded: batches are padded to their longest row) and label."""
-
-    def encode(batch):
-        return tokenizer(batch["text"], truncation=True, max_length=max_length)
-
-    keep = {"label"}
-    return dsd.map(encode, batched=True,
-                   remove_columns=[c for c in dsd["train"].column_names if c not in keep],
-                   desc="tokenize")
-
-
-def label_names(dsd) -> list[str]:
-    return list(dsd["train"].features["label"].names)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -115,12 +90,12 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     from kdlib.distill import fit
 
     out_dir = Path(out_dir or step_dir(cfg.profile, TEACHER_STEP))
-    dsd = prepare_data(cfg)
-    names = label_names(dsd)
+    dsd = data.prepare(cfg.data, cfg.seed)
+    names = data.label_names(dsd)
     tokenizer = models.load_tokenizer(cfg.teacher.model)
-    tok = tokenize(dsd, tokenizer, cfg.data.max_length)
-    params = {"seed": cfg.seed, "data": cfg.data, "teacher": cfg.teacher, "bf16": cfg.compute.bf16,
-              "group_by_length": cfg.compute.group_by_length}
+    tok = data.tokenize(dsd, tokenizer, cfg.data.max_length)
+    params = memo_params({"seed": cfg.seed, "data": cfg.data, "teacher": cfg.teacher, "bf16": cfg.compute.bf16,
+                          "group_by_length": cfg.compute.group_by_length})
     key = memo.unit_key("teacher", TRAINING_CODE, params)
     model_dir = out_dir / "model"
 
@@ -131,8 +106,7 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
                    cfg.seed, bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
                    history_csv=ckpt_dir.parent / "history.csv", run_name="teacher")
 
-    result = run_training("teacher", out_dir, key, train, names, memo_params(params), save_to=model_dir,
-                          tokenizer=tokenizer)
+    result = run_training("teacher", out_dir, key, train, names, params, save_to=model_dir, tokenizer=tokenizer)
     if not is_main_process():  # rank 0 saves the model and writes the summary
         return {"result": result}
     summary = {
@@ -181,9 +155,9 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
 
     out_dir = Path(out_dir or step_dir(cfg.profile, DISTILL_STEP))
     teacher, tokenizer = load_teacher(cfg)
-    dsd = prepare_data(cfg)
-    names = label_names(dsd)
-    tok = tokenize(dsd, tokenizer, cfg.data.max_length)
+    dsd = data.prepare(cfg.data, cfg.seed)
+    names = data.label_names(dsd)
+    tok = data.tokenize(dsd, tokenizer, cfg.data.max_length)
     d = cfg.distill
 
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
@@ -197,9 +171,8 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
         plans["kd_online"] = dict(train_ds=tok["train"], alpha=d.alpha, loss=d.loss, teacher=teacher)
     results = {}
     for name, plan in plans.items():
-        params = {"seed": cfg.seed, "data": cfg.data, "distill": d, "run": name, "loss": plan["loss"],
-                  "alpha": plan["alpha"], "bf16": cfg.compute.bf16, "group_by_length": cfg.compute.group_by_length,
-                  "teacher_outputs": cache.path.name}
+        params = student_spec(cfg, student, d, plan["loss"], plan["alpha"], d.temperature,
+                              "online" if "teacher" in plan else (cache.path.name if plan["alpha"] < 1 else None))
 
         def train(ckpt_dir, plan=plan, name=name):
             set_seed(cfg.seed)
@@ -210,8 +183,8 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
 
         # The cached-KD student is the one the study keeps (and benchmarks).
         save_to = out_dir / "student_model" if name == "kd_cached" else None
-        key = memo.unit_key("distill", TRAINING_CODE, params)
-        results[name] = run_training(name, out_dir, key, train, names, memo_params(params), save_to, tokenizer)
+        key = memo.unit_key("student", TRAINING_CODE, params)
+        results[name] = run_training(name, out_dir, key, train, names, params, save_to, tokenizer)
     summary = {
         "runs": results,
         "cache": {"file": cache.path.name, "built_now": cache.built_now, "build_seconds": cache.build_seconds,
@@ -224,6 +197,25 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     if is_main_process():
         write_json(out_dir / "runs" / "summary.json", summary)
     return summary
+
+
+def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, temperature: float,
+                 teacher_outputs: str | None) -> dict:
+    """Everything that decides a student run's numbers, in one canonical form, so that the same run
+    asked for by two steps (02's student and the grid's student of the same shape) has one key.
+
+    `teacher_outputs`: the cache file the teacher logits come from, "online", or None (no teacher).
+    """
+    from kdlib.config import TrainParams
+
+    c = student.config
+    return {"seed": cfg.seed, "data": dataclasses.asdict(cfg.data),
+            "student": {"layers": c.num_hidden_layers, "ffn": c.intermediate_size, "init": c.kd_init,
+                        "teacher_layers": list(c.kd_teacher_layers)},
+            "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},
+            "loss": loss, "alpha": alpha, "temperature": temperature if alpha < 1 else None,
+            "teacher_outputs": teacher_outputs, "bf16": cfg.compute.bf16,
+            "group_by_length": cfg.compute.group_by_length}
 
 
 def make_configured_student(teacher, cfg: StudyParams):

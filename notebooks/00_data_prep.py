@@ -34,10 +34,10 @@ out = step_dir(cfg.profile, STEP.stem)
 print(f"profile {cfg.profile}: writing to {out}")
 
 # %%
-from kdlib import data, models, plots, train
+from kdlib import data, models, plots
 
 full = data.load(cfg.data.dataset)
-dsd = train.prepare_data(cfg)   # the profile's subset (stratified, seeded); the whole split when sizes are null
+dsd = data.prepare(cfg.data, cfg.seed)   # the profile's subset (stratified, seeded); the whole split when sizes are null
 dsd
 
 # %% [markdown]

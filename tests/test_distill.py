@@ -17,7 +17,7 @@ import yaml
 from datasets import Dataset
 from transformers import BertForQuestionAnswering, BertForSequenceClassification, DataCollatorWithPadding
 
-from kdlib import adaptors, config, distill, evaluate, losses, models, train
+from kdlib import adaptors, config, data, distill, evaluate, losses, models, train
 from kdlib.adaptors import MASK_VALUE
 from kdlib.heads import BertForTwoHeadClassification, DenseTwoHead, DenseTwoHeadConfig
 
@@ -47,7 +47,7 @@ def tiny_data(tiny_cfg, tiny_teacher_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher_dir).eval()
-    tok = train.tokenize(train.prepare_data(tiny_cfg), tokenizer, 32)
+    tok = data.tokenize(data.prepare(tiny_cfg.data, tiny_cfg.seed), tokenizer, 32)
     return teacher, tokenizer, tok
 
 

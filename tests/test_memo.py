@@ -90,3 +90,13 @@ def test_a_failed_build_records_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         memo.run_unit(tmp_path / "u", "k", boom)
     assert not (tmp_path / "u" / "result.json").exists()
+
+
+def test_a_unit_recorded_by_another_step_is_adopted_not_redone(tmp_path):
+    build = Builder()
+    memo.run_unit(tmp_path / "02" / "kd", "k", build, files=["weights.txt"])
+    assert memo.adopt(tmp_path / "03" / "s", "other-key", [tmp_path / "02" / "kd"]) is None  # different work
+    assert memo.adopt(tmp_path / "03" / "s", "k", [tmp_path / "02" / "kd"], files=["weights.txt"]) == tmp_path / "02" / "kd"
+    done = memo.run_unit(tmp_path / "03" / "s", "k", build, files=["weights.txt"])
+    assert build.calls == 1 and done["reused"] is True and (tmp_path / "03" / "s" / "weights.txt").exists()
+    assert memo.adopt(tmp_path / "03" / "s", "k", [tmp_path / "02" / "kd"]) is None  # already there
