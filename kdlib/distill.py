@@ -421,6 +421,8 @@ def training_arguments(output_dir, hp, seed: int, bf16: bool = False, group_by_l
         dataloader_pin_memory=torch.cuda.is_available(),
         disable_tqdm=False,
     )
+    if bf16 and not torch.cuda.is_available():
+        kwargs["use_cpu"] = True  # bf16 autocast on the CPU (transformers refuses it on a CPU otherwise)
     if distributed and not torch.cuda.is_available():
         # Without use_cpu, accelerate treats CPU processes as independent (no DDP): each rank would train
         # its own copy on its shard of the data.

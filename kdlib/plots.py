@@ -66,3 +66,25 @@ def metric_bars(frame: pd.DataFrame, x: str, y: str, title: str, ylabel: str | N
     if hue is not None:
         sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title="", frameon=False)
     return fig
+
+
+def grid_heatmap(frame: pd.DataFrame, value: str, title: str, fmt: str = ".3f", cmap: str = "viridis",
+                 label: str | None = None):
+    """A layers x FFN-size heat map of `value` (one row per student, columns layers, ffn and value)."""
+    table = frame.pivot_table(index="layers", columns="ffn", values=value).sort_index(ascending=False)
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    sns.heatmap(table, annot=True, fmt=fmt, cmap=cmap, cbar_kws={"label": label or value.replace("_", " ")}, ax=ax)
+    ax.set(xlabel="FFN size", ylabel="layers", title=title)
+    return fig
+
+
+def time_vs_shape(long: pd.DataFrame):
+    """Latency against FFN size, one line per depth, one panel per batch size (columns layers, ffn, batch, ms)."""
+    g = sns.relplot(data=long, x="ffn", y="ms", hue="layers", col="batch", kind="line", marker="o",
+                    facet_kws={"sharey": False}, height=3.2, aspect=1.1, palette="viridis")
+    g.set_axis_labels("FFN size", "median latency (ms)")
+    g.set_titles("{col_name}")
+    for ax in g.axes.flat:
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(bottom=0)
+    return g.figure

@@ -59,6 +59,17 @@ STEPS: tuple[Step, ...] = (
                  *_figure("history"), *_figure("latency"), "student_model/model.safetensors",
                  "runs/summary.json", "runs/kd_cached/result.json", "runs/nokd/result.json"),
     ),
+    Step(
+        "03_grid", "Seed 000's grid of students",
+        needs=("01_teacher", "02_distill"),  # the teacher; the teacher-output cache (and maybe a student) of 02
+        sections=("data", "grid", "benchmark", "compute"),
+        metrics=("best_half_depth_retention", "speedup_over_flop_ratio_bs1", "speedup_over_flop_ratio_bs32",
+                 "grid_cached_over_online_cost", "general_distill_gain_pp", "layer_vs_ffn_time_ratio"),
+        outputs=("tables/table3.csv", "tables/table4.csv", "tables/table4_paper_architecture.csv",
+                 "tables/timing_finding.csv", "tables/history.csv", "tables/profile.csv", "tables/benchmark.csv",
+                 *_figure("history"), *_figure("heatmap_accuracy"), *_figure("heatmap_latency"),
+                 *_figure("heatmap_retention_per_time"), *_figure("time_vs_shape"), "runs/summary.json"),
+    ),
 )
 
 BY_STEM = {s.stem: s for s in STEPS}

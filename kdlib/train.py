@@ -200,7 +200,7 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
 
 
 def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, temperature: float,
-                 teacher_outputs: str | None) -> dict:
+                 teacher_outputs: str | None, bf16: bool | None = None) -> dict:
     """Everything that decides a student run's numbers, in one canonical form, so that the same run
     asked for by two steps (02's student and the grid's student of the same shape) has one key.
 
@@ -214,7 +214,7 @@ def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, tempera
                         "teacher_layers": list(c.kd_teacher_layers)},
             "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},
             "loss": loss, "alpha": alpha, "temperature": temperature if alpha < 1 else None,
-            "teacher_outputs": teacher_outputs, "bf16": cfg.compute.bf16,
+            "teacher_outputs": teacher_outputs, "bf16": cfg.compute.bf16 if bf16 is None else bf16,
             "group_by_length": cfg.compute.group_by_length}
 
 
