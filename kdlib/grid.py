@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kdlib import data, memo, models, train
+from kdlib import memo, models, train
 from kdlib.config import StudyParams
 from kdlib.flops import bert_flops
 from kdlib.outputs import cache_root, step_dir, write_json
@@ -90,11 +90,6 @@ def training_bf16(cfg: StudyParams) -> bool:
     return bf16_supported() if p == "auto" else p == "bf16"
 
 
-def _task_data(cfg: StudyParams, tokenizer):
-    dsd = data.prepare(cfg.data, cfg.seed)
-    return data.label_names(dsd), data.tokenize(dsd, tokenizer, cfg.data.max_length)
-
-
 def _train_student(cfg, out_dir, name, student, params, tok, train_ds, names, tokenizer, teacher=None,
                    hp=None, loss=None, alpha=None, save=True) -> dict:
     """One memoised training run of a student; returns its result."""
@@ -153,7 +148,7 @@ def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     out_dir = Path(out_dir or step_dir(cfg.profile, GRID_STEP))
     teacher, tokenizer = train.load_teacher(cfg)
     teacher_dir = step_dir(cfg.profile, train.TEACHER_STEP, create=False) / "model"
-    names, tok = _task_data(cfg, tokenizer)
+    _, names, tok = train.task_data(cfg, tokenizer)
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
                            batch_size=g.eval_batch_size)
     cached_ds = with_teacher_logits(tok["train"], cache.logits)

@@ -71,15 +71,11 @@ def unit_key(kind: str, code: Iterable[str], *parts) -> str:
 
 def machine() -> dict:
     """What the numbers were measured on: CPU model, the flags that matter for speed, cores, versions."""
-    import os
-    from importlib.metadata import version
+    from kdlib.evaluate import cpu_info
 
-    from kdlib.runtimes import cpu_flags, cpu_model
-    from kdlib.evaluate import RELEVANT_CPU_FLAGS
-
-    flags = cpu_flags()
-    return {"cpu": cpu_model(), "flags": " ".join(f for f in RELEVANT_CPU_FLAGS if f in flags),
-            "logical_cores": os.cpu_count(), "python": platform.python_version(), "torch": version("torch")}
+    info = cpu_info()
+    return {"cpu": info["model"], "flags": info["flags"], "logical_cores": info["logical_cores"],
+            "python": platform.python_version(), "torch": info["torch_version"]}
 
 
 def load_unit(folder: str | Path, key: str, files: Iterable[str] = ()) -> dict | None:

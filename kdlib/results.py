@@ -42,6 +42,16 @@ def confusion_from_predictions(path: str | Path, label_names: list[str]) -> pd.D
     return confusion_matrix_frame(pred["prediction"].to_numpy(), pred["label"].to_numpy(), label_names)
 
 
+def schema_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Benchmark rows with their columns in the schema's order (evaluate.ROW_COLUMNS, then the CPU's), whatever
+    the rows' key order: rows read back from a memoised unit come with sorted keys."""
+    from kdlib.evaluate import ROW_COLUMNS, cpu_info
+
+    schema = [*ROW_COLUMNS, *(f"cpu_{k}" for k in cpu_info())]
+    first = [c for c in schema if c in frame.columns]
+    return frame[first + sorted(c for c in frame.columns if c not in first)]
+
+
 def benchmark_models(named_models: dict, bench, baseline: str | None = None, cache_dir=None) -> pd.DataFrame:
     """Latency and size of several models on each runtime, precision and batch size of `bench` (BenchmarkParams).
 
@@ -96,7 +106,7 @@ def benchmark_models(named_models: dict, bench, baseline: str | None = None, cac
                 key = memo.unit_key("benchmark", ("evaluate", "runtimes"), params, memo.machine())
                 unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params)
                 rows.extend(unit["rows"])
-    frame = results_frame(rows)
+    frame = schema_order(results_frame(rows))
     if baseline is not None and len(frame):
         base = frame[frame["name"] == baseline].set_index(["runtime", "precision", "batch_size"])["latency_ms_median"]
         same_route = [base.get((r, p, b), float("nan")) for r, p, b in

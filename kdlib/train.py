@@ -54,6 +54,12 @@ def _predictions_frame(logits, labels, names) -> pd.DataFrame:
     return frame
 
 
+def task_data(cfg: StudyParams, tokenizer):
+    """The profile's task data: the subset (data.prepare), its label names, and its tokenised splits."""
+    dsd = data.prepare(cfg.data, cfg.seed)
+    return dsd, data.label_names(dsd), data.tokenize(dsd, tokenizer, cfg.data.max_length)
+
+
 def run_training(name: str, out_dir: Path, key: str, train_fn, names, params: dict, save_to: Path | None = None,
                  tokenizer=None) -> dict:
     """One training run as a memoised unit in <out_dir>/runs/<name>/.
@@ -90,10 +96,8 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     from kdlib.distill import fit
 
     out_dir = Path(out_dir or step_dir(cfg.profile, TEACHER_STEP))
-    dsd = data.prepare(cfg.data, cfg.seed)
-    names = data.label_names(dsd)
     tokenizer = models.load_tokenizer(cfg.teacher.model)
-    tok = data.tokenize(dsd, tokenizer, cfg.data.max_length)
+    dsd, names, tok = task_data(cfg, tokenizer)
     params = memo_params({"seed": cfg.seed, "data": cfg.data, "teacher": cfg.teacher, "bf16": cfg.compute.bf16,
                           "group_by_length": cfg.compute.group_by_length})
     key = memo.unit_key("teacher", TRAINING_CODE, params)
@@ -155,9 +159,7 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
 
     out_dir = Path(out_dir or step_dir(cfg.profile, DISTILL_STEP))
     teacher, tokenizer = load_teacher(cfg)
-    dsd = data.prepare(cfg.data, cfg.seed)
-    names = data.label_names(dsd)
-    tok = data.tokenize(dsd, tokenizer, cfg.data.max_length)
+    _, names, tok = task_data(cfg, tokenizer)
     d = cfg.distill
 
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",

@@ -124,7 +124,7 @@ bench_settings = dataclasses.replace(cfg.benchmark, runtimes=["torch"], precisio
 bench = results.benchmark_models({"teacher": teacher, **students}, bench_settings, baseline="teacher",
                                  cache_dir=out / "benchmarks")
 write_csv(out / "tables" / "benchmark.csv", bench)
-names, tok = grid._task_data(cfg, tokenizer)
+_, names, tok = train.task_data(cfg, tokenizer)
 pred_seconds = grid.prediction_seconds({"teacher": teacher, **students}, tok["test"], tokenizer,
                                        cfg.grid.eval_batch_size, out)
 table4 = grid.table4(summary, bench, pred_seconds, teacher_accuracy, cfg.benchmark.seq_len,

@@ -300,3 +300,4 @@ def test_minilm_package_model_offline(monkeypatch):
     assert result["batch_size"] == 2 and result["seq_len"] == 16 and result["repeats"] == 2
     assert 0 < result["latency_ms_median"] <= result["latency_ms_p95"]
     assert 0 <= result["accuracy"] <= 1
+

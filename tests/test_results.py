@@ -49,3 +49,14 @@ def test_distill_metrics_without_online_kd():
     summary = {**SUMMARY, "runs": {k: v for k, v in SUMMARY["runs"].items() if k != "kd_online"}}
     m = distill_metrics(summary, bench_rows(), teacher_accuracy=0.84)
     assert m["online_kd_test_accuracy"] is None and math.isnan(m["online_kd_train_seconds"])
+
+
+def test_benchmark_columns_follow_the_schema_whatever_the_key_order():
+    from kdlib.evaluate import ROW_COLUMNS, results_frame
+    from kdlib.results import schema_order
+
+    row = {"name": "m", "runtime": "torch", "precision": "fp32", "status": "ok", "batch_size": 1,
+           "latency_ms_median": 2.0, "cpu_model": "x", "cpu_flags": "avx2"}
+    fresh, reread = (schema_order(results_frame([r])) for r in (row, dict(sorted(row.items()))))
+    assert list(fresh.columns) == list(reread.columns)
+    assert list(fresh.columns) == [c for c in ROW_COLUMNS if c in row] + ["cpu_model", "cpu_flags"]
