@@ -5,6 +5,10 @@
     kdstudy status --params params/quick.yaml         each step: up to date, or stale and why
     kdstudy check --params params/quick.yaml          validate a parameter file and exit
     kdstudy steps                                      list the steps
+    kdstudy report --params params/quick.yaml         build reports/<profile>/report.pdf and .html from the results
+    kdstudy verdicts --params params/quick.yaml       the runs behind the report's findings, once per seed
+    kdstudy bench --model DIR --data Q.json --profile pi5 --out result.json   time one QA model (step 06)
+    kdstudy export --model DIR --runtime onnx --precision int8 --out DIR [--params F]   a deployable artifact
 """
 from __future__ import annotations
 
@@ -26,11 +30,35 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a parameter file")
     check.add_argument("--params", required=True)
     sub.add_parser("steps", help="list the notebooks the runner executes")
+    report = sub.add_parser("report", help="build the PDF and HTML report from the results there are")
+    report.add_argument("--params", required=True)
+    verdicts = sub.add_parser("verdicts", help="repeat the runs behind the report's findings over seeds "
+                                               "(resumable; writes reports/<profile>/verdicts/*.csv)")
+    verdicts.add_argument("--params", required=True)
+    verdicts.add_argument("--claim", action="append", help="only this claim (repeatable)")
+    verdicts.add_argument("--train-only", action="store_true",
+                          help="train every seed now, time later (for a machine that is busy now)")
+    export = sub.add_parser("export", help="write a classifier on one inference route as a deployable folder")
+    export.add_argument("--model", required=True, help="a saved classifier folder (config.json, weights, tokenizer)")
+    export.add_argument("--runtime", required=True, help="onnx or openvino")
+    export.add_argument("--precision", required=True, help="fp32 or int8")
+    export.add_argument("--out", required=True, help="the artifact folder to write")
+    export.add_argument("--params", help="a profile: measure accuracy on its test split (and calibrate on its "
+                                         "training split where the route needs it)")
+    export.add_argument("--threads", type=int, help="threads of the runtime session (default: the runtime's)")
+    bench = sub.add_parser("bench", help="time one QA model on SQuAD questions, batch 1 (e.g. on a Raspberry Pi)")
+    from kdlib.bench import add_arguments
+
+    add_arguments(bench)
     return p
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "bench":  # only what the benchmark needs: it runs alone on small devices
+        from kdlib.bench import run_from_args
+
+        return run_from_args(args)
     from kdlib import runner, steps
 
     try:
@@ -41,6 +69,26 @@ def main(argv=None) -> int:
             for step in steps.STEPS:
                 print(f"{step.stem:<20} {step.title}  (needs: {', '.join(step.needs) or '-'}; "
                       f"parameters: {', '.join(step.sections)})")
+        elif args.command == "verdicts":
+            from kdlib import verdicts
+
+            for claim, path in verdicts.run(load_params(args.params), args.train_only, args.claim).items():
+                print(f"{claim}: {path}")
+        elif args.command == "export":
+            from kdlib.export import export
+
+            manifest = export(args.model, args.runtime, args.precision, args.out, args.params, args.threads)
+            accuracy = manifest["accuracy"]
+            measured = (f"accuracy {accuracy['accuracy']:.4f} on {accuracy['n']} test examples" if accuracy
+                        else manifest["accuracy_note"])
+            print(f"{args.out}: {manifest['route']['runtime']}/{manifest['route']['precision']}, "
+                  f"{manifest['size_mb']:.1f} MB, {measured}")
+        elif args.command == "report":
+            from kdlib import render
+
+            built = render.build(load_params(args.params))
+            print(f"{built['pdf']} ({built['n_pages']} pages) and {built['html']}; sections with a step not run: "
+                  f"{built['sections_not_run']}")
         elif args.command == "status":
             for row in runner.status(args.params):
                 state = "up to date" if row["up_to_date"] else "stale: " + "; ".join(row["reasons"])

@@ -129,8 +129,34 @@ class CompareParams:
     head_prune_fractions: list[float] = field(default_factory=lambda: [0.5], metadata=_range(0.0, 0.99))
     magnitude_sparsities: list[float] = field(default_factory=lambda: [0.5], metadata=_range(0.0, 0.99))
     svd_ranks: list[int] = field(default_factory=lambda: [64, 128], metadata=_range(1, 65536))
+    # Epochs of KD from the cached teacher logits after pruning or factorising (0: none).
     recovery_epochs: float = field(default=1.0, metadata=_range(0.0, 100))
+    # Rows that static int8 quantisation reads to fix its activation ranges (training rows).
     calibration_size: int = field(default=128, metadata=_range(1, 100000))
+    # The ALBERT-style student: factorised embedding size E, and its depth (None: the teacher's).
+    albert_embedding_size: int = field(default=128, metadata=_range(1, 65536))
+    albert_layers: int | None = field(default=None, metadata=_range(1, 48))
+
+
+ENCODE_ROUTES = ("torch/fp32", "torch/bf16", "torch_compile/fp32", "onnxruntime/fp32", "onnxruntime/int8",
+                 "openvino/fp32")
+
+
+@dataclass
+class HeteroTransformerParams:
+    """Step 05, beyond the paper: a small transformer student whose extra head learns from the coarse teacher,
+    against plain KD from the fine teacher, on a training subset (the teachers are the dense ones)."""
+    enabled: bool = True
+    layers: int = field(default=1, metadata=_range(1, 48))  # initialised from the encoder's first layers
+    train_size: int | None = field(default=2000, metadata=_range(1))
+    test_size: int | None = field(default=2000, metadata=_range(1))
+    max_length: int = field(default=128, metadata=_range(8, 512))
+    seeds: int = field(default=3, metadata=_range(1, 100))
+    epochs: float = field(default=2.0, metadata=_range(0.01, 100))
+    learning_rate: float = field(default=2e-4, metadata=_range(1e-7, 1.0))
+    batch_size: int = field(default=32, metadata=_range(1, 4096))
+    alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    temperature: float = field(default=4.0, metadata=_range(0.01, 100.0))
 
 
 @dataclass
@@ -139,7 +165,18 @@ class HeteroParams:
     dataset: str = field(default="newsgroups20", metadata=_range(check="dataset"))
     encoder: str = field(default="minilm", metadata=_range(check="model"))
     max_length: int = field(default=256, metadata=_range(8, 512))
+    # Rows per split (stratified, seeded) before encoding; None keeps the whole split (seed 003's counts).
+    train_size: int | None = field(default=None, metadata=_range(1))
+    validation_size: int | None = field(default=None, metadata=_range(1))
+    test_size: int | None = field(default=None, metadata=_range(1))
+    # Encoding routes ("runtime/precision") probed on a few hundred documents; the fastest one whose
+    # embeddings match torch fp32's encodes (torch/fp32 is always probed, as the reference).
+    encode_routes: list[str] = field(default_factory=lambda: ["torch/bf16", "onnxruntime/fp32"],
+                                     metadata=_range(choices=ENCODE_ROUTES))
     seeds: int = field(default=5, metadata=_range(1, 100))
+    # Tables 5 and 6: every run is trained at least this many epochs (early stopping off until then).
+    curve_epochs: int = field(default=22, metadata=_range(1, 1000))
+    transformer: HeteroTransformerParams = field(default_factory=HeteroTransformerParams)
     teacher_hidden: list[int] = field(default_factory=lambda: [700, 512, 256, 64], metadata=_range(1, 65536))
     student_hidden: list[int] = field(default_factory=lambda: [64], metadata=_range(1, 65536))
     epochs: int = field(default=100, metadata=_range(1, 1000))
@@ -167,9 +204,17 @@ class EdgeParams:
     epochs: float = field(default=2.0, metadata=_range(0.01, 100))
     learning_rate: float = field(default=1e-4, metadata=_range(1e-7, 1.0))
     batch_size: int = field(default=16, metadata=_range(1, 4096))
+    # Training questions held out of train_size to pick each run's best epoch (validation is read once).
+    select_size: int = field(default=64, metadata=_range(1, 100000))
+    # Students: alpha * span CE + (1 - alpha) * T^2 * KL on the start and on the end distributions.
+    alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    temperature: float = field(default=2.0, metadata=_range(0.01, 100.0))
+    # Training precision: auto = bf16 autocast where the CPU has native bf16 (as grid.precision).
+    precision: str = field(default="auto", metadata=_range(choices=("auto", "fp32", "bf16")))
     students: list[StudentShape] = field(default_factory=lambda: [StudentShape(3, 1536), StudentShape(1, 1536)])
     # The pi5 benchmark profile: batch 1, this many threads (capped at the machine's cores).
     threads: int = field(default=4, metadata=_range(1, 1024))
+    # Runtimes tried for the students (each with every precision it offers); the teacher runs torch fp32.
     runtimes: list[str] = field(default_factory=lambda: ["torch", "onnxruntime"], metadata=_range(check="runtime"))
 
 
@@ -196,6 +241,16 @@ class ComputeParams:
 
 
 @dataclass
+class VerdictsParams:
+    """`kdstudy verdicts`: the runs behind the report's findings, repeated over these seeds (kdlib/verdicts.py)."""
+    seeds: list[int] = field(default_factory=lambda: [42, 43, 44, 45, 46], metadata=_range(0, 2**32 - 1))
+    claims: list[str] = field(default_factory=lambda: ["half_depth_retention", "fast_student", "layer_vs_ffn"],
+                              metadata=_range(choices=("half_depth_retention", "fast_student", "layer_vs_ffn")))
+    # The grid student whose speed and accuracy test seed 000's "7x faster, 3% lower".
+    fast_student: StudentShape = field(default_factory=lambda: StudentShape(2, 384))
+
+
+@dataclass
 class StudyParams:
     profile: str
     seed: int = field(default=42, metadata=_range(0, 2**32 - 1))
@@ -208,6 +263,7 @@ class StudyParams:
     edge: EdgeParams = field(default_factory=EdgeParams)
     benchmark: BenchmarkParams = field(default_factory=BenchmarkParams)
     compute: ComputeParams = field(default_factory=ComputeParams)
+    verdicts: VerdictsParams = field(default_factory=VerdictsParams)
     # Where the file came from; not a parameter.
     source: str = field(default="<dict>", metadata={"internal": True})
 

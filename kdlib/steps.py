@@ -70,6 +70,47 @@ STEPS: tuple[Step, ...] = (
                  *_figure("history"), *_figure("heatmap_accuracy"), *_figure("heatmap_latency"),
                  *_figure("heatmap_retention_per_time"), *_figure("time_vs_shape"), "runs/summary.json"),
     ),
+    Step(
+        "04_compare", "Every compression family side by side",
+        needs=("01_teacher", "02_distill", "03_grid"),  # the teacher and its cache; 02's twin; 03's best students
+        sections=("data", "grid", "compare", "benchmark", "compute"),
+        metrics=("best_quantized_speedup", "best_quantized_accuracy_drop_pp", "best_speedup_within_1pp",
+                 "best_route_within_1pp", "best_speedup_within_3pct"),
+        outputs=("tables/table6.csv", "tables/measurements.csv", "tables/kd_position.csv", "tables/taxonomy.csv",
+                 "tables/conclusions.csv", "tables/head_importance.csv", *_figure("pareto"), *_figure("families"),
+                 *_figure("head_importance")),
+    ),
+    Step(
+        "05_hetero_kd", "Seed 003's heterogeneous KD",
+        sections=("hetero",),  # reads no other step: its own data, encoder, teachers and students
+        metrics=("n_seeds", "acc_A_mean", "acc_B_mean", "acc_C_mean", "acc_A_std", "acc_B_std", "acc_C_std",
+                 "p_A_vs_B", "p_B_vs_C"),
+        outputs=("tables/token_lengths.csv", "tables/encode_routes.csv", "tables/table3.csv",
+                 "tables/alpha_T_search.csv", "tables/table4.csv", "tables/table4_tests.csv",
+                 "tables/table4_per_seed.csv", "tables/table5.csv", "tables/table6.csv", "tables/curves.csv",
+                 "tables/epochs_to_target.csv", "tables/epoch_choice.csv", "tables/transformer.csv", "verdict.md",
+                 *_figure("alpha_T_search"), *_figure("table4"), *_figure("per_epoch"),
+                 *_figure("epochs_to_target"), "runs/dense/result.json"),
+    ),
+    Step(
+        "06_edge_benchmark", "Seed 004: SQuAD on a Raspberry-Pi-5 budget",
+        sections=("edge",),  # its own QA teacher (from MiniLM), students and benchmark
+        metrics=("teacher_em", "teacher_f1", "student_em", "student_f1", "student_speedup",
+                 "quantized_student_speedup"),
+        outputs=("tables/table2.csv", "tables/scores.csv", "tables/variants.csv", "tables/evaluation_gap.csv",
+                 "tables/history.csv", "device/questions.json", *_figure("scores"), *_figure("variants"),
+                 *_figure("softmax_temperature"), *_figure("triple_loss"), *_figure("history")),
+    ),
+    # The report reads every step before it, so it is stale whenever one of them re-ran. A step that has not
+    # run does not stop it (the runner never refuses a step whose needs are missing): the report says "not run".
+    Step(
+        "07_report", "The report (PDF and HTML)",
+        needs=("00_data_prep", "01_teacher", "02_distill", "03_grid", "04_compare", "05_hetero_kd",
+               "06_edge_benchmark"),
+        sections=("data", "teacher", "distill", "grid", "compare", "hetero", "edge", "benchmark", "compute"),
+        metrics=("n_pages", "sections_not_run", "findings_with_verdict"),
+        outputs=("report.typ", "manifest.json", *_figure("student_init"), "../report.pdf", "../report.html"),
+    ),
 )
 
 BY_STEM = {s.stem: s for s in STEPS}

@@ -89,7 +89,7 @@ def test_a_deleted_run_or_a_broken_cache_is_rebuilt(smoke_run):
     cache.write_bytes(cache.read_bytes()[:7])  # truncated
     report = {r["step"]: r["status"] for r in runner.run(params)}
     # only 02 re-runs; the steps after it are up to date, since what 02 feeds them did not change
-    assert report == {"00_data_prep": "skipped", "01_teacher": "skipped", "02_distill": "ran", "03_grid": "skipped"}
+    assert report == {s.stem: "ran" if s.stem == "02_distill" else "skipped" for s in steps.STEPS}
     assert json.loads((out / "02_distill" / "runs" / "nokd" / "result.json").read_text())["reused"] is False
     assert metrics(out, "02_distill")["cache_built_now"] is True
     # 03 quotes the cache's build time: rerun it (reusing its units) so that the next test starts in step
@@ -127,6 +127,36 @@ def test_a_cosmetic_change_reruns_steps_but_retrains_and_retimes_nothing(smoke_r
     assert after_metrics["02_distill"].pop("cache_built_now") is False  # the teacher-output cache was read
     before_metrics["02_distill"].pop("cache_built_now")
     assert after_metrics == before_metrics  # timings included: nothing was re-timed
+
+
+@pytest.mark.slow
+def test_verdicts_repeat_the_runs_behind_the_claims_over_seeds(smoke_run):
+    from kdlib import render, verdicts
+    from kdlib.config import load_params
+
+    out, _ = smoke_run
+    cfg = load_params(REPO / "params" / "smoke.yaml")
+    written = verdicts.run(cfg)
+    assert set(written) == {"half_depth_retention", "kd_beats_twin", "fast_student", "layer_vs_ffn"}
+    frames = {claim: pd.read_csv(path).set_index("seed") for claim, path in written.items()}
+    for frame in frames.values():
+        assert list(frame.index) == cfg.verdicts.seeds
+    # The profile's own seed is the same training as its steps': the same numbers.
+    half, m02 = frames["half_depth_retention"], metrics(out, "02_distill")
+    assert half.loc[cfg.seed, "kd_accuracy"] == m02["student_test_accuracy"]
+    assert half.loc[cfg.seed, "nokd_accuracy"] == m02["nokd_test_accuracy"]
+    fast = frames["fast_student"]
+    table4 = pd.read_csv(out / "03_grid" / "tables" / "table4.csv").set_index("student")
+    assert fast.loc[cfg.seed, "accuracy"] == table4.loc[fast.loc[cfg.seed, "student"], "test_accuracy"]
+    assert (fast["speedup"] > 0).all() and (frames["layer_vs_ffn"]["layer_ms"] > 0).all()
+    # Resumable: a second run trains and times nothing again, so it writes the same rows.
+    again = verdicts.run(cfg)
+    for claim, path in again.items():
+        assert pd.read_csv(path).equals(frames[claim].reset_index()), claim
+    # The report reads them; two seeds are too few for a verdict.
+    rows = render.findings_rows(out, out / "verdicts")
+    retention = next(r for r in rows if r["quantity"] == "student accuracy ÷ teacher accuracy")
+    assert retention["n"] == "2" and retention["verdict"] == "cannot tell (2 seeds)"
 
 
 def test_notebook_sources_are_canonical_text_with_one_parameters_cell():

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
+from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel
 
 from kdlib import evaluate as ev
 from kdlib import runtimes as rt
@@ -19,6 +19,12 @@ TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_
             num_labels=3)
 FAST = dict(batch_size=2, seq_len=8, warmup=1, repeats=2)
 ALL_ROUTES = [(r, p) for r, ps in rt.ROUTES.items() for p in ps]
+STATIC_ROUTES = [(r, p) for r, p in ALL_ROUTES if rt.needs_calibration(r, p)]
+INT8_ROUTES = [(r, p) for r, p in ALL_ROUTES if p.startswith("int8")]
+# Calibration batches for the static routes: shapes unlike the export example's, some rows padded.
+CALIBRATION = [rt.random_batch(4, 12, 1000, seed=10 + i) for i in range(4)]
+for _batch in CALIBRATION:
+    _batch["attention_mask"][0, 6:] = 0
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +39,20 @@ def bench(tiny, tmp_path_factory):
     return ev.Benchmark(tiny, "tiny", workdir=tmp_path_factory.mktemp("routes"))
 
 
-def runner_or_skip(bench, runtime, precision):
+@pytest.fixture(scope="module")
+def static_runners(tiny, tmp_path_factory):
+    """The static routes, prepared once each with CALIBRATION (Benchmark prepares routes without it)."""
+    folder = tmp_path_factory.mktemp("static")
+    return {(r, p): rt.prepare(tiny, r, p, folder / f"{r}-{p}", calibration=CALIBRATION)
+            for r, p in STATIC_ROUTES if not rt.refusal(r, p)}
+
+
+def runner_or_skip(bench, runtime, precision, static_runners=None):
     reason = rt.refusal(runtime, precision)
     if reason:
         pytest.skip(f"{runtime}/{precision} refused here: {reason}")
+    if rt.needs_calibration(runtime, precision):
+        return static_runners[(runtime, precision)]
     return bench.runner(runtime, precision)
 
 
@@ -67,7 +83,7 @@ def test_module_imports_without_torch():
 
 @pytest.mark.parametrize("runtime,precision,words", [
     ("tensorrt", "fp32", "unknown runtime"),
-    ("torch", "int8", "offers no"),
+    ("torch_compile", "int8", "offers no"),
     ("openvino", "bf16", "offers no"),
 ])
 def test_unknown_routes_are_refused_with_a_reason(runtime, precision, words):
@@ -108,7 +124,7 @@ def test_prepare_raises_for_a_refused_route(tiny):
 # ---------------------------------------------------------------- every route
 
 
-@pytest.mark.parametrize("runtime,precision", ALL_ROUTES)
+@pytest.mark.parametrize("runtime,precision", [r for r in ALL_ROUTES if r not in STATIC_ROUTES])
 def test_every_route_runs_or_is_refused_with_a_reason(bench, runtime, precision):
     row = bench.run(ev.BenchmarkSettings(**FAST), runtime, precision)
     assert (row["runtime"], row["precision"]) == (runtime, precision)
@@ -195,12 +211,148 @@ def test_predict_through_a_runner_matches_torch(bench, tiny):
     assert labels.tolist() == labels2.tolist() == [0, 1, 2, 0, 1]
 
 
+# ---------------------------------------------------------------- quantised routes
+
+
+def test_static_routes_are_registered_and_need_calibration():
+    assert STATIC_ROUTES and all(p in rt.STATIC_PRECISIONS for _, p in STATIC_ROUTES)
+    assert not rt.needs_calibration("onnxruntime", "int8")  # dynamic: scales from each batch at run time
+    assert {("torch", "int8"), ("onnxruntime", "int8"), ("onnxruntime", "int8_static"),
+            ("openvino", "int8_static")} <= set(ALL_ROUTES)
+
+
+@pytest.mark.parametrize("runtime,precision", STATIC_ROUTES)
+def test_static_route_without_calibration_is_a_clear_error(tiny, runtime, precision):
+    if rt.refusal(runtime, precision):
+        pytest.skip(rt.refusal(runtime, precision))
+    with pytest.raises(ValueError, match="calibration"):
+        rt.prepare(tiny, runtime, precision)
+
+
+def test_nncf_route_refused_without_nncf(monkeypatch):
+    real = rt._installed
+    monkeypatch.setattr(rt, "_installed", lambda name: name != "nncf" and real(name))
+    assert "nncf" in rt.refusal("openvino", "int8_static")
+    assert "nncf" not in (rt.refusal("openvino", "fp32") or "")  # only the NNCF route needs it
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ({"avx2", "avx512f", "avx512_vnni"}, ("QUInt8", False)),  # VNNI: int32 accumulation, full 8 bits
+    ({"avx2", "avx_vnni"}, ("QUInt8", False)),
+    ({"avx", "avx2"}, ("QUInt8", True)),  # AVX2 only: 7-bit weights against int16 saturation
+    ({"avx2", "avx512f"}, ("QUInt8", True)),  # AVX-512 without VNNI: the same kernel, the same risk
+    ({"fp", "asimd", "asimddp"}, ("QInt8", False)),  # ARM
+])
+def test_int8_format_follows_the_cpu_flags(flags, expected):
+    fmt = rt.int8_format(flags)
+    assert (fmt["activation_type"], fmt["reduce_range"]) == expected and fmt["weight_type"] == "QInt8"
+
+
+def _int8_weights(path):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    return [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny, tmp_path_factory):
+    if rt.refusal("onnxruntime", "int8"):
+        pytest.skip(rt.refusal("onnxruntime", "int8"))
+    return rt.export_onnx(tiny, tmp_path_factory.mktemp("export") / "model.onnx")
+
+
+@pytest.mark.parametrize("flags,limit", [({"avx2"}, 64), ({"avx2", "avx512_vnni"}, 127)])
+def test_reduce_range_gives_7_bit_weights_without_vnni(monkeypatch, tiny, tiny_onnx, tmp_path, flags, limit):
+    """On a CPU without VNNI the quantised weights use 7 bits ([-64, 63]), with VNNI all 8 (up to 127)."""
+    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
+    path, names, _ = tiny_onnx
+    weights = _int8_weights(rt.quantize_onnx(tiny, path, tmp_path, "int8", names))
+    assert weights
+    assert max(int(np.abs(w.astype(int)).max()) for w in weights) == limit
+
+
+def _separated(model):
+    """`model` with its classifier scaled up, so its logits (not near-ties) say which class wins."""
+    import copy
+
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.classifier.weight.mul_(40.0)
+    return out.eval()
+
+
+@pytest.mark.parametrize("runtime,precision", INT8_ROUTES)
+def test_int8_routes_agree_with_torch_fp32(tiny, tmp_path, runtime, precision):
+    """Loose by design (int8 weights and activations): logits within 10% of their scale (25% for static
+    routes, whose activation ranges are fixed by calibration, not measured per batch), the same class on at
+    least 14 of 16 rows (near-ties may flip)."""
+    if rt.refusal(runtime, precision):
+        pytest.skip(rt.refusal(runtime, precision))
+    model = _separated(tiny)
+    inputs = rt.example_inputs(model, 16, 12, seed=3)
+    inputs["attention_mask"][::3, 8:] = 0
+    expected = rt.prepare(model, "torch", "fp32")(inputs)["logits"]
+    runner = rt.prepare(model, runtime, precision, tmp_path, calibration=CALIBRATION)
+    got = runner(inputs)["logits"]
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    tolerance = 0.25 if rt.needs_calibration(runtime, precision) else 0.1
+    assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
+    assert (got.argmax(-1) == expected.argmax(-1)).sum() >= 14
+    assert not np.array_equal(got, expected)  # it really is another computation
+
+
+def test_onnxruntime_int8_is_fused_then_quantised(bench, tiny):
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(runner_or_skip(bench, "onnxruntime", "int8").files[0])).graph.node}
+    assert {"SkipLayerNormalization", "BiasGelu"} <= ops  # ORT's transformer fusions ran first
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul"}
+
+
+def test_onnxruntime_static_is_qdq(bench, static_runners):
+    import onnx
+
+    runner = runner_or_skip(bench, "onnxruntime", "int8_static", static_runners)
+    ops = [n.op_type for n in onnx.load(str(runner.files[0])).graph.node]
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops and "SkipLayerNormalization" in ops
+    assert "MatMulInteger" not in ops  # activations have calibrated, fixed scales: no per-batch quantisation
+
+
+def test_torch_int8_replaces_every_linear(bench):
+    runner = runner_or_skip(bench, "torch", "int8")
+    state = torch.load(runner.files[0], weights_only=False)
+    packed = [k for k in state if k.endswith("_packed_params._packed_params")]
+    assert len(packed) == sum(isinstance(m, torch.nn.Linear) for m in bench.model.modules())
+
+
+@pytest.mark.slow  # two exports per route
+@pytest.mark.parametrize("runtime,precision", INT8_ROUTES)
+def test_int8_routes_serve_question_answering_and_encoders(tmp_path, runtime, precision):
+    """Every route maps outputs by name: QA's start/end logits and a base model's last_hidden_state."""
+    if rt.refusal(runtime, precision):
+        pytest.skip(rt.refusal(runtime, precision))
+    torch.manual_seed(0)
+    config = BertConfig(**{**TINY, "num_labels": 2})
+    for model, keys in [(BertForQuestionAnswering(config), {"start_logits", "end_logits"}),
+                        (BertModel(config, add_pooling_layer=False), {"last_hidden_state"})]:
+        model.eval()
+        inputs = padded_batch(model)
+        expected = rt.prepare(model, "torch", "fp32")(inputs)
+        got = rt.prepare(model, runtime, precision, tmp_path / type(model).__name__, calibration=CALIBRATION)(inputs)
+        assert set(got) == set(expected) == keys
+        for key in keys:
+            assert got[key].shape == expected[key].shape
+            assert np.abs(got[key] - expected[key]).max() <= 0.1 * np.abs(expected[key]).max(), key
+
+
 # ---------------------------------------------------------------- size on disk
 
 
 @pytest.mark.parametrize("runtime,precision", ALL_ROUTES)
-def test_size_mb_is_the_files_on_disk(bench, runtime, precision):
-    runner = runner_or_skip(bench, runtime, precision)
+def test_size_mb_is_the_files_on_disk(bench, static_runners, runtime, precision):
+    runner = runner_or_skip(bench, runtime, precision, static_runners)
     assert runner.files and all(p.is_file() for p in runner.files)
     assert runner.size_mb == pytest.approx(sum(os.path.getsize(p) for p in runner.files) / 1e6)
 

@@ -1,0 +1,311 @@
+"""Step 06 (seed 004, SQuAD on a Raspberry-Pi-5 budget): train the QA teacher and students, score them,
+run every model on every runtime through `kdstudy bench`, and draw the teaching figures.
+
+The QA building blocks (windows, the SQuAD metric, answer extraction, one training run) are in kdlib/qa.py;
+this module only strings them together, so changing a table or a figure here does not invalidate the
+trained models (their memo keys hash kdlib/qa.py, not this file).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kdlib.qa import (first_sentence_baseline, load_examples, load_qa_model, predict_answers,
+                      random_span_baseline, references_of, squad_scores, train_qa, window_datasets,
+                      window_tokenizer)
+
+# Seed 004's Table 2 (Raspberry Pi 5, TensorFlow 2.15): the paper's columns beside ours.
+PAPER_TABLE2 = {"teacher": ("BERT-base", 54.93, 72.36, 13220.0), "half": ("DistilBERT", 52.79, 70.44, 6506.0)}
+# What the training key leaves out: the benchmark settings do not change a trained model.
+_NOT_TRAINING = ("threads", "runtimes", "eval_size", "n_best", "max_answer_length")
+
+
+def training_precision(edge) -> bool:
+    """Whether step 06 trains in bf16 (edge.precision; "auto": where the CPU has native bf16)."""
+    from kdlib.runtimes import bf16_supported
+
+    return bf16_supported() if edge.precision == "auto" else edge.precision == "bf16"
+
+
+def student_name(shape, kd: bool) -> str:
+    return f"L{shape.layers}_ffn{shape.ffn}_{'kd' if kd else 'nokd'}"
+
+
+def train_models(cfg, out_dir) -> dict:
+    """Fine-tune the QA teacher, then each student with KD (cached teacher outputs) and its no-KD twin.
+
+    All runs are memoised units (out_dir/runs/<name>); models are saved under out_dir/models/<name>."""
+    import copy
+    import dataclasses
+    from pathlib import Path
+
+    from transformers import AutoModelForQuestionAnswering
+
+    from kdlib import distill, models
+    from kdlib.outputs import cache_root
+
+    edge, out_dir = cfg.edge, Path(out_dir)
+    bf16 = training_precision(edge)
+    tokenizer = models.load_tokenizer(edge.teacher)
+    tk = window_tokenizer(tokenizer, edge.max_length, edge.stride)
+    examples = load_examples(edge, cfg.seed)
+    ds = window_datasets(examples, tk)
+    train_keys = {k: v for k, v in dataclasses.asdict(edge).items() if k not in _NOT_TRAINING and k != "students"}
+    runs = {"teacher": train_qa("teacher", out_dir, load_qa_model(edge.teacher, cfg.seed), tokenizer, ds["train"],
+                                ds["select"], edge, cfg.seed, {"train": train_keys}, bf16)}
+    teacher = AutoModelForQuestionAnswering.from_pretrained(runs["teacher"]["model_dir"])
+    cache = distill.teacher_outputs(teacher, ds["train"], tokenizer, cache_root() / "teacher_outputs", task="qa")
+    kd_train = distill.with_teacher_outputs(ds["train"], cache.outputs, task="qa")
+    for shape in edge.students:
+        base = models.make_student(teacher, shape.layers, shape.ffn, seed=cfg.seed)
+        parts = {"train": train_keys, "teacher": runs["teacher"]["key"], "shape": dataclasses.asdict(shape)}
+        for kd in (True, False):
+            name = student_name(shape, kd)
+            runs[name] = train_qa(name, out_dir, copy.deepcopy(base), tokenizer, kd_train if kd else ds["train"],
+                                  ds["select"], edge, cfg.seed, parts, bf16,
+                                  teacher_cache=cache.path.name if kd else None, alpha=edge.alpha if kd else 1.0)
+            runs[name]["layers"], runs[name]["kd"] = shape.layers, kd
+    return {"runs": runs, "examples": examples, "datasets": ds, "tokenizer": tokenizer, "bf16": bf16,
+            "cache": {"rows": len(ds["train"]), "built_now": cache.built_now, "build_seconds": cache.build_seconds},
+            "teacher_layers": teacher.config.num_hidden_layers}
+
+
+def score_models(trained: dict, edge, out_dir) -> list[dict]:
+    """Official EM/F1 of every trained model on the eval questions (batched torch inference); each model's
+    answers are saved to out_dir/predictions/<name>.json."""
+    from pathlib import Path
+
+    from transformers import AutoModelForQuestionAnswering
+
+    from kdlib.models import count_parameters
+    from kdlib.outputs import write_json
+
+    ds, examples = trained["datasets"], trained["examples"]["eval"]
+    refs = references_of(examples)
+    rows = []
+    for name, run in trained["runs"].items():
+        model = AutoModelForQuestionAnswering.from_pretrained(run["model_dir"])
+        preds = predict_answers(model, trained["tokenizer"], ds["eval"], ds["eval_windows"], examples, edge)
+        write_json(Path(out_dir) / "predictions" / f"{name}.json", preds)
+        s = squad_scores(preds, refs)
+        rows.append({"model": name, "layers": model.config.num_hidden_layers, "kd": run.get("kd"),
+                     "params": count_parameters(model)["total"], "exact_match": s["exact_match"], "f1": s["f1"],
+                     "train_windows": run["train_windows"], "best_epoch": run["best_epoch"],
+                     "train_seconds": run["train_step_seconds"]})
+    for name, preds in (("baseline: first sentence", first_sentence_baseline(examples)),
+                        ("baseline: random 1-4 words", random_span_baseline(examples))):
+        rows.append({"model": name, **squad_scores(preds, refs)})
+    return rows
+
+
+def write_device_questions(examples, edge, path) -> str:
+    """The eval questions and window settings as the JSON `kdstudy bench` reads; returns its sha256."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from kdlib.outputs import write_text
+
+    settings = {"max_length": edge.max_length, "stride": edge.stride, "n_best": edge.n_best,
+                "max_answer_length": edge.max_answer_length}
+    questions = [{"id": e["id"], "question": e["question"], "context": e["context"],
+                  "answers": {"text": list(e["answers"]["text"])}} for e in examples]
+    text = json.dumps({"settings": settings, "questions": questions}, ensure_ascii=False, indent=0)
+    write_text(Path(path), text)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def half_depth_student(edge, teacher_layers: int):
+    """The student of half the teacher's depth (seed 004's DistilBERT), or None."""
+    return next((s for s in edge.students if 2 * s.layers == teacher_layers), None)
+
+
+def variant_routes(edge, role: str) -> list[tuple[str, str]]:
+    """(runtime, precision) pairs tried for a model. Every model runs torch fp32 (the teacher's time is the
+    reference of every speed-up); the half-depth student ("half") also runs every precision of every
+    runtime in edge.runtimes, and the other students ("student") the dynamic int8 of ONNX Runtime."""
+    from kdlib.runtimes import ROUTES
+
+    routes = [("torch", "fp32")]
+    if role == "half":
+        routes += [(r, p) for r in edge.runtimes for p in ROUTES[r] if (r, p) != ("torch", "fp32")]
+    elif role == "student" and "onnxruntime" in edge.runtimes:
+        routes.append(("onnxruntime", "int8"))
+    return routes
+
+
+def benchmark_variants(trained: dict, edge, out_dir, questions_file, questions_sha: str,
+                       calibration_windows: int = 32) -> list[dict]:
+    """Each model on each of its routes through `kdstudy bench` in a fresh process (so its peak memory is
+    its own), memoised per (model, route, questions). Refused routes are listed with the reason."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from kdlib import bench, memo
+    from kdlib.outputs import read_json
+    from kdlib.runtimes import prepare, refusal
+
+    out_dir = Path(out_dir)
+    teacher_layers = trained["teacher_layers"]
+    # Static int8 routes fix activation ranges on real windows: the first training windows, one at a time.
+    train = trained["datasets"]["train"]
+    calibration = [{k: np.asarray([train[i][k]], dtype=np.int64) for k in ("input_ids", "attention_mask",
+                                                                           "token_type_ids")}
+                   for i in range(min(calibration_windows, len(train)))]
+    rows = []
+    for name, run in trained["runs"].items():
+        if run.get("kd") is False:
+            continue  # the no-KD twins are scored for accuracy only
+        role = "teacher" if name == "teacher" else "half" if run.get("layers") * 2 == teacher_layers else "student"
+        for runtime, precision in variant_routes(edge, role):
+            row = {"model": name, "runtime": runtime, "precision": precision}
+            reason = refusal(runtime, precision) or bench.unsupported(runtime, precision)
+            if reason:
+                rows.append({**row, "status": f"not run: {reason}"})
+                continue
+            key = memo.unit_key("qa-bench", ("qa", "bench", "runtimes"), run["key"], runtime, precision,
+                                edge.threads, questions_sha)
+
+            def build(folder, run=run, runtime=runtime, precision=precision):
+                model_path = Path(run["model_dir"])
+                if runtime != "torch":  # export the artifact the device would run
+                    from transformers import AutoModelForQuestionAnswering
+
+                    model = AutoModelForQuestionAnswering.from_pretrained(model_path)
+                    model_path = prepare(model, runtime, precision, model_path / f"{runtime}-{precision}",
+                                         threads=1, calibration=calibration).files[0]
+                cmd = [sys.executable, "-m", "kdlib.bench", "--model", str(model_path), "--data",
+                       str(questions_file), "--profile", "pi5", "--runtime", runtime, "--precision",
+                       precision, "--threads", str(edge.threads),
+                       "--out", str(folder / "bench.json")]
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode != 0:
+                    return {"status": "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]}
+                return {"status": "ok", **read_json(folder / "bench.json")}
+
+            unit = out_dir / "bench" / f"{name}-{runtime}-{precision}"
+            result = memo.run_unit(unit, key, build)
+            if result["status"] != "ok":
+                (unit / "result.json").unlink(missing_ok=True)  # a failure is reported, not kept
+            measured = {k: v for k, v in result.items() if k not in ("predictions", "key", "params")}
+            rows.append({**measured, **row, "artifact": measured.get("model")})
+    return rows
+
+
+def device_results(folder) -> list[dict]:
+    """Every `kdstudy bench` JSON in `folder` (results measured on a device, copied back by the user)."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        r = json.loads(path.read_text())
+        m = r.get("machine", {})
+        rows.append({"file": path.name, "model": r.get("model"), "runtime": r.get("runtime"),
+                     "precision": r.get("precision"), "device": m.get("board") or m.get("cpu"),
+                     "threads": r.get("threads"), "questions": r.get("questions"),
+                     "exact_match": r.get("exact_match"), "f1": r.get("f1"), "total_seconds": r.get("total_seconds"),
+                     "p50_ms": r.get("p50_ms"), "p95_ms": r.get("p95_ms"), "peak_rss_mb": r.get("peak_rss_mb")})
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------------
+# teaching figures
+
+
+def temperature_table(logits, temperatures=(1.0, 3.0, 10.0), top: int = 15):
+    """softmax(logits / T) of one logit vector at each T, over its `top` largest entries (tidy frame)."""
+    import pandas as pd
+
+    logits = np.asarray(logits, dtype=np.float64)
+    order = np.argsort(logits)[::-1][:top]
+    rows = []
+    for t in temperatures:
+        z = logits / t
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        rows += [{"T": t, "rank": r + 1, "token": int(i), "logit": logits[i], "probability": p[i]}
+                 for r, i in enumerate(order)]
+    return pd.DataFrame(rows)
+
+
+def temperature_figure(table, title: str):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    sns.barplot(data=table.assign(T=table["T"].map(lambda t: f"T = {t:g}")), x="rank", y="probability", hue="T",
+                ax=ax)
+    ax.set(xlabel="token position, by the teacher's start logit (rank)", ylabel="softmax(z / T)", title=title)
+    return fig
+
+
+def triple_loss_terms(teacher_dir_or_name: str, windows_ds, n_layers: int, seed: int = 0,
+                      batch_size: int = 8, mask_rate: float = 0.15):
+    """DistilBERT's three loss terms (kdlib.losses.distilbert_triple_loss) on one batch of windows, for a
+    student of `n_layers` made from the teacher's encoder. MiniLM ships without a masked-LM head, so both
+    models get the same freshly initialised head (BertForMaskedLM's, decoder tied to the word embeddings):
+    the terms are computed exactly as in training, but on an untrained head."""
+    import torch
+    from transformers import BertForMaskedLM
+
+    from kdlib.losses import distilbert_triple_loss
+    from kdlib.models import make_student, resolve_model
+
+    torch.manual_seed(seed)
+    teacher = BertForMaskedLM.from_pretrained(resolve_model(teacher_dir_or_name)).eval()
+    student = make_student(teacher, n_layers, seed=seed).eval()
+    rows = windows_ds.select(range(min(batch_size, len(windows_ds))))
+    width = max(len(r) for r in rows["input_ids"])
+    ids = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows["input_ids"]):
+        ids[i, :len(r)], mask[i, :len(r)] = torch.tensor(r), 1
+    gen = torch.Generator().manual_seed(seed)
+    chosen = (torch.rand(ids.shape, generator=gen) < mask_rate) & mask.bool() & (ids > 103)  # not [CLS]/[SEP]
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    masked = torch.where(chosen, torch.full_like(ids, 103), ids)  # 103: [MASK] in bert-base-uncased
+    with torch.no_grad():
+        t = teacher(input_ids=masked, attention_mask=mask, output_hidden_states=True)
+        s = student(input_ids=masked, attention_mask=mask, output_hidden_states=True)
+        terms = distilbert_triple_loss(s.logits, t.logits, labels, s.hidden_states[-1], t.hidden_states[-1], mask)
+    return {k: float(v) for k, v in terms.items()}, int(chosen.sum())
+
+
+def triple_loss_figure(terms: dict, temperature: float = 2.0):
+    """The three terms raw, weighted 5/2/1 (Hugging Face's DistilBERT), and as seed 004 writes the loss
+    (weights summing to 1 - here 5/8, 2/8, 1/8 - and no T^2 on the distillation term)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    raw = {"distillation (KL)": terms["kd"], "masked LM (CE)": terms["mlm"], "cosine": terms["cos"]}
+    kl_without_t2 = terms["kd"] / temperature ** 2  # distilbert_triple_loss includes T^2
+    rows = [{"weighting": "raw term", "term": k, "value": v} for k, v in raw.items()]
+    rows += [{"weighting": "5 / 2 / 1, with T²\n(HF DistilBERT)", "term": k, "value": w * v}
+             for (k, v), w in zip(raw.items(), (5, 2, 1))]
+    rows += [{"weighting": "5/8, 2/8, 1/8, no T²\n(seed 004's form)", "term": k, "value": w * v}
+             for (k, v), w in zip(zip(raw, (kl_without_t2, terms["mlm"], terms["cos"])), (5 / 8, 2 / 8, 1 / 8))]
+    frame = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    sns.barplot(data=frame, x="weighting", y="value", hue="term", ax=ax)
+    ax.set(xlabel="", ylabel="loss contribution", title=f"DistilBERT's triple loss on one batch (T = {temperature:g})")
+    ax.tick_params(axis="x", labelsize="small")
+    return fig, frame
+
+
+def variants_figure(table):
+    """Total time over the questions per (model, route), F1 written on each bar."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ok = table[table["status"] == "ok"].copy()
+    ok["variant"] = ok["model"] + "  " + ok["runtime"] + " " + ok["precision"]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(ok) + 1.2))
+    sns.barplot(data=ok, y="variant", x="total_seconds", color="steelblue", ax=ax)
+    for i, (t, f) in enumerate(zip(ok["total_seconds"], ok["f1"])):
+        ax.annotate(f" F1 {f:.1f}", (t, i), ha="left", va="center", fontsize="x-small")
+    ax.set_xlim(0, ok["total_seconds"].max() * 1.2)
+    ax.set(ylabel="", xlabel="seconds over the questions (batch 1)",
+           title=f"pi5 profile: {int(ok['threads'].iloc[0])} threads, {int(ok['questions'].iloc[0])} questions")
+    return fig

@@ -1,0 +1,221 @@
+"""`kdstudy export`: one model on one inference route as a deployable folder, and `load_artifact` to use it.
+
+    kdstudy export --model DIR --runtime onnx|openvino --precision int8|fp32 --out DIR [--params F]
+
+An artifact folder holds:
+- the route's model file(s): `model.onnx` (ONNX Runtime) or `model.xml` + `model.bin` (OpenVINO), built by
+  `kdlib.runtimes.prepare` exactly as the benchmark built them (the same export, fusion and quantisation);
+- the tokenizer (`tokenizer.json` and its config);
+- `manifest.json`: the route, the source model, the files and their sizes, the CPU (model and flags) it was
+  built on, the label names, the maximum length, and the accuracy measured *through the artifact* on the
+  study's test split of the parameter file's dataset (`--params`), or null and the reason when no
+  parameter file was given.
+
+int8 is ONNX Runtime's dynamic quantisation (no calibration needed) or, on OpenVINO, NNCF's static one,
+calibrated on the parameter file's training split (so it needs `--params`).
+
+`load_artifact(folder)` returns a `Predictor` (texts -> label names or logits) that needs only numpy, the
+`tokenizers` library and the runtime: no torch, no transformers.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kdlib import runtimes as rt
+
+# The command's runtime names -> the route registry's.
+RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
+# (runtime, the command's precision) -> the registry's precision.
+PRECISIONS = {("onnxruntime", "fp32"): "fp32", ("onnxruntime", "int8"): "int8",
+              ("openvino", "fp32"): "fp32", ("openvino", "int8"): "int8_static"}
+MANIFEST = "manifest.json"
+DEFAULT_MAX_LENGTH = 128  # without --params; the study's profiles set data.max_length
+# Canonical names of the route's files inside the artifact.
+MODEL_FILES = {".onnx": "model.onnx", ".xml": "model.xml", ".bin": "model.bin"}
+
+
+def route_of(runtime: str, precision: str) -> tuple[str, str]:
+    """The registry route for the command's --runtime and --precision; ValueError for unknown names."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r} (choose from: {', '.join(RUNTIMES)})")
+    key = (RUNTIMES[runtime], precision)
+    if key not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} (choose from: fp32, int8)")
+    return key[0], PRECISIONS[key]
+
+
+def export(model_dir: str | Path, runtime: str, precision: str, out: str | Path,
+           params_file: str | Path | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Write the artifact folder `out` for the classifier in `model_dir`; returns its manifest."""
+    route = route_of(runtime, precision)
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"model folder {model_dir} not found (no config.json there)")
+    reason = rt.refusal(*route)
+    if reason:
+        raise ValueError(f"cannot export to {route[0]}/{route[1]}: {reason}")
+    if rt.needs_calibration(*route) and params_file is None:
+        raise ValueError(f"{runtime} {precision} is calibrated on real text: pass --params (its training split)")
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kdlib.config import load_params
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    cfg = load_params(params_file) if params_file is not None else None
+    max_length = cfg.data.max_length if cfg is not None else DEFAULT_MAX_LENGTH
+    splits = _task_splits(cfg, tokenizer) if cfg is not None else None
+    calibration = None
+    if rt.needs_calibration(*route):
+        calibration = calibration_batches(splits["tokenised"]["train"], tokenizer, cfg.compare.calibration_size,
+                                          max_length)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kd-export-") as work:
+        runner = rt.prepare(model, *route, workdir=work, threads=threads, calibration=calibration)
+        files = [shutil.copyfile(p, out / MODEL_FILES[p.suffix]) for p in runner.files]
+    tokenizer.save_pretrained(out)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    cpu = {"model": rt.cpu_model(), "flags": sorted(rt.cpu_flags() & set(_RELEVANT_FLAGS))}
+    manifest = {
+        "route": {"runtime": route[0], "precision": route[1], "runtime_version": runner.version},
+        "source_model": str(model_dir.resolve()),
+        "files": {Path(p).name: round(Path(p).stat().st_size / 1e6, 3) for p in files},
+        "size_mb": round(sum(Path(p).stat().st_size for p in files) / 1e6, 3),
+        "built_on_cpu": cpu,
+        "int8_format": rt.int8_format() if route[1].startswith("int8") else None,
+        "labels": labels,
+        "max_length": max_length,
+        "input_names": list(runner.input_names),
+        "output_names": list(runner.output_names),
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": tokenizer.pad_token_id,
+        "calibration_examples": len(calibration) if calibration else None,
+        "accuracy": None,
+        "accuracy_note": "not measured: no --params given",
+    }
+    _write_manifest(out, manifest)
+    if splits is not None:  # measured through the artifact as a user loads it
+        manifest.update(accuracy=_accuracy(load_artifact(out), splits, labels, cfg),
+                        accuracy_note=f"test split of {cfg.data.dataset} as profile {cfg.profile} defines it")
+        _write_manifest(out, manifest)
+    return manifest
+
+
+_RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
+                   "amx_bf16", "asimd", "asimddp")
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    from kdlib.outputs import write_json
+
+    write_json(out / MANIFEST, manifest)
+
+
+def _task_splits(cfg, tokenizer) -> dict[str, Any]:
+    from kdlib.train import task_data
+
+    dsd, names, tokenised = task_data(cfg, tokenizer)
+    return {"raw": dsd, "names": names, "tokenised": tokenised}
+
+
+def calibration_batches(tokenised, tokenizer, size: int, max_length: int) -> list[dict[str, Any]]:
+    """The first `size` rows of a tokenised split as int64 batches of one, padded to max_length."""
+    import numpy as np
+
+    rows = tokenised.select(range(min(size, len(tokenised))))
+    names = [k for k in rt.INPUT_NAMES if k in rows.column_names]
+    padded = tokenizer.pad([{k: row[k] for k in names} for row in rows], padding="max_length",
+                           max_length=max_length, return_tensors="np")
+    return [{k: np.asarray(padded[k][i:i + 1], dtype=np.int64) for k in names} for i in range(len(rows))]
+
+
+def _accuracy(predictor: "Predictor", splits, labels: list[str], cfg) -> dict[str, Any]:
+    from kdlib.evaluate import classification_metrics
+
+    if list(splits["names"]) != labels:
+        raise ValueError(f"the model's labels {labels} are not the dataset's {list(splits['names'])}")
+    test = splits["raw"]["test"]
+    predicted = predictor.logits(list(test["text"])).argmax(axis=-1)
+    return {**classification_metrics(predicted, list(test["label"])), "n": len(test), "split": "test",
+            "dataset": cfg.data.dataset}
+
+
+# --------------------------------------------------------------------------
+# Using an artifact (numpy, tokenizers and the runtime only)
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class Predictor:
+    """Texts in, logits or label names out, through an exported artifact."""
+
+    manifest: dict[str, Any]
+    tokenizer: Any = field(repr=False)
+    run: Callable[[dict[str, Any]], Any] = field(repr=False)  # int64 feeds -> logits
+
+    @property
+    def labels(self) -> list[str]:
+        return self.manifest["labels"]
+
+    def logits(self, texts: list[str], batch_size: int = 32):
+        import numpy as np
+
+        if isinstance(texts, str):
+            texts = [texts]
+        out = []
+        for start in range(0, len(texts), batch_size):
+            encodings = self.tokenizer.encode_batch(texts[start:start + batch_size])
+            fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+            feeds = {name: np.asarray([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
+                     for name in self.manifest["input_names"]}
+            out.append(np.asarray(self.run(feeds), dtype=np.float32))
+        return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
+        """The label name of each text."""
+        return [self.labels[i] for i in self.logits(texts, batch_size).argmax(axis=-1)]
+
+    __call__ = predict
+
+
+def load_artifact(folder: str | Path, threads: int | None = None) -> Predictor:
+    """A Predictor for an artifact folder written by `export` (ValueError if it is not one)."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        raise ValueError(f"{folder} is not an exported artifact (no {MANIFEST} there)")
+    manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    tokenizer.enable_truncation(manifest["max_length"])
+    tokenizer.enable_padding(pad_id=manifest["pad_token_id"], pad_token=manifest["pad_token"])
+    logits_name = manifest["output_names"][0]
+    if manifest["route"]["runtime"] == "onnxruntime":
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+
+        def run(feeds):
+            return session.run([logits_name], feeds)[0]
+    else:
+        import openvino as ov
+
+        config = {**rt.OPENVINO_CONFIG, **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
+        request, port = compiled.create_infer_request(), compiled.output(logits_name)
+
+        def run(feeds):
+            return request.infer(feeds)[port]
+    return Predictor(manifest, tokenizer, run)

@@ -1,0 +1,243 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Every compression family, side by side
+#
+# Distillation is one way to make BERT smaller and faster. Seed 002 (after Gordon, 2019) names six:
+# **pruning, weight factorization, knowledge distillation, weight sharing, quantization**, and the choice
+# of compressing **before or after fine-tuning**. Seed 001 compares published models built each way
+# (pruned BERT, ALBERT, Q-BERT, DistilBERT, TinyBERT) and seed 000 times its distilled KcBERT against
+# KoBERT, mBERT and ALBERT (its Table 6). The papers quote numbers measured on different tasks and machines,
+# and they disagree: DistilBERT is "1.6×" faster in seed 001, "2.5×" in seed 002 and "60% faster" in seed 004.
+#
+# This notebook builds one member of each family from the same teacher, measures every one of them with
+# the same harness on the same test split and the same CPU, and then looks for **the fastest route that
+# keeps the teacher's accuracy** on this machine:
+#
+# | family | what is built here (`kdlib/compress.py`) |
+# |---|---|
+# | pruning | the teacher's least important attention heads cut out (Michel et al. 2019), then a short KD recovery; and unstructured magnitude pruning |
+# | weight factorization | the FFN and word-embedding matrices of the teacher as rank-r SVD products, at two ranks, then KD recovery |
+# | knowledge distillation | 03's best half-depth and best 1-layer students, 02's student and its no-KD twin |
+# | weight sharing | an ALBERT-style student: one teacher layer shared by every position, factorised embeddings, distilled like the others |
+# | quantization | every route of `kdlib.runtimes` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on the teacher and the best students |
+# | combinations | KD + int8, KD + head pruning + int8 |
+#
+# **What is timed where.** Timing every model on every route would take far longer than this step's budget.
+# The families change the model, so their rows are timed on PyTorch fp32, which shows the family's own effect.
+# The runtimes change how a model is executed, so the quantization routes are timed on the teacher (what
+# compression alone buys on each route) and on the students (what compression and route buy together).
+
+# %% tags=["parameters"]
+# Parameters (papermill replaces this cell's values; see params/*.yaml)
+params_file = "../params/quick.yaml"
+
+# %%
+from kdlib import steps
+from kdlib.config import load_params
+from kdlib.outputs import save_figure, step_dir, write_csv, write_metrics
+
+STEP = steps.get("04_compare")
+cfg = load_params(params_file)
+out = step_dir(cfg.profile, STEP.stem)
+print(f"profile {cfg.profile}: writing to {out}")
+
+# %% [markdown]
+# ## The models from the earlier steps
+#
+# The best half-depth and best 1-layer students of 03's grid are picked by their best **validation**
+# accuracy (the test split is only for reporting). Step 02 saved its KD student but not its no-KD twin: the
+# twin's accuracy is 02's record, and its speed is that of the KD student, which has the same architecture
+# (the table says so in its `note` column).
+
+# %%
+from kdlib import compare, train
+
+records = compare.upstream_records(cfg)
+teacher, tokenizer = train.load_teacher(cfg)
+picked = compare.pick_students(records["grid"], teacher.config.num_hidden_layers)
+grid_dir = step_dir(cfg.profile, compare.GRID_STEP, create=False)
+students = {role: compare.load_classifier_dir(grid_dir / "models" / name) for role, name in picked.items()}
+kd_student = compare.load_classifier_dir(step_dir(cfg.profile, "02_distill", create=False) / "student_model")
+names = {"half_depth": f"half-depth student {picked['half_depth']} (03)",
+         "one_layer": f"1-layer student {picked['one_layer']} (03)"}
+upstream = {"teacher": teacher, names["half_depth"]: students["half_depth"],
+            names["one_layer"]: students["one_layer"], "KD student (02)": kd_student}
+print(picked)
+
+# %% [markdown]
+# ## Building the compressed models
+#
+# Each family starts from the fine-tuned teacher. Head importance is Michel et al.'s: a gate multiplies each
+# head's output, and a head's importance is |∂loss/∂gate| summed over a few training batches and normalised
+# per layer; the least important heads are cut out of the query, key, value and output matrices (at least
+# one head stays in every layer). Pruned and factorised models recover with `compare.recovery_epochs` of KD
+# from the teacher's cached logits (the grid's loss, α and T); the ALBERT-style student is distilled the same
+# way for the same epochs (its shared layer starts as the teacher's first layer, its embeddings as the SVD of
+# the teacher's). Magnitude pruning gets no recovery: fine-tuning would fill the
+# zeros back in. Every training run is a memoised unit: a rerun reuses it.
+
+# %%
+data = compare.task_data(cfg, teacher, tokenizer)
+families, catalogue = compare.compressed_models(cfg, teacher, students, data, out)
+catalogue
+
+# %%
+import pandas as pd
+
+importance = pd.DataFrame(compare.head_importance_unit(cfg, teacher, "teacher", data, out)["importance"])
+importance.index.name, importance.columns.name = "layer", "head"
+write_csv(out / "tables" / "head_importance.csv", importance.reset_index())
+save_figure(compare.importance_figure(importance), out, "head_importance")
+
+# %% [markdown]
+# ## Measuring every row with one harness
+#
+# Each route is prepared once per model (exported, quantised, compiled), timed on a fixed random batch at
+# batch sizes 1 and 32 (warm-up, then repeats: median and p95), and then used to predict the whole test
+# split, which gives its accuracy, macro-F1 and total prediction time. Models of one route are measured one
+# after another in this process, so their ratios compare numbers taken together. A route this machine
+# refuses (a missing package, bf16 without native bf16 instructions) is a row with its reason.
+
+# %%
+from kdlib.runtimes import ROUTES
+
+# The routes are timed on the teacher, 03's two best students and the head-pruned half-depth student.
+kd_pruned = catalogue["name"].iloc[-1]
+quantization_set = {n: m for n, m in upstream.items() if n != "KD student (02)"} | {kd_pruned: families[kd_pruned]}
+fp32_rows = compare.measure({**upstream, **families}, [("torch", "fp32")], cfg.benchmark, data.tok["test"],
+                            tokenizer, cfg.data.max_length, out / "measurements")
+other_routes = [r for r in compare.routes(cfg.compare.runtimes, cfg.compare.precisions) if r != ("torch", "fp32")]
+calibration = compare.calibration_inputs(data.tok["train"], tokenizer, cfg.compare.calibration_size,
+                                         cfg.data.max_length)
+route_rows = compare.measure(quantization_set, other_routes, cfg.benchmark, data.tok["test"], tokenizer,
+                             cfg.data.max_length, out / "measurements", calibration=calibration)
+print(f"routes offered by kdlib.runtimes: {ROUTES}")
+print(f"routes measured: torch/fp32 and {other_routes}")
+
+# %%
+import numpy as np
+
+measured = pd.concat([fp32_rows, route_rows], ignore_index=True)
+info = catalogue.set_index("name")
+upstream_family = {"teacher": ("teacher", "fine-tuned (01)"),
+                   names["half_depth"]: ("knowledge distillation", "soft-target KD, layer copy (03)"),
+                   names["one_layer"]: ("knowledge distillation", "soft-target KD, layer copy (03)"),
+                   "KD student (02)": ("knowledge distillation", "soft-target KD, layer copy (02)")}
+measured["family"] = [upstream_family[n][0] if n in upstream_family else info.loc[n, "family"] for n in measured["name"]]
+measured["method"] = [upstream_family[n][1] if n in upstream_family else info.loc[n, "method"] for n in measured["name"]]
+measured.loc[(measured["precision"] != "fp32") & (measured["name"] != "teacher"), "family"] = (
+    measured["family"] + " + " + measured["precision"])
+measured.loc[(measured["precision"] != "fp32") & (measured["name"] == "teacher"), "family"] = "quantization"
+
+# The no-KD twin of 02: its accuracy from 02's record, its speed that of the same architecture (02's KD student).
+nokd = records["distill"]["runs"]["nokd"]["test"]
+twin = measured[(measured["name"] == "KD student (02)") & (measured["runtime"] == "torch")
+                & (measured["precision"] == "fp32")].copy()
+twin = twin.assign(name="no-KD twin (02)", method="fine-tuned without a teacher (02)", accuracy=nokd["accuracy"],
+                   macro_f1=nokd["macro_f1"], test_prediction_seconds=np.nan,
+                   note="accuracy from 02's record; latency and size of the same architecture (02's KD student)")
+measured = compare.with_speedups(pd.concat([measured, twin], ignore_index=True), cfg.benchmark.batch_sizes)
+write_csv(out / "tables" / "measurements.csv", measured)
+
+# %% [markdown]
+# ## Table 6, widened
+#
+# Our rows first: accuracy, macro-F1, % of the teacher's accuracy, parameters (total, and nonzero), size on
+# disk, latency at batch 1 and 32 (median, p95), total prediction time over the test split, and speed-ups
+# against two baselines: the teacher on PyTorch fp32 (where a user starts) and the teacher on the same
+# runtime and precision (what the compression alone buys there). Then, in their own columns, seed 000's
+# Table 6 (`seed000_*`: accuracy and total time, on its Korean news task and its GPU machine) and seed 001's
+# comparison (`seed001_*`: parameters, speed, GLUE), each beside the row of ours that is built the same way.
+# Their numbers are not comparable with ours in absolute terms: different tasks, models and machines.
+
+# %%
+analogs = {"teacher": "teacher", "half_depth": names["half_depth"], "one_layer": names["one_layer"],
+           "albert": catalogue.loc[catalogue["family"] == "weight sharing", "name"].iloc[0],
+           "heads": catalogue.loc[catalogue["method"].str.startswith("attention heads"), "name"].iloc[0]}
+table6 = compare.table6(measured, analogs)
+write_csv(out / "tables" / "table6.csv", table6)
+table6[["source", "name", "runtime", "precision", "status", "accuracy", "pct_of_teacher", "params", "size_mb",
+        "latency_bs1_ms_median", "latency_bs32_ms_median", "speedup_vs_torch_fp32_teacher_bs1",
+        "speedup_vs_torch_fp32_teacher_bs32", "seed000_model", "seed000_accuracy", "seed001_model", "seed001_speed"]]
+
+# %%
+not_run = measured[measured["status"] != "ok"]
+not_run[["name", "runtime", "precision", "status", "reason"]].drop_duplicates(["runtime", "precision", "reason"])
+
+# %% [markdown]
+# ## Accuracy against latency
+#
+# Every measured row, at batch 1 and 32; the dashed line joins the Pareto front (the rows that no other row
+# beats on both accuracy and latency).
+
+# %%
+save_figure(compare.pareto_figure(measured, cfg.benchmark.batch_sizes), out, "pareto")
+
+# %% [markdown]
+# ## What each family saves
+#
+# On PyTorch fp32, relative to the teacher: parameters, nonzero parameters, size on disk and latency.
+# Unstructured sparsity removes nonzero weights, but the tensors stay dense on disk and in the kernels.
+
+# %%
+save_figure(compare.families_figure(measured), out, "families")
+
+# %% [markdown]
+# ## Where each method distils (seed 001's table)
+#
+# Seed 001 reproduces TinyBERT's table of where each method transfers knowledge: embeddings, attention,
+# hidden states, predictions, at pre-training or fine-tuning, with or without data augmentation. Our rows
+# are not typed in: each stage's loss is called on synthetic outputs, and a signal is marked when the loss
+# sends a gradient to it (`compare.loss_signals`). "Pre-training" here is 03's general distillation on
+# unlabelled task text, which stands in for pre-training distillation on a corpus.
+
+# %%
+methods = [
+    {"name": "KD student (02, 03)", "init": True, "finetuning": cfg.grid.loss},
+    {"name": "general distillation + KD (03)", "init": True, "pretraining": cfg.grid.general_distill.loss,
+     "finetuning": cfg.grid.loss},
+    {"name": "pruned / factorised teacher, recovery (04)", "init": True, "finetuning": cfg.grid.loss},
+    {"name": "ALBERT-style student (04)", "init": True, "finetuning": cfg.grid.loss},
+    {"name": "heterogeneous KD (05)", "init": False, "finetuning": "hetero"},
+    {"name": "DistilBERT's triple loss (kdlib.losses)", "init": True, "pretraining": "triple"},
+]
+kd_position = compare.kd_position_table(methods)
+write_csv(out / "tables" / "kd_position.csv", kd_position)
+kd_position
+
+# %% [markdown]
+# ## Seed 002's taxonomy, each family with the row that measures it here
+#
+# For each family, the figures seed 002 quotes and our measured row (its PyTorch fp32 row; for quantization,
+# the teacher's fastest int8 route). The conclusions below are generated from these numbers.
+
+# %%
+families_rows = {"pruning": analogs["heads"], "weight factorization":
+                 catalogue.loc[catalogue["family"] == "factorization", "name"].iloc[-1],
+                 "knowledge distillation": names["half_depth"], "weight sharing": analogs["albert"],
+                 "quantization": "teacher"}
+taxonomy = compare.taxonomy_table(measured, families_rows, records["grid_metrics"].get("general_distill_gain_pp"))
+write_csv(out / "tables" / "taxonomy.csv", taxonomy)
+conclusions = compare.conclusions(taxonomy, measured)
+write_csv(out / "tables" / "conclusions.csv", conclusions)
+for _, row in conclusions.iterrows():
+    print(f"- {row['family']}: {row['conclusion']}")
+
+# %% [markdown]
+# ## Headline numbers
+#
+# Speed-ups are over the PyTorch fp32 teacher at batch 1 (the `_bs32` keys give batch 32). "Quantized" rows
+# are int8 rows. `best_speedup_within_1pp` is the fastest row of any family within 1 point of the
+# teacher's accuracy, `best_speedup_within_3pct` the fastest within 97% of it.
+
+# %%
+metrics = compare.headline_metrics(measured)
+write_metrics(out, metrics, required=STEP.metrics)
+metrics

@@ -1,0 +1,85 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · The report
+#
+# The study's readers open a PDF, not the code. This notebook assembles `reports/<profile>/report.pdf`, and
+# the same report as `report.html`, from the files the notebooks before it wrote. Nothing is computed here:
+# every number is read from a CSV or JSON file a step produced, and every caption names the notebook and the
+# file. The only numbers typed in by hand are the papers' published ones, in their own attributed columns
+# and sentences (`kdlib/findings.py`).
+#
+# The sections are declared once, in `kdlib/report.py`. A step that has not run for this profile is
+# reported as "not run" rather than skipped in silence, so the report can be built at any point of the study.
+#
+# The PDF needs only pip: Jinja2 templates (`kdlib/templates/`) render Typst source, which the `typst`
+# wheel compiles. No browser, no TeX. The same context renders the HTML, so the two hold the same content,
+# and two builds from the same results give the same bytes (no clock time in them).
+
+# %% tags=["parameters"]
+# Parameters (papermill replaces this cell's values; see params/*.yaml)
+params_file = "../params/quick.yaml"
+
+# %%
+from kdlib import steps
+from kdlib.config import load_params
+from kdlib.outputs import step_dir, write_metrics
+
+STEP = steps.get("07_report")
+cfg = load_params(params_file)
+out = step_dir(cfg.profile, STEP.stem)
+print(f"profile {cfg.profile}: writing to {out}")
+
+# %% [markdown]
+# ## What has run
+#
+# The report reads every step before it. Those that have not run for this profile appear as "not run".
+
+# %%
+import pandas as pd
+
+from kdlib import report
+
+pd.DataFrame([{"section": s["title"], "not run": ", ".join(s["not_run"]) or "–"}
+              for s in report.collect_sections(out.parent)])
+
+# %% [markdown]
+# ## Findings
+#
+# Each claim of the seeds is tested across seeds. A verdict (holds / does not hold) needs at least five
+# seeds; with fewer the finding says "cannot tell (n seeds)". Multi-seed results are read from
+# `reports/<profile>/verdicts/<claim>.csv` (written by `kdstudy verdicts`), one row per seed (see `kdlib/findings.py` for the columns of each claim);
+# without that file a finding shows this profile's single run.
+
+# %%
+from kdlib import render
+from kdlib.outputs import reports_root
+
+pd.DataFrame(render.findings_rows(out.parent, reports_root() / "verdicts"))
+
+# %% [markdown]
+# ## Building the PDF and the HTML
+
+# %%
+built = render.build(cfg)
+print(f"{built['pdf']}: {built['n_pages']} pages\n{built['html']}")
+
+# %% [markdown]
+# The student-initialisation figure is the report's own: which teacher layers each student copies,
+# from `kdlib.models.select_teacher_layers`, for every depth below our teacher's and for DistilBERT.
+
+# %%
+from IPython.display import Image
+
+Image(filename=str(out / "figures" / "student_init.png"))
+
+# %%
+metrics = {k: built[k] for k in ("n_pages", "sections_not_run", "findings_with_verdict")}
+write_metrics(out, metrics, required=STEP.metrics)
+metrics

@@ -1,0 +1,129 @@
+"""`kdstudy bench` end to end on a tiny QA model and three questions (torch and ONNX Runtime)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kdlib import bench, cli, qa
+
+CONTEXT = "The Broncos defeated the Panthers 24 to 10 at Levi's Stadium in Santa Clara, California, in February 2016."
+QUESTIONS = [
+    {"id": "a", "question": "Who won?", "context": CONTEXT, "answers": {"text": ["The Broncos", "Broncos"]}},
+    {"id": "b", "question": "Where was the game?", "context": CONTEXT, "answers": {"text": ["Levi's Stadium"]}},
+    {"id": "c", "question": "When?", "context": CONTEXT, "answers": {"text": ["February 2016"]}},
+]
+SETTINGS = {"max_length": 24, "stride": 8, "n_best": 5, "max_answer_length": 10}
+
+
+@pytest.fixture(scope="module")
+def tiny_qa_dir(tmp_path_factory):
+    """A 1-layer BERT QA model with MiniLM's vocabulary, saved with its tokenizer as step 06 saves models."""
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    from kdlib.models import load_tokenizer, save_model
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    folder = tmp_path_factory.mktemp("tiny_qa") / "model"
+    save_model(BertForQuestionAnswering(config).eval(), load_tokenizer("minilm"), folder)
+    return folder
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "questions.json"
+    path.write_text(json.dumps({"settings": SETTINGS, "questions": QUESTIONS}))
+    return path
+
+
+def test_bench_torch_end_to_end(tiny_qa_dir, data_file, tmp_path):
+    out = tmp_path / "result.json"
+    assert cli.main(["bench", "--model", str(tiny_qa_dir), "--data", str(data_file), "--profile", "pi5",
+                     "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert (r["runtime"], r["precision"], r["batch_size"], r["questions"]) == ("torch", "fp32", 1, 3)
+    assert r["windows"] >= 3 and r["settings"] == SETTINGS
+    assert r["threads"] >= 1 and r["total_seconds"] > 0 and r["p95_ms"] >= r["p50_ms"] > 0
+    assert r["peak_rss_mb"] > 0 and r["model_size_mb"] > 0 and r["machine"]["cpu"]
+    # The scores are those of the recorded predictions under the official metric.
+    refs = {q["id"]: q["answers"]["text"] for q in QUESTIONS}
+    assert r["f1"] == pytest.approx(qa.squad_scores(r["predictions"], refs)["f1"])
+    assert set(r["predictions"]) == {"a", "b", "c"}
+
+
+def test_bench_answers_like_the_batched_predictor(tiny_qa_dir, data_file, tmp_path):
+    """The standalone benchmark (batch 1, its own windows) and the notebook's batched path agree."""
+    import datasets
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    r = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qa_dir)
+    tk = qa.window_tokenizer(tokenizer, SETTINGS["max_length"], SETTINGS["stride"])
+    windows = qa.encode_windows(tk, [q["question"] for q in QUESTIONS], [q["context"] for q in QUESTIONS])
+    ds = datasets.Dataset.from_dict({k: [getattr(w, k) for w in windows] for k in qa.TOKEN_INPUTS})
+    edge = type("Edge", (), {"n_best": SETTINGS["n_best"], "max_answer_length": SETTINGS["max_answer_length"]})
+    model = AutoModelForQuestionAnswering.from_pretrained(tiny_qa_dir)
+    assert qa.predict_answers(model, tokenizer, ds, windows, QUESTIONS, edge, batch_size=2) == r["predictions"]
+
+
+def test_bench_onnx_file_gives_the_torch_answers(tiny_qa_dir, data_file, tmp_path):
+    from transformers import AutoModelForQuestionAnswering
+
+    from kdlib import runtimes
+
+    runner = runtimes.prepare(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_dir), "onnxruntime", "fp32",
+                              tiny_qa_dir / "onnx", threads=1)
+    onnx_file = runner.files[0]
+    r_onnx = bench.run_benchmark(onnx_file, data_file, warmup=0)  # tokenizer.json found one level up
+    r_torch = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0)
+    assert r_onnx["runtime"] == "onnxruntime"
+    assert r_onnx["predictions"] == r_torch["predictions"]
+
+
+def test_bench_imports_no_analysis_stack():
+    code = ("import sys, kdlib.bench, kdlib.cli; "
+            "print(sorted(m for m in ('pandas', 'seaborn', 'matplotlib', 'datasets', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_bench_rejects_bad_data(tmp_path, tiny_qa_dir):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"id": "x", "question": "?"}]))
+    with pytest.raises(ValueError, match="question 0 has no context, answers"):
+        bench.load_questions(bad)
+    assert cli.main(["bench", "--model", str(tiny_qa_dir), "--data", str(bad), "--out", str(tmp_path / "o.json")]) == 2
+
+
+def test_bench_reads_jsonl_and_the_official_squad_layout(tmp_path):
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text("\n".join(json.dumps(q) for q in QUESTIONS))
+    assert [q["id"] for q in bench.load_questions(jsonl)[0]] == ["a", "b", "c"]
+    official = {"data": [{"title": "t", "paragraphs": [{"context": CONTEXT, "qas": [
+        {"id": "a", "question": "Who won?", "answers": [{"text": "Broncos", "answer_start": 4}]}]}]}]}
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(official))
+    questions, settings = bench.load_questions(path)
+    assert questions[0]["answers"]["text"] == ["Broncos"] and settings == bench.DEFAULT_SETTINGS
+
+
+def test_bench_says_which_routes_it_cannot_run():
+    assert bench.unsupported("torch", "fp32") is None and bench.unsupported("onnxruntime", "int8_static") is None
+    assert "quantised torch model" in bench.unsupported("torch", "int8")
+    assert "kdstudy bench runs" in bench.unsupported("torch_compile", "fp32")
+
+
+def test_step_06_takes_in_a_device_result(tiny_qa_dir, data_file, tmp_path):
+    from kdlib import edge
+
+    folder = tmp_path / "device_results"
+    assert cli.main(["bench", "--model", str(tiny_qa_dir), "--data", str(data_file), "--out",
+                     str(folder / "pi5.json")]) == 0
+    rows = edge.device_results(folder)
+    result = json.loads((folder / "pi5.json").read_text())
+    assert len(rows) == 1 and rows[0]["file"] == "pi5.json"
+    assert (rows[0]["runtime"], rows[0]["f1"], rows[0]["total_seconds"]) == ("torch", result["f1"], result["total_seconds"])
+    assert rows[0]["device"] == (result["machine"]["board"] or result["machine"]["cpu"])

@@ -1,0 +1,144 @@
+"""kdlib.compare: the Pareto front, speed-up columns, the headline metrics, table 6's attributed paper
+columns, the KD-position probe of the loss registry, and the measurement of routes on a tiny model."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kdlib import compare
+
+
+def test_pareto_front_by_hand():
+    accuracy = [0.80, 0.85, 0.70, 0.85, 0.60, math.nan]
+    latency = [10.0, 20.0, 5.0, 25.0, 6.0, 1.0]
+    # 0: fastest at 0.80; 1: most accurate, fastest among those; 2: fastest of all; 3 dominated by 1 (same
+    # accuracy, slower); 4 dominated by 2; 5 has no accuracy
+    assert compare.pareto_front(accuracy, latency).tolist() == [True, True, True, False, False, False]
+
+
+def test_pareto_front_keeps_exact_ties():
+    assert compare.pareto_front([0.9, 0.9], [3.0, 3.0]).tolist() == [True, True]
+
+
+def _frame():
+    rows = [
+        # name, runtime, precision, accuracy, bs1 ms, bs32 ms
+        ("teacher", "torch", "fp32", 0.80, 10.0, 100.0),
+        ("teacher", "onnxruntime", "int8", 0.795, 4.0, 50.0),
+        ("student", "torch", "fp32", 0.79, 5.0, 40.0),
+        ("student", "onnxruntime", "int8", 0.78, 1.0, 20.0),
+        ("tiny", "onnxruntime", "int8", 0.70, 0.5, 5.0),
+    ]
+    frame = pd.DataFrame(rows, columns=["name", "runtime", "precision", "accuracy", "latency_bs1_ms_median",
+                                        "latency_bs32_ms_median"])
+    frame["status"] = "ok"
+    refused = {"name": "teacher", "runtime": "openvino", "precision": "int8", "status": "refused",
+               "reason": "package(s) not installed: nncf"}
+    return pd.concat([frame, pd.DataFrame([refused])], ignore_index=True)
+
+
+def test_speedups_against_both_baselines():
+    frame = compare.with_speedups(_frame(), [1, 32])
+    student_int8 = frame[(frame["name"] == "student") & (frame["precision"] == "int8")].iloc[0]
+    assert student_int8["speedup_vs_torch_fp32_teacher_bs1"] == pytest.approx(10.0)
+    assert student_int8["speedup_vs_same_route_teacher_bs1"] == pytest.approx(4.0)
+    assert student_int8["speedup_vs_torch_fp32_teacher_bs32"] == pytest.approx(5.0)
+    assert student_int8["speedup_vs_same_route_teacher_bs32"] == pytest.approx(2.5)
+    assert student_int8["pct_of_teacher"] == pytest.approx(97.5)
+    tiny = frame[frame["name"] == "tiny"].iloc[0]
+    assert math.isnan(tiny["speedup_vs_torch_fp32_teacher_bs1"]) is False
+    refused = frame[frame["status"] == "refused"].iloc[0]
+    assert math.isnan(refused["speedup_vs_torch_fp32_teacher_bs1"])
+
+
+def test_headline_metrics_by_hand():
+    metrics = compare.headline_metrics(compare.with_speedups(_frame(), [1, 32]))
+    # fastest int8 row: tiny (20x) at 0.70, 10 points below the teacher
+    assert metrics["best_quantized_speedup"] == pytest.approx(20.0)
+    assert metrics["best_quantized_accuracy_drop_pp"] == pytest.approx(10.0)
+    # within 1 point (>= 0.79): student on int8 is 0.78, out; student fp32 (2x) and teacher int8 (2.5x) in
+    assert metrics["best_speedup_within_1pp"] == pytest.approx(2.5)
+    assert metrics["best_route_within_1pp"] == "teacher on onnxruntime/int8"
+    # within 97% (>= 0.776): the student on int8, 10x at batch 1, 5x at batch 32
+    assert metrics["best_speedup_within_3pct"] == pytest.approx(10.0)
+    assert metrics["best_speedup_within_3pct_bs32"] == pytest.approx(5.0)
+    assert metrics["n_refused"] == 1
+
+
+def test_table6_puts_each_paper_figure_beside_its_analog_and_attributes_it():
+    frame = compare.with_speedups(_frame(), [1, 32])
+    table = compare.table6(frame, {"teacher": "teacher", "half_depth": "student"})
+    teacher = table[(table["name"] == "teacher") & (table["runtime"] == "torch")].iloc[0]
+    assert teacher["seed000_model"] == "KcBERT-base" and teacher["seed000_accuracy"] == pytest.approx(0.967)
+    assert teacher["seed001_model"] == "BERT-base"
+    student = table[(table["name"] == "student") & (table["runtime"] == "torch")].iloc[0]
+    assert student["seed000_model"] == "distil-KcBERT" and student["seed000_total_time_s"] == 330
+    assert student["seed001_speed"] == "1.6x"
+    q8 = table[(table["name"] == "teacher") & (table["precision"] == "int8")].iloc[0]
+    assert q8["seed001_model"] == "Q-BERT (8 bit)"
+    # Paper models without an analog here (and ALBERT, not in this frame) get rows of their own.
+    published = table[table["source"] != "measured here"]
+    assert set(published["seed000_model"].dropna()) == {"KoBERT", "mBERT", "ALBERT-base"}
+    assert published["name"].isna().all()
+    # Every published figure appears exactly once.
+    assert table["seed000_model"].notna().sum() == len(compare.SEED000_TABLE6)
+    assert table["seed001_model"].notna().sum() == len(compare.SEED001_TABLE)
+
+
+def test_loss_signals_probed_from_the_registry():
+    assert compare.loss_signals("ce") == set()  # no teacher: distils nothing
+    assert compare.loss_signals("soft_target") == {"prediction"}
+    assert compare.loss_signals("hetero") == {"prediction"}
+    assert compare.loss_signals("tinybert") == {"embedding", "attention", "hidden"}
+    assert compare.loss_signals("triple") == {"hidden", "prediction"}
+
+
+def test_kd_position_table_has_the_papers_rows_then_ours():
+    table = compare.kd_position_table([{"name": "ours", "init": True, "pretraining": "tinybert",
+                                        "finetuning": "soft_target"}])
+    assert list(table["method"])[:4] == ["Distilled BiLSTM (soft)", "BERT-PKD", "DistilBERT", "TinyBERT"]
+    ours = table.iloc[-1]
+    assert ours[["pre_embedding", "pre_attention", "pre_hidden"]].all() and not ours["pre_prediction"]
+    assert ours["fine_prediction"] and not ours[["fine_embedding", "fine_attention", "fine_hidden"]].any()
+    assert ours["losses"] == "tinybert + soft_target"
+
+
+def test_pick_students_by_validation_not_test():
+    def run(layers, val, test):
+        return {"layers": layers, "param_count": 1, "history": [{"accuracy": val}], "test": {"accuracy": test}}
+
+    summary = {"runs": {"A3": run(3, 0.80, 0.90), "B3": run(3, 0.85, 0.70), "A1": run(1, 0.6, 0.6)}}
+    assert compare.pick_students(summary, 6) == {"half_depth": "B3", "one_layer": "A1"}
+
+
+def test_measure_a_tiny_model_on_torch_and_a_refused_route(tiny_bert_config, tiny_tokenizer, tmp_path):
+    """Rows with sizes, latencies and test accuracy through the route; a refused route is a row with its reason;
+    a rerun reads the memoised unit."""
+    import torch
+    from datasets import Dataset
+    from transformers import BertForSequenceClassification
+
+    from kdlib.config import BenchmarkParams
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config(num_labels=3)).eval()
+    rng = np.random.default_rng(0)
+    test = Dataset.from_dict({"input_ids": [list(rng.integers(1000 - 900, 999, size=6)) for _ in range(10)],
+                              "attention_mask": [[1] * 6] * 10, "label": list(rng.integers(0, 3, size=10))})
+    bench = BenchmarkParams(batch_sizes=[1, 4], seq_len=8, threads=1, warmup=1, repeats=2)
+    routes = [("torch", "fp32"), ("no_such_runtime", "fp32")]
+    frame = compare.measure({"m": model}, routes, bench, test, tiny_tokenizer, 8, tmp_path)
+    ok = frame[frame["status"] == "ok"].iloc[0]
+    assert ok["params"] == sum(p.numel() for p in model.parameters())
+    assert ok["latency_bs1_ms_median"] > 0 and ok["latency_bs4_ms_p95"] > 0 and ok["size_mb"] > 0
+    with torch.no_grad():
+        expected = model(input_ids=torch.tensor(test["input_ids"]),
+                         attention_mask=torch.tensor(test["attention_mask"])).logits.argmax(-1).numpy()
+    assert ok["accuracy"] == pytest.approx(float((expected == np.array(test["label"])).mean()))
+    refused = frame[frame["runtime"] == "no_such_runtime"].iloc[0]
+    assert refused["status"] == "refused" and "unknown runtime" in refused["reason"]
+    again = compare.measure({"m": model}, routes[:1], bench, test, tiny_tokenizer, 8, tmp_path)
+    assert again.iloc[0]["latency_bs1_ms_median"] == ok["latency_bs1_ms_median"]  # reused, not re-timed
