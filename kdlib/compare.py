@@ -49,16 +49,35 @@ def _source(*functions) -> str:
 # the upstream students
 
 
-def pick_students(grid_summary: dict, teacher_layers: int) -> dict[str, str]:
-    """03's best half-depth and best 1-layer student by best *validation* accuracy (the test split only
-    reports): {"half_depth": name, "one_layer": name}. Any route counts (layer copy or general distillation)."""
-    def best(layers):
-        runs = {n: r for n, r in grid_summary["runs"].items() if r["layers"] == layers and r.get("history")}
-        if not runs:
-            raise ValueError(f"03_grid trained no {layers}-layer student")
-        return max(runs, key=lambda n: (max(h["accuracy"] for h in runs[n]["history"]), -runs[n]["param_count"]))
+def pick_students(grid_summary: dict, teacher_layers: int, teacher_validation_accuracy: float | None = None,
+                  retention: float = 0.97) -> dict[str, str]:
+    """03's students for this step, chosen on *validation* accuracy (the test split only reports):
+    {"half_depth": the best half-depth one, "one_layer": the best 1-layer one, "fast": the cheapest one (fewest
+    layers, then the narrowest FFN) whose best validation accuracy is at least `retention` of the teacher's}.
+    "fast" is left out when no teacher accuracy is given or no student keeps that much. Any route counts
+    (layer copy or general distillation)."""
+    runs = {n: r for n, r in grid_summary["runs"].items() if r.get("history")}
 
-    return {"half_depth": best(max(1, teacher_layers // 2)), "one_layer": best(1)}
+    def val_accuracy(name):
+        return max(h["accuracy"] for h in runs[name]["history"])
+
+    def best(layers):
+        of_depth = [n for n in runs if runs[n]["layers"] == layers]
+        if not of_depth:
+            raise ValueError(f"03_grid trained no {layers}-layer student")
+        return max(of_depth, key=lambda n: (val_accuracy(n), -runs[n]["param_count"]))
+
+    picked = {"half_depth": best(max(1, teacher_layers // 2)), "one_layer": best(1)}
+    if teacher_validation_accuracy is not None:
+        kept = [n for n in runs if val_accuracy(n) >= retention * teacher_validation_accuracy]
+        if kept:
+            picked["fast"] = min(kept, key=lambda n: (runs[n]["layers"], runs[n]["ffn"], -val_accuracy(n)))
+    return picked
+
+
+def teacher_validation_accuracy(teacher_summary: dict) -> float:
+    """The teacher's best validation accuracy (01's record): the yardstick of pick_students' "fast" role."""
+    return max(h["accuracy"] for h in teacher_summary["result"]["history"])
 
 
 def load_classifier_dir(folder: Path):
@@ -255,8 +274,8 @@ def _measure_one(model, name, runtime, precision, bench, test_ds, collate, workd
         runner = _prepare(model, runtime, precision, workdir, threads, calibration)
         row.update(size_mb=runner.size_mb, runtime_version=runner.version, threads=threads)
         for b in bench.batch_sizes:
-            timing = time_runner(runner, BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats),
-                                 model.config.vocab_size)
+            settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds)
+            timing = time_runner(runner, settings, model.config.vocab_size)
             row.update({f"latency_bs{b}_ms_median": timing["latency_ms_median"],
                         f"latency_bs{b}_ms_p95": timing["latency_ms_p95"]})
         t0 = time.perf_counter()
@@ -299,6 +318,7 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
         params = {"models": {n: model_fingerprint(m)[:16] for n, m in named_models.items()}, "runtime": runtime,
                   "precision": precision, "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len,
                   "threads": bench.threads, "warmup": bench.warmup, "repeats": bench.repeats,
+                  "max_seconds": bench.max_seconds,
                   "test": dataset_fingerprint(test_ds)[:16], "max_length": max_length,
                   "calibration": None if calibration is None else len(calibration)}
         key = memo.unit_key("compare_route", MEASURE_CODE, params, memo.machine(),
@@ -347,6 +367,47 @@ def with_speedups(measured: pd.DataFrame, batch_sizes, baseline: str = BASELINE)
     if "accuracy" in frame and ref in base.index:
         frame["pct_of_teacher"] = 100 * frame["accuracy"] / base.loc[ref, "accuracy"]
     return frame
+
+
+ROLE_LABELS = {"half_depth": "half-depth student {} (03)", "one_layer": "1-layer student {} (03)",
+               "fast": "fastest student within 97% {} (03)"}
+
+
+def student_rows(picked: dict[str, str]) -> dict[str, str]:
+    """{role: row name} for pick_students' choice; a student picked for two roles is one row (its first)."""
+    rows, seen = {}, set()
+    for role, name in picked.items():
+        if name not in seen:
+            rows[role] = ROLE_LABELS[role].format(name)
+            seen.add(name)
+    return rows
+
+
+def label_rows(measured: pd.DataFrame, catalogue: pd.DataFrame, student_names: list[str]) -> pd.DataFrame:
+    """Each measured row's family and method: from the catalogue for compressed models, "knowledge
+    distillation" for the students, "teacher" for the teacher. A row on another precision than fp32 adds
+    the precision to its family ("knowledge distillation + int8"); the teacher's such rows are "quantization"."""
+    info = catalogue.set_index("name")
+    upstream = {"teacher": ("teacher", "fine-tuned (01)"),
+                "KD student (02)": ("knowledge distillation", "soft-target KD, layer copy (02)"),
+                **{n: ("knowledge distillation", "soft-target KD from 03's grid") for n in student_names}}
+    frame = measured.copy()
+    frame["family"] = [upstream[n][0] if n in upstream else info.loc[n, "family"] for n in frame["name"]]
+    frame["method"] = [upstream[n][1] if n in upstream else info.loc[n, "method"] for n in frame["name"]]
+    other = frame["precision"] != "fp32"
+    frame.loc[other & (frame["name"] != BASELINE), "family"] = frame["family"] + " + " + frame["precision"]
+    frame.loc[other & (frame["name"] == BASELINE), "family"] = "quantization"
+    return frame
+
+
+def no_kd_twin_row(measured: pd.DataFrame, nokd_test: dict) -> pd.DataFrame:
+    """02's no-KD twin as a row: 02 does not save it, so its accuracy is 02's record and its size and speed
+    are those of the same architecture (02's KD student, PyTorch fp32); the `note` column says so."""
+    twin = measured[(measured["name"] == "KD student (02)") & (measured["runtime"] == "torch")
+                    & (measured["precision"] == "fp32")].copy()
+    return twin.assign(name="no-KD twin (02)", method="fine-tuned without a teacher (02)",
+                       accuracy=nokd_test["accuracy"], macro_f1=nokd_test["macro_f1"], test_prediction_seconds=np.nan,
+                       note="accuracy from 02's record; latency and size of the same architecture (02's KD student)")
 
 
 # Published numbers, each attributed to its seed. Accuracy as a fraction, time in seconds.
@@ -705,9 +766,10 @@ def importance_figure(importance) -> object:
 
 
 def upstream_records(cfg) -> dict:
-    """What 01, 02 and 03 recorded that this step reads: the teacher's metrics, 02's runs, 03's summary
-    and metrics."""
+    """What 01, 02 and 03 recorded that this step reads: the teacher's metrics and run summary, 02's runs,
+    03's summary and metrics."""
     return {"teacher": read_json(step_dir(cfg.profile, "01_teacher", create=False) / "metrics.json"),
+            "teacher_run": read_json(step_dir(cfg.profile, "01_teacher", create=False) / "runs" / "summary.json"),
             "distill": read_json(step_dir(cfg.profile, "02_distill", create=False) / "runs" / "summary.json"),
             "grid": read_json(step_dir(cfg.profile, GRID_STEP, create=False) / "runs" / "summary.json"),
             "grid_metrics": read_json(step_dir(cfg.profile, GRID_STEP, create=False) / "metrics.json")}

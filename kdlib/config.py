@@ -139,7 +139,7 @@ class CompareParams:
 
 
 ENCODE_ROUTES = ("torch/fp32", "torch/bf16", "torch_compile/fp32", "onnxruntime/fp32", "onnxruntime/int8",
-                 "openvino/fp32")
+                 "openvino/fp32", "openvino/bf16")  # openvino/bf16: built by kdlib.hetero_embed
 
 
 @dataclass
@@ -148,12 +148,14 @@ class HeteroTransformerParams:
     against plain KD from the fine teacher, on a training subset (the teachers are the dense ones)."""
     enabled: bool = True
     layers: int = field(default=1, metadata=_range(1, 48))  # initialised from the encoder's first layers
-    train_size: int | None = field(default=2000, metadata=_range(1))
-    test_size: int | None = field(default=2000, metadata=_range(1))
-    max_length: int = field(default=128, metadata=_range(8, 512))
+    train_size: int | None = field(default=4400, metadata=_range(1))
+    test_size: int | None = field(default=2000, metadata=_range(1))  # test posts (and validation posts if epochs > 1)
+    max_length: int = field(default=64, metadata=_range(8, 512))
     seeds: int = field(default=3, metadata=_range(1, 100))
-    epochs: float = field(default=2.0, metadata=_range(0.01, 100))
-    learning_rate: float = field(default=2e-4, metadata=_range(1e-7, 1.0))
+    epochs: int = field(default=1, metadata=_range(1, 100))
+    learning_rate: float = field(default=5e-4, metadata=_range(1e-7, 1.0))  # the body's
+    # The new heads' (None: learning_rate). They start from random weights and a short run gives them few steps.
+    head_learning_rate: float | None = field(default=None, metadata=_range(1e-7, 1.0))
     batch_size: int = field(default=32, metadata=_range(1, 4096))
     alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     temperature: float = field(default=4.0, metadata=_range(0.01, 100.0))
@@ -176,6 +178,8 @@ class HeteroParams:
     seeds: int = field(default=5, metadata=_range(1, 100))
     # Tables 5 and 6: every run is trained at least this many epochs (early stopping off until then).
     curve_epochs: int = field(default=22, metadata=_range(1, 1000))
+    # Worker processes for the independent single-threaded runs (dense students, transformer students).
+    workers: int = field(default=2, metadata=_range(1, 256))
     transformer: HeteroTransformerParams = field(default_factory=HeteroTransformerParams)
     teacher_hidden: list[int] = field(default_factory=lambda: [700, 512, 256, 64], metadata=_range(1, 65536))
     student_hidden: list[int] = field(default_factory=lambda: [64], metadata=_range(1, 65536))
@@ -206,6 +210,9 @@ class EdgeParams:
     batch_size: int = field(default=16, metadata=_range(1, 4096))
     # Training questions held out of train_size to pick each run's best epoch (validation is read once).
     select_size: int = field(default=64, metadata=_range(1, 100000))
+    # The students' schedule; None: the teacher's (epochs, learning_rate).
+    student_epochs: float | None = field(default=None, metadata=_range(0.01, 100))
+    student_learning_rate: float | None = field(default=None, metadata=_range(1e-7, 1.0))
     # Students: alpha * span CE + (1 - alpha) * T^2 * KL on the start and on the end distributions.
     alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     temperature: float = field(default=2.0, metadata=_range(0.01, 100.0))
@@ -228,6 +235,8 @@ class BenchmarkParams:
     precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"], metadata=_range(check="precision"))
     warmup: int = field(default=3, metadata=_range(0, 1000))
     repeats: int = field(default=10, metadata=_range(1, 100000))
+    # Step 04 stops timing a route once its timed calls add up to this (after 5 calls); None: all repeats.
+    max_seconds: float | None = field(default=None, metadata=_range(0.01, 3600))
 
 
 @dataclass
@@ -245,7 +254,8 @@ class VerdictsParams:
     """`kdstudy verdicts`: the runs behind the report's findings, repeated over these seeds (kdlib/verdicts.py)."""
     seeds: list[int] = field(default_factory=lambda: [42, 43, 44, 45, 46], metadata=_range(0, 2**32 - 1))
     claims: list[str] = field(default_factory=lambda: ["half_depth_retention", "fast_student", "layer_vs_ffn"],
-                              metadata=_range(choices=("half_depth_retention", "fast_student", "layer_vs_ffn")))
+                              metadata=_range(choices=("half_depth_retention", "fast_student", "layer_vs_ffn",
+                                                               "edge_speedup")))
     # The grid student whose speed and accuracy test seed 000's "7x faster, 3% lower".
     fast_student: StudentShape = field(default_factory=lambda: StudentShape(2, 384))
 

@@ -7,16 +7,21 @@ trained models (their memo keys hash kdlib/qa.py, not this file).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from kdlib.qa import (first_sentence_baseline, load_examples, load_qa_model, predict_answers,
+from kdlib.qa import (TrainSettings, first_sentence_baseline, load_examples, load_qa_model, predict_answers,
                       random_span_baseline, references_of, squad_scores, train_qa, window_datasets,
                       window_tokenizer)
 
 # Seed 004's Table 2 (Raspberry Pi 5, TensorFlow 2.15): the paper's columns beside ours.
 PAPER_TABLE2 = {"teacher": ("BERT-base", 54.93, 72.36, 13220.0), "half": ("DistilBERT", 52.79, 70.44, 6506.0)}
-# What the training key leaves out: the benchmark settings do not change a trained model.
+STEP = "06_edge_benchmark"
+# What the training keys leave out: the benchmark settings do not change a trained model.
 _NOT_TRAINING = ("threads", "runtimes", "eval_size", "n_best", "max_answer_length")
+# What only the students read: the teacher's key leaves it out, so tuning the students retrains no teacher.
+_STUDENTS_ONLY = ("students", "alpha", "temperature", "student_learning_rate", "student_epochs")
 
 
 def training_precision(edge) -> bool:
@@ -30,67 +35,146 @@ def student_name(shape, kd: bool) -> str:
     return f"L{shape.layers}_ffn{shape.ffn}_{'kd' if kd else 'nokd'}"
 
 
+def teacher_schedule(edge) -> TrainSettings:
+    return TrainSettings(edge.epochs, edge.learning_rate, edge.batch_size)
+
+
+def student_schedule(edge) -> TrainSettings:
+    """The students' epochs and learning rate (edge.student_*; None: the teacher's)."""
+    return TrainSettings(edge.student_epochs or edge.epochs, edge.student_learning_rate or edge.learning_rate,
+                         edge.batch_size)
+
+
+@dataclass
+class StepInputs:
+    """What every training run of step 06 reads."""
+    tokenizer: object
+    examples: dict  # train, select, eval questions (kdlib.qa.load_examples)
+    datasets: dict  # their windows (kdlib.qa.window_datasets)
+    bf16: bool
+    settings: dict  # the edge settings that decide a trained model (part of every run's key)
+
+
+@dataclass
+class Teacher:
+    """The trained QA teacher, and its start/end logits on the training windows (the students' targets)."""
+    run: dict  # its train_qa result: key, model_dir, ...
+    model: object
+    cache: object  # kdlib.distill.CacheResult
+    kd_train: object  # the training windows with teacher_* columns
+
+
+def step_inputs(cfg) -> StepInputs:
+    """The tokenizer, the profile's questions (drawn with cfg.seed) and their windows."""
+    import dataclasses
+
+    from kdlib import models
+
+    edge = cfg.edge
+    tokenizer = models.load_tokenizer(edge.teacher)
+    examples = load_examples(edge, cfg.seed)
+    datasets = window_datasets(examples, window_tokenizer(tokenizer, edge.max_length, edge.stride))
+    settings = {k: v for k, v in dataclasses.asdict(edge).items() if k not in _NOT_TRAINING}
+    return StepInputs(tokenizer, examples, datasets, training_precision(edge), settings)
+
+
+def train_teacher(cfg, inputs: StepInputs, out_dir) -> dict:
+    """Fine-tune the teacher on the gold spans (a memoised run in out_dir/runs/teacher)."""
+    keys = {k: v for k, v in inputs.settings.items() if k not in _STUDENTS_ONLY}
+    ds = inputs.datasets
+    return train_qa("teacher", out_dir, load_qa_model(cfg.edge.teacher, cfg.seed), inputs.tokenizer, ds["train"],
+                    ds["select"], teacher_schedule(cfg.edge), cfg.seed, {"train": keys}, inputs.bf16)
+
+
+def load_teacher(run: dict, inputs: StepInputs) -> Teacher:
+    """The trained teacher of `run`, with its logits on the training windows (cached, kdlib.distill)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    from kdlib import distill
+    from kdlib.outputs import cache_root
+
+    model = AutoModelForQuestionAnswering.from_pretrained(run["model_dir"])
+    train = inputs.datasets["train"]
+    cache = distill.teacher_outputs(model, train, inputs.tokenizer, cache_root() / "teacher_outputs", task="qa")
+    return Teacher(run, model, cache, distill.with_teacher_outputs(train, cache.outputs, task="qa"))
+
+
+def train_student(cfg, inputs: StepInputs, teacher: Teacher, shape, kd: bool, seed: int, out_dir) -> dict:
+    """One student of `shape` made from the trained teacher (its layers and QA head, kdlib.models.make_student),
+    trained with `seed`: with soft-target KD on the teacher's cached start/end logits, or (kd=False) as the
+    no-KD twin on the gold spans alone. A memoised run in out_dir/runs/<student_name>."""
+    import dataclasses
+
+    from kdlib.models import make_student
+
+    edge, ds = cfg.edge, inputs.datasets
+    keys = {k: v for k, v in inputs.settings.items() if k != "students"}
+    parts = {"train": keys, "teacher": teacher.run["key"], "shape": dataclasses.asdict(shape)}
+    run = train_qa(student_name(shape, kd), out_dir, make_student(teacher.model, shape.layers, shape.ffn, seed=seed),
+                   inputs.tokenizer, teacher.kd_train if kd else ds["train"], ds["select"], student_schedule(edge),
+                   seed, parts, inputs.bf16, teacher_cache=teacher.cache.path.name if kd else None,
+                   alpha=edge.alpha if kd else 1.0, temperature=edge.temperature)
+    return {**run, "layers": shape.layers, "kd": kd}
+
+
 def train_models(cfg, out_dir) -> dict:
     """Fine-tune the QA teacher, then each student with KD (cached teacher outputs) and its no-KD twin.
 
     All runs are memoised units (out_dir/runs/<name>); models are saved under out_dir/models/<name>."""
-    import copy
-    import dataclasses
-    from pathlib import Path
+    inputs = step_inputs(cfg)
+    teacher = load_teacher(train_teacher(cfg, inputs, out_dir), inputs)
+    runs = {"teacher": teacher.run}
+    for shape in cfg.edge.students:
+        for kd in (True, False):
+            runs[student_name(shape, kd)] = train_student(cfg, inputs, teacher, shape, kd, cfg.seed, out_dir)
+    cache = teacher.cache
+    return {"runs": runs, "examples": inputs.examples, "datasets": inputs.datasets, "tokenizer": inputs.tokenizer,
+            "bf16": inputs.bf16,
+            "cache": {"rows": len(inputs.datasets["train"]), "built_now": cache.built_now,
+                      "build_seconds": cache.build_seconds},
+            "teacher_layers": teacher.model.config.num_hidden_layers}
 
+
+def step_teacher_run(cfg) -> dict:
+    """The run record of the teacher that step 06 trained for this profile (with its model_dir), for runs
+    that keep it fixed (`kdstudy verdicts`)."""
+    from kdlib.outputs import read_json, step_dir
+
+    folder = step_dir(cfg.profile, STEP, create=False)
+    record, model_dir = folder / "runs" / "teacher" / "result.json", folder / "models" / "teacher"
+    if not record.exists() or not (model_dir / "config.json").exists():
+        raise FileNotFoundError(f"{folder} holds no trained teacher: run step 06 of this profile first (kdstudy run)")
+    return {**read_json(record), "model_dir": str(model_dir)}
+
+
+def eval_scores(model_dir, tokenizer, datasets, examples, edge) -> tuple[dict, dict, object]:
+    """Official SQuAD v1.1 EM and F1 of a saved model on the eval questions (batched torch inference), its
+    answers, and the model."""
     from transformers import AutoModelForQuestionAnswering
 
-    from kdlib import distill, models
-    from kdlib.outputs import cache_root
-
-    edge, out_dir = cfg.edge, Path(out_dir)
-    bf16 = training_precision(edge)
-    tokenizer = models.load_tokenizer(edge.teacher)
-    tk = window_tokenizer(tokenizer, edge.max_length, edge.stride)
-    examples = load_examples(edge, cfg.seed)
-    ds = window_datasets(examples, tk)
-    train_keys = {k: v for k, v in dataclasses.asdict(edge).items() if k not in _NOT_TRAINING and k != "students"}
-    runs = {"teacher": train_qa("teacher", out_dir, load_qa_model(edge.teacher, cfg.seed), tokenizer, ds["train"],
-                                ds["select"], edge, cfg.seed, {"train": train_keys}, bf16)}
-    teacher = AutoModelForQuestionAnswering.from_pretrained(runs["teacher"]["model_dir"])
-    cache = distill.teacher_outputs(teacher, ds["train"], tokenizer, cache_root() / "teacher_outputs", task="qa")
-    kd_train = distill.with_teacher_outputs(ds["train"], cache.outputs, task="qa")
-    for shape in edge.students:
-        base = models.make_student(teacher, shape.layers, shape.ffn, seed=cfg.seed)
-        parts = {"train": train_keys, "teacher": runs["teacher"]["key"], "shape": dataclasses.asdict(shape)}
-        for kd in (True, False):
-            name = student_name(shape, kd)
-            runs[name] = train_qa(name, out_dir, copy.deepcopy(base), tokenizer, kd_train if kd else ds["train"],
-                                  ds["select"], edge, cfg.seed, parts, bf16,
-                                  teacher_cache=cache.path.name if kd else None, alpha=edge.alpha if kd else 1.0)
-            runs[name]["layers"], runs[name]["kd"] = shape.layers, kd
-    return {"runs": runs, "examples": examples, "datasets": ds, "tokenizer": tokenizer, "bf16": bf16,
-            "cache": {"rows": len(ds["train"]), "built_now": cache.built_now, "build_seconds": cache.build_seconds},
-            "teacher_layers": teacher.config.num_hidden_layers}
+    model = AutoModelForQuestionAnswering.from_pretrained(model_dir)
+    preds = predict_answers(model, tokenizer, datasets["eval"], datasets["eval_windows"], examples, edge)
+    return squad_scores(preds, references_of(examples)), preds, model
 
 
 def score_models(trained: dict, edge, out_dir) -> list[dict]:
-    """Official EM/F1 of every trained model on the eval questions (batched torch inference); each model's
-    answers are saved to out_dir/predictions/<name>.json."""
+    """Official EM/F1 of every trained model on the eval questions; each model's answers are saved to
+    out_dir/predictions/<name>.json."""
     from pathlib import Path
-
-    from transformers import AutoModelForQuestionAnswering
 
     from kdlib.models import count_parameters
     from kdlib.outputs import write_json
 
-    ds, examples = trained["datasets"], trained["examples"]["eval"]
-    refs = references_of(examples)
+    examples = trained["examples"]["eval"]
     rows = []
     for name, run in trained["runs"].items():
-        model = AutoModelForQuestionAnswering.from_pretrained(run["model_dir"])
-        preds = predict_answers(model, trained["tokenizer"], ds["eval"], ds["eval_windows"], examples, edge)
+        s, preds, model = eval_scores(run["model_dir"], trained["tokenizer"], trained["datasets"], examples, edge)
         write_json(Path(out_dir) / "predictions" / f"{name}.json", preds)
-        s = squad_scores(preds, refs)
         rows.append({"model": name, "layers": model.config.num_hidden_layers, "kd": run.get("kd"),
                      "params": count_parameters(model)["total"], "exact_match": s["exact_match"], "f1": s["f1"],
                      "train_windows": run["train_windows"], "best_epoch": run["best_epoch"],
                      "train_seconds": run["train_step_seconds"]})
+    refs = references_of(examples)
     for name, preds in (("baseline: first sentence", first_sentence_baseline(examples)),
                         ("baseline: random 1-4 words", random_span_baseline(examples))):
         rows.append({"model": name, **squad_scores(preds, refs)})
@@ -117,6 +201,11 @@ def write_device_questions(examples, edge, path) -> str:
 def half_depth_student(edge, teacher_layers: int):
     """The student of half the teacher's depth (seed 004's DistilBERT), or None."""
     return next((s for s in edge.students if 2 * s.layers == teacher_layers), None)
+
+
+def headline_student(edge, teacher_layers: int):
+    """The student that stands beside DistilBERT: the half-depth one, else (the smoke profile) the first."""
+    return half_depth_student(edge, teacher_layers) or edge.students[0]
 
 
 def variant_routes(edge, role: str) -> list[tuple[str, str]]:

@@ -135,6 +135,9 @@ def size_on_disk_mb(model: torch.nn.Module) -> float:
 # --------------------------------------------------------------------------
 
 
+MIN_REPEATS = 5  # timed calls before max_seconds may stop a measurement
+
+
 @dataclass
 class BenchmarkSettings:
     """How to time a route. `threads=None` keeps torch's current thread count (and uses it everywhere).
@@ -147,6 +150,9 @@ class BenchmarkSettings:
     threads: int | None = None
     warmup: int = 3
     repeats: int = 10
+    # Stop early once the timed calls add up to this many seconds (after at least MIN_REPEATS): a large
+    # batch's calls are long and steady, and 30 of them would cost a minute on a slow route.
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "repeats"):
@@ -156,6 +162,8 @@ class BenchmarkSettings:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.threads is not None and self.threads <= 0:
             raise ValueError(f"threads must be > 0 or None, got {self.threads}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
 
 
 @contextlib.contextmanager
@@ -200,10 +208,13 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
             start = time.perf_counter()
             runner(inputs)
             timings.append(time.perf_counter() - start)
+            if settings.max_seconds and len(timings) >= MIN_REPEATS and sum(timings) >= settings.max_seconds:
+                break
     timings_ms = np.asarray(timings) * 1e3
     median_ms = float(np.median(timings_ms))
     return {
         **asdict(settings),
+        "timed_calls": len(timings),
         "threads": getattr(runner, "threads", None) or threads,
         "latency_ms_median": median_ms,
         "latency_ms_p95": float(np.percentile(timings_ms, 95, method="linear")),

@@ -130,9 +130,11 @@ CLAIMS: tuple[Claim, ...] = (
           (Test("acc_A", "acc_B", 0.0, ">", "accuracy A − B"), Test("acc_B", "acc_C", 0.0, ">", "accuracy B − C")),
           "05_hetero_kd: metrics.json (its own seeds)"),
     Claim("edge_speedup", "seed 004", "DistilBERT is about 2× faster at a small F1 loss on an edge CPU.",
+          # "Small" as a share of the teacher's F1, not in points: seed 004 keeps 97% (70.44 of 72.36), and our
+          # teachers' F1 is far lower, where 3 points would already be a tenth of it.
           (Test("student_speedup", None, 1.8, ">", "half-depth speed-up, pi5 profile"),
-           Test("teacher_f1", "student_f1", 3.0, "<", "F1 points lost")),
-          "06_edge_benchmark: metrics.json student_speedup, teacher_f1, student_f1"),
+           Test("student_f1_retention", None, 0.96, ">", "student F1 ÷ teacher F1 (half-depth)")),
+          "06_edge_benchmark: metrics.json student_speedup, student_f1_retention"),
 )
 
 _SINGLE_RUN = {
@@ -142,7 +144,7 @@ _SINGLE_RUN = {
     "kd_beats_twin": _from_metrics("02_distill", kd_accuracy="student_test_accuracy",
                                    nokd_accuracy="nokd_test_accuracy"),
     "edge_speedup": _from_metrics("06_edge_benchmark", student_speedup="student_speedup",
-                                  teacher_f1="teacher_f1", student_f1="student_f1"),
+                                  student_f1_retention="student_f1_retention"),
 }
 
 

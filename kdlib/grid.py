@@ -140,6 +140,18 @@ def _general_distill(cfg, out_dir, name, student, teacher_dir, tok, names, token
     return distilled, memo.unit_key("student", train.TRAINING_CODE, params)
 
 
+def train_shape(cfg: StudyParams, out_dir: Path, shape, teacher, tok, cached_ds, cache_name: str, names,
+                tokenizer) -> tuple[object, dict]:
+    """One grid student of `shape` (layers, ffn), copied from the teacher and distilled from its cached logits
+    (`cached_ds`, from the cache file `cache_name`) as step 03 does, with cfg.seed; a memoised unit in
+    out_dir. Returns (the untrained student, the run's result)."""
+    g = cfg.grid
+    student = models.make_student(teacher, shape.layers, shape.ffn, init=g.init, seed=cfg.seed)
+    params = train.student_spec(cfg, student, g, g.loss, g.alpha, g.temperature, cache_name, training_bf16(cfg))
+    name = shape_name(shape.layers, shape.ffn)
+    return student, _train_student(cfg, out_dir, name, student, params, tok, cached_ds, names, tokenizer)
+
+
 def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     """Train every student of the grid (and the general-distillation route and the online-KD probe)."""
     from kdlib.distill import teacher_logits, with_teacher_logits
@@ -156,12 +168,10 @@ def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     runs, students = {}, {}
     for shape in g.students:
         name = shape_name(shape.layers, shape.ffn)
-        student = models.make_student(teacher, shape.layers, shape.ffn, init=g.init, seed=cfg.seed)
-        students[name] = student
-        params = train.student_spec(cfg, student, g, g.loss, g.alpha, g.temperature, cache.path.name, training_bf16(cfg))
+        students[name], result = train_shape(cfg, out_dir, shape, teacher, tok, cached_ds, cache.path.name, names,
+                                             tokenizer)
         runs[name] = {"layers": shape.layers, "ffn": shape.ffn, "route": "layer copy",
-                      "param_count": models.count_parameters(student)["total"],
-                      **_train_student(cfg, out_dir, name, student, params, tok, cached_ds, names, tokenizer)}
+                      "param_count": models.count_parameters(students[name])["total"], **result}
 
     gd = g.general_distill
     if gd.enabled:

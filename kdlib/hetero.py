@@ -10,15 +10,18 @@ The loss is the `hetero` entry of kdlib.losses, in either convention ("ours": al
 
 Training is a small plain-PyTorch loop: the data are ~9k x 384 floats held in memory, a step costs well under a
 millisecond of arithmetic, so a transformers.Trainer (data loaders, checkpoints, callbacks) would cost more
-than the training itself. One run records every epoch's validation and test metrics, so a single run gives
-both the early-stopped result (the epoch with the best validation accuracy, patience as configured) and the
-per-epoch curves without early stopping that seed 003's Tables 5 and 6 show (runs last at least
-`curve_epochs`; the weights do not depend on whether stopping was on, so both views are exact).
+than the training itself. Each run uses one thread, and the independent runs (teachers, search, seeds) are
+spread over worker processes (`map_jobs`). One run records every epoch's validation and test metrics, so a
+single run gives both the early-stopped result (the epoch with the best validation accuracy, patience as
+configured) and the per-epoch curves without early stopping that seed 003's Tables 5 and 6 show (runs last
+at least `curve_epochs`; the weights do not depend on whether stopping was on, so both views are exact).
 """
 from __future__ import annotations
 
 import copy
+import functools
 import math
+import signal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -122,7 +125,7 @@ def train_dense(model: DenseTwoHead, train: Split, evals: dict[str, Split], *, s
     `coarse`: the targets are the coarse labels (the coarse teacher). With `teacher_logits` (one row per
     training row) the loss is kdlib.losses' `hetero`; without, plain CE."""
     generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)  # one kernel: ~18% less time per run
     loss_fn = get_loss("hetero")
     targets = train.coarse if coarse else train.fine
     history, best_acc, best_state = [], -math.inf, None
@@ -235,17 +238,61 @@ def _threads(n: int):
     return scope()
 
 
-def train_teachers(hp, splits: dict[str, Split], seed: int) -> dict:
-    """The coarse and the fine teacher (best-epoch weights) with their runs."""
-    dim = splits["train"].x.shape[1]
-    out = {}
-    for name, labels in (("coarse", 6), ("fine", 20)):
-        torch.manual_seed(seed)
-        model = dense_model(dim, hp.teacher_hidden, labels)
-        out[name] = train_dense(model, splits["train"], {"val": splits["val"], "test": splits["test"]}, seed=seed,
-                                epochs=hp.epochs, patience=hp.patience, batch_size=hp.batch_size,
-                                learning_rate=hp.learning_rate, coarse=name == "coarse", keep_best=True)
-    return out
+def _start_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the caller's to handle (map_jobs stops us)
+    torch.set_num_threads(1)
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int):
+    """`workers` worker processes with one torch thread each, started once per process and kept: a worker
+    pays its imports (~5 s) once for every map_jobs call of the step."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn, not fork: a forked child of a process whose OpenMP threads ran (or of a notebook kernel) can hang
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
+
+
+def _run_job(fn, shared: dict, job: dict):
+    return fn(**shared, **job)
+
+
+def map_jobs(fn, jobs: list[dict], shared: dict, workers: int, desc: str | None = None) -> list:
+    """[fn(**shared, **job) for job in jobs], spread over `workers` processes. Every job runs with one torch
+    thread, in a worker or (workers <= 1) here, so its numbers do not depend on `workers`. The jobs are
+    independent single-threaded runs: on an idle machine two workers on two cores take half the time of one.
+    fn must be importable (module level); tensors in `shared` travel through shared memory, not copies."""
+    from tqdm.auto import tqdm
+
+    if workers <= 1 or len(jobs) <= 1:
+        with _threads(1):
+            return [fn(**shared, **job) for job in tqdm(jobs, desc=desc, disable=desc is None, mininterval=5)]
+    pool = _pool(workers)
+    try:
+        results = pool.map(_run_job, *zip(*[(fn, shared, job) for job in jobs]))
+        return list(tqdm(results, total=len(jobs), desc=desc, disable=desc is None, mininterval=5))
+    except BaseException:  # an interrupt or a failed job: stop the workers rather than let them run on
+        pool.shutdown(wait=False, cancel_futures=True)
+        _pool.cache_clear()
+        raise
+
+
+def train_teacher(hp, splits: dict[str, Split], name: str, seed: int) -> DenseRun:
+    """The coarse (6 labels) or the fine (20 labels) teacher, with its best epoch's weights."""
+    torch.manual_seed(seed)
+    model = dense_model(splits["train"].x.shape[1], hp.teacher_hidden, 6 if name == "coarse" else 20)
+    return train_dense(model, splits["train"], {"val": splits["val"], "test": splits["test"]}, seed=seed,
+                       epochs=hp.epochs, patience=hp.patience, batch_size=hp.batch_size,
+                       learning_rate=hp.learning_rate, coarse=name == "coarse", keep_best=True)
+
+
+def train_teachers(hp, splits: dict[str, Split], seed: int, workers: int = 1) -> dict:
+    """The coarse and the fine teacher (best-epoch weights) with their runs, side by side on `workers`."""
+    names = ("coarse", "fine")
+    runs = map_jobs(train_teacher, [{"name": name} for name in names], {"hp": hp, "splits": splits, "seed": seed},
+                    workers)
+    return dict(zip(names, runs))
 
 
 def train_student(hp, splits, kind: str, seed: int, teacher_logits: dict, alpha: float = 1.0,
@@ -264,18 +311,17 @@ def train_student(hp, splits, kind: str, seed: int, teacher_logits: dict, alpha:
                        alpha=alpha, temperature=temperature, convention=convention)
 
 
-def search_alpha_temperature(hp, splits, teacher_logits: dict, seed: int, progress: bool = True) -> pd.DataFrame:
+def search_alpha_temperature(hp, splits, teacher_logits: dict, seed: int, progress: bool = True,
+                             workers: int = 1) -> pd.DataFrame:
     """Validation accuracy (early-stopped) of A and B over hp.alphas x hp.temperatures, per convention."""
-    from tqdm.auto import tqdm
-
     grid = [(c, k, a, t) for c in hp.conventions for k in ("A", "B") for a in hp.alphas for t in hp.temperatures]
-    rows = []
-    for convention, kind, alpha, temperature in tqdm(grid, desc="alpha/T search", disable=not progress,
-                                                     mininterval=5):
-        run = train_student(hp, splits, kind, seed, teacher_logits, alpha, temperature, convention, test=False)
-        rows.append({"convention": convention, "model": kind, "alpha": alpha, "temperature": temperature,
-                     "val_accuracy": run.best["val_accuracy"], "best_epoch": run.best_epoch})
-    return pd.DataFrame(rows)
+    jobs = [{"kind": k, "seed": seed, "alpha": a, "temperature": t, "convention": c, "test": False}
+            for c, k, a, t in grid]
+    shared = {"hp": hp, "splits": splits, "teacher_logits": teacher_logits}
+    runs = map_jobs(train_student, jobs, shared, workers, "alpha/T search" if progress else None)
+    return pd.DataFrame([{"convention": c, "model": k, "alpha": a, "temperature": t,
+                          "val_accuracy": run.best["val_accuracy"], "best_epoch": run.best_epoch}
+                         for (c, k, a, t), run in zip(grid, runs)])
 
 
 def best_settings(search: pd.DataFrame) -> pd.DataFrame:
@@ -284,18 +330,20 @@ def best_settings(search: pd.DataFrame) -> pd.DataFrame:
     return search.loc[idx].reset_index(drop=True)
 
 
-def run_seeds(hp, splits, teacher_logits: dict, chosen: pd.DataFrame, seeds, progress: bool = True):
+def run_seeds(hp, splits, teacher_logits: dict, chosen: pd.DataFrame, seeds, progress: bool = True,
+              workers: int = 1):
     """A and B (per convention, at the chosen alpha/T) and C, for every seed, each trained at least
     hp.curve_epochs. Returns (curves: one row per model, convention, seed and epoch; results: one row per
     run at its early-stopped epoch)."""
-    from tqdm.auto import tqdm
-
-    jobs = [(seed, "C", "none", 1.0, 1.0) for seed in seeds]
-    jobs += [(seed, r.model, r.convention, r.alpha, r.temperature) for seed in seeds for r in chosen.itertuples()]
+    plans = [(seed, "C", "none", 1.0, 1.0) for seed in seeds]
+    plans += [(seed, r.model, r.convention, r.alpha, r.temperature) for seed in seeds for r in chosen.itertuples()]
+    jobs = [{"kind": kind, "seed": seed, "alpha": alpha, "temperature": temperature,
+             "convention": convention if convention != "none" else "ours", "min_epochs": hp.curve_epochs}
+            for seed, kind, convention, alpha, temperature in plans]
+    shared = {"hp": hp, "splits": splits, "teacher_logits": teacher_logits}
+    runs = map_jobs(train_student, jobs, shared, workers, "seeds" if progress else None)
     curves, results = [], []
-    for seed, kind, convention, alpha, temperature in tqdm(jobs, desc="seeds", disable=not progress, mininterval=5):
-        run = train_student(hp, splits, kind, seed, teacher_logits, alpha, temperature,
-                            convention if convention != "none" else "ours", min_epochs=hp.curve_epochs)
+    for (seed, kind, convention, alpha, temperature), run in zip(plans, runs):
         tag = {"model": kind, "convention": convention, "seed": seed}
         curves += [{**tag, **row} for row in run.history]
         results.append({**tag, "alpha": alpha, "temperature": temperature, "best_epoch": run.best_epoch,
@@ -317,12 +365,12 @@ def run_dense_study(hp, splits: dict[str, Split], seed: int, folder, embeddings_
 
     def build(unit: Path) -> dict:
         unit.mkdir(parents=True, exist_ok=True)
-        teachers = train_teachers(hp, splits, seed)
+        # every run is small: one thread each, the runs spread over hp.workers processes
+        teachers = train_teachers(hp, splits, seed, hp.workers)
         logits = {name: logits_of(run.model, splits["train"].x) for name, run in teachers.items()}
-        with _threads(1):  # the students' matrices are tiny: one thread is faster than two fighting
-            search = search_alpha_temperature(hp, splits, logits, seed, progress)
-            chosen = best_settings(search)
-            curves, results = run_seeds(hp, splits, logits, chosen, range(seed, seed + hp.seeds), progress)
+        search = search_alpha_temperature(hp, splits, logits, seed, progress, hp.workers)
+        chosen = best_settings(search)
+        curves, results = run_seeds(hp, splits, logits, chosen, range(seed, seed + hp.seeds), progress, hp.workers)
         save_file({k: v.contiguous() for k, v in logits.items()}, str(unit / "teacher_logits.safetensors"))
         return {"teachers": {k: {"history": r.history, "best_epoch": r.best_epoch, "stop_epoch": r.stop_epoch,
                                  "params": r.params} for k, r in teachers.items()},
@@ -331,7 +379,8 @@ def run_dense_study(hp, splits: dict[str, Split], seed: int, folder, embeddings_
 
     import dataclasses
 
-    params = {k: v for k, v in dataclasses.asdict(hp).items() if k != "transformer"}  # its own units
+    # the transformer runs are units of their own; the worker count changes no number
+    params = {k: v for k, v in dataclasses.asdict(hp).items() if k not in ("transformer", "workers")}
     key = memo.unit_key("hetero_dense", ["hetero", "heads", "losses"], params, seed, embeddings_key)
     done = memo.run_unit(Path(folder), key, build, files=("teacher_logits.safetensors",))
     out = {name: pd.DataFrame(done[name]) for name in ("search", "chosen", "curves", "results")}

@@ -142,3 +142,39 @@ def verdict(table4_: pd.DataFrame, tests: pd.DataFrame, choice: pd.DataFrame, co
                  f"paper's own Table 5 the ordering at epoch 19 is {e19['ordering_paper']}, so its epoch choice "
                  f"{'changes' if e19['ordering_paper'] != mix['ordering_paper'] else 'does not change'} its ordering.")
     return "\n\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------
+# beyond the paper: the transformer student
+
+
+def transformer_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per variant: seeds, test accuracy and macro-F1 (mean and std over seeds), training seconds per run."""
+    return (results.groupby("variant")
+            .agg(n_seeds=("seed", "count"), accuracy_mean=("test_accuracy", "mean"),
+                 accuracy_std=("test_accuracy", "std"), macro_f1_mean=("test_macro_f1", "mean"),
+                 macro_f1_std=("test_macro_f1", "std"), train_seconds_mean=("train_seconds", "mean"))
+            .reset_index())
+
+
+def transformer_test(results: pd.DataFrame, metric: str = "test_accuracy") -> dict:
+    """hetero KD vs plain KD, paired by seed (hetero.paired_test: differences are hetero minus plain)."""
+    by_seed = results.pivot_table(index="seed", columns="variant", values=metric).dropna()
+    return hetero.paired_test(by_seed["hetero KD"].to_numpy(), by_seed["plain KD"].to_numpy())
+
+
+def transformer_verdict(results: pd.DataFrame) -> str:
+    """Plain-words reading of the transformer runs: the sizes, both variants' accuracy, the paired test."""
+    s = transformer_summary(results).set_index("variant")
+    t = transformer_test(results)
+    r = results.iloc[0]
+    line = (f"Transformer student ({r['layers']}-layer BERT, {r['train_rows']:,} training posts at {r['max_length']} "
+            f"tokens; test accuracy on {r['test_rows']:,} posts, seeds: {t['n']}): "
+            + ", ".join(f"{v} {s.loc[v, 'accuracy_mean']:.4f} ± {s.loc[v, 'accuracy_std']:.4f}"
+                        for v in ("hetero KD", "plain KD"))
+            + f". Hetero minus plain: {100 * t['mean_diff']:+.2f} points (paired std {100 * t['std_diff']:.2f}), "
+            f"paired t-test p = {t['p']:.3g}: ")
+    if math.isnan(t["p"]) or t["p"] >= 0.05:
+        return line + "not distinguishable from seed noise; hetero KD does not measurably help here.\n"
+    return line + ("hetero KD helps the transformer student.\n" if t["mean_diff"] > 0
+                   else "hetero KD does worse than plain KD here.\n")

@@ -298,12 +298,15 @@ class TrainSettings:
     warmup_ratio: float = 0.1
 
 
-def train_qa(name: str, out_dir, model, tokenizer, train_ds, select_ds, edge, seed: int, key_parts: dict,
-             bf16: bool, teacher_cache: str | None = None, alpha: float = 1.0) -> dict:
+def train_qa(name: str, out_dir, model, tokenizer, train_ds, select_ds, hp: TrainSettings, seed: int,
+             key_parts: dict, bf16: bool, teacher_cache: str | None = None, alpha: float = 1.0,
+             temperature: float = 1.0) -> dict:
     """One memoised QA training run in <out_dir>/runs/<name>/, its model saved to <out_dir>/models/<name>/.
 
     alpha = 1: fine-tuning on the gold spans; alpha < 1: soft-target KD on the start and end distributions
-    (teacher outputs from `train_ds`'s teacher_* columns) plus alpha times the span loss."""
+    at `temperature` (teacher outputs from `train_ds`'s teacher_* columns) plus alpha times the span loss.
+    The epoch kept is the best on `select_ds` (kdlib.distill.fit)."""
+    import dataclasses
     from pathlib import Path
 
     from transformers import set_seed
@@ -315,18 +318,18 @@ def train_qa(name: str, out_dir, model, tokenizer, train_ds, select_ds, edge, se
     out_dir = Path(out_dir)
     run_dir, model_dir = out_dir / "runs" / name, out_dir / "models" / name
     params = memo_params({"name": name, "seed": seed, "bf16": bf16, "teacher_cache": teacher_cache,
-                          "alpha": alpha, **key_parts})  # key_parts: the training settings, the teacher
+                          "alpha": alpha, "temperature": temperature, "schedule": dataclasses.asdict(hp),
+                          **key_parts})  # key_parts: the data settings, the teacher
     key = memo.unit_key("qa-run", (*TRAINING_CODE, "qa"), params)
     if not (model_dir / "config.json").exists():
         (run_dir / "result.json").unlink(missing_ok=True)  # its model is gone: redo the run
-    hp = TrainSettings(edge.epochs, edge.learning_rate, edge.batch_size)
 
     def build(folder):
         import shutil
 
         set_seed(seed)
         res = fit(model, tokenizer, train_ds, select_ds, select_ds, folder / "checkpoints", hp, seed,
-                  alpha=alpha, temperature=edge.temperature, bf16=bf16, group_by_length=True, task="qa",
+                  alpha=alpha, temperature=temperature, bf16=bf16, group_by_length=True, task="qa",
                   loss="ce" if alpha >= 1 else "soft_target", run_name=name)
         models.save_model(res["trainer"].model, tokenizer, model_dir)
         shutil.rmtree(folder / "checkpoints", ignore_errors=True)

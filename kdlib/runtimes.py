@@ -389,6 +389,29 @@ def export_onnx(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[s
     return path, names, outputs
 
 
+_EXPORTS: dict[str, tuple[Path, tuple[str, ...], tuple[str, ...]]] = {}  # model content -> its export
+_EXPORT_DIR: list[tempfile.TemporaryDirectory] = []  # where they live, for the life of the process
+
+
+def shared_export(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[str, ...]]:
+    """export_onnx, done once per model content in a process, copied to `path`: every ONNX Runtime and
+    OpenVINO route of a model reads the same graph, and exporting (10-20 s for MiniLM) is their slowest step."""
+    import hashlib
+    import shutil
+
+    from kdlib.distill import model_fingerprint
+
+    config = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else ""
+    key = hashlib.sha256(f"{type(model).__name__}-{model_fingerprint(model)}-{config}".encode()).hexdigest()[:24]
+    if key not in _EXPORTS:
+        if not _EXPORT_DIR:
+            _EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
+        _EXPORTS[key] = export_onnx(model, Path(_EXPORT_DIR[0].name) / f"{key}.onnx")
+    source, names, outputs = _EXPORTS[key]
+    shutil.copyfile(source, path)
+    return Path(path), names, outputs
+
+
 def _strip_value_info(path: Path) -> Path:
     """Drop a graph's recorded shapes in place: ORT's quantiser re-infers them (see the module docstring)."""
     import onnx
@@ -466,7 +489,7 @@ def _onnxruntime_route(model, runtime: str, precision: str, workdir: Path, threa
                        calibration=None) -> Runner:
     import onnxruntime as ort
 
-    path, names, outputs = export_onnx(model, workdir / "model.onnx")
+    path, names, outputs = shared_export(model, workdir / "model.onnx")
     if precision != "fp32":
         path = quantize_onnx(model, path, workdir, precision, names, calibration)
     options = ort.SessionOptions()
@@ -488,7 +511,7 @@ OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATEN
 def _openvino_route(model, runtime: str, precision: str, workdir: Path, threads: int, calibration=None) -> Runner:
     import openvino as ov
 
-    path, names, outputs = export_onnx(model, workdir / "model.onnx")
+    path, names, outputs = shared_export(model, workdir / "model.onnx")
     core = ov.Core()
     ov_model = core.read_model(str(path))
     if precision == "int8_static":

@@ -14,6 +14,9 @@ rests on, and writes one row per seed to `reports/<profile>/verdicts/<claim>.csv
 - `layer_vs_ffn`: seed 000's timing finding, re-measured once per seed: the grid's shapes timed at the large
   batch and fitted as in step 03 (time is not a function of the weights, so each seed is an independent
   repetition of the measurement).
+- `edge_speedup`: step 06's half-depth KD student (seed 004's DistilBERT), distilled with each seed from the
+  profile's QA teacher (step 06's, fixed; the questions too), scored on 06's eval questions (SQuAD F1) and
+  timed beside the teacher in the pi5 profile (PyTorch fp32, batch 1, per question).
 
 Every run is a memoised unit, so an interrupted `kdstudy verdicts` resumes where it stopped, and the seed
 of the profile itself reuses nothing but gives the same numbers as its step (same key, same training).
@@ -31,7 +34,7 @@ from kdlib.config import StudyParams
 from kdlib.outputs import cache_root, read_json, step_dir, write_csv
 
 TIMING_CODE = ("evaluate", "runtimes", "grid")
-TIMED = ("fast_student", "layer_vs_ffn")  # claims whose rows hold a timing
+TIMED = ("fast_student", "layer_vs_ffn", "edge_speedup")  # claims whose rows hold a timing
 
 
 def verdicts_dir(cfg: StudyParams) -> Path:
@@ -65,21 +68,31 @@ def _bench_settings(cfg: StudyParams):
                              repeats=b.repeats)
 
 
-def _timed(out: Path, name: str, seed: int, named_models: dict, cfg: StudyParams) -> dict[str, float]:
-    """Median latency (ms) of each model, PyTorch fp32, measured together in one unit per seed."""
+def _timed(out: Path, name: str, seed: int, named_models: dict, settings: dict, measure,
+           code: tuple[str, ...] = TIMING_CODE) -> dict[str, float]:
+    """Each model's time in ms, `measure(name, model)`, all measured together in one unit per seed (so a
+    speed-up compares models timed under the same load). `settings` and `code` decide the unit's key."""
     from kdlib.distill import model_fingerprint
+
+    params = {"seed": seed, "models": {n: model_fingerprint(m)[:16] for n, m in named_models.items()}, **settings}
+    key = memo.unit_key("verdict_timing", code, params, memo.machine())
+
+    def build(_folder):
+        return {"ms": {n: measure(n, m) for n, m in named_models.items()}}
+
+    return memo.run_unit(out / "timing" / f"{name}_seed{seed}", key, build, params=params)["ms"]
+
+
+def _large_batch_latency(cfg: StudyParams):
+    """(settings, measure) for _timed: a classifier's median latency, PyTorch fp32, the profile's large batch."""
     from kdlib.evaluate import Benchmark
 
     settings = _bench_settings(cfg)
-    params = {"seed": seed, "models": {n: model_fingerprint(m)[:16] for n, m in named_models.items()},
-              **dataclasses.asdict(settings)}
-    key = memo.unit_key("verdict_timing", TIMING_CODE, params, memo.machine())
 
-    def build(_folder):
-        return {"ms": {n: Benchmark(m, n).run(settings, "torch", "fp32")["latency_ms_median"]
-                       for n, m in named_models.items()}}
+    def measure(name, model):
+        return Benchmark(model, name).run(settings, "torch", "fp32")["latency_ms_median"]
 
-    return memo.run_unit(out / "timing" / f"{name}_seed{seed}", key, build, params=params)["ms"]
+    return dataclasses.asdict(settings), measure
 
 
 def fast_student(cfg: StudyParams, seed: int, out: Path, train_only: bool = False) -> dict:
@@ -105,7 +118,7 @@ def fast_student(cfg: StudyParams, seed: int, out: Path, train_only: bool = Fals
            "points_lost": 100 * (teacher_acc - accuracy)}
     if not train_only:
         trained = grid.load_students(folder, [name])[name]
-        ms = _timed(out, "fast_student", seed, {"teacher": teacher, name: trained}, cfg)
+        ms = _timed(out, "fast_student", seed, {"teacher": teacher, name: trained}, *_large_batch_latency(cfg))
         row.update(teacher_ms=ms["teacher"], student_ms=ms[name], speedup=ms["teacher"] / ms[name])
     return row
 
@@ -118,10 +131,67 @@ def layer_vs_ffn(cfg: StudyParams, seed: int, out: Path) -> dict:
     shapes = cfg.grid.students
     students = {grid.shape_name(s.layers, s.ffn): models.make_student(teacher, s.layers, s.ffn, init="alternate")
                 for s in shapes}
-    ms = _timed(out, "layer_vs_ffn", seed, students, cfg)
+    ms = _timed(out, "layer_vs_ffn", seed, students, *_large_batch_latency(cfg))
     fit = grid.fit_time([s.layers for s in shapes], [s.ffn for s in shapes], [ms[n] for n in students])
     return {"seed": seed, "layer_vs_ffn_time_ratio": fit["layer_vs_ffn_time_ratio"], "r2": fit["r2"],
             "layer_ms": fit["layer_cost_at_middle_ffn"], "ffn_widening_ms": fit["ffn_widening_cost_one_layer"]}
+
+
+def _pi5_time(edge, questions_file: Path, questions_sha: str, model_dirs: dict):
+    """(settings, measure) for _timed: a QA model's mean time per question in step 06's pi5 profile
+    (kdstudy bench: batch 1, edge.threads threads), PyTorch fp32, over 06's eval questions."""
+    import torch
+
+    from kdlib import bench
+
+    def measure(name, _model):
+        threads = torch.get_num_threads()
+        try:
+            return bench.run_benchmark(model_dirs[name], questions_file, "pi5", "torch", "fp32",
+                                       edge.threads)["mean_ms"]
+        finally:
+            torch.set_num_threads(threads)  # bench sets the profile's threads; training here keeps its own
+
+    return {"profile": "pi5", "threads": edge.threads, "questions": questions_sha}, measure
+
+
+def _edge_setup(cfg: StudyParams, out: Path) -> dict:
+    """What every seed of `edge_speedup` shares: step 06's inputs, its trained teacher and the teacher's
+    scores, and the eval questions as `kdstudy bench` reads them."""
+    from kdlib import edge
+
+    inputs = edge.step_inputs(cfg)
+    teacher = edge.load_teacher(edge.step_teacher_run(cfg), inputs)
+    scores, _, _ = edge.eval_scores(teacher.run["model_dir"], inputs.tokenizer, inputs.datasets,
+                                    inputs.examples["eval"], cfg.edge)
+    questions = out / "timing" / "edge_questions.json"
+    sha = edge.write_device_questions(inputs.examples["eval"], cfg.edge, questions)
+    return {"inputs": inputs, "teacher": teacher, "teacher_scores": scores, "questions": (questions, sha),
+            "shape": edge.headline_student(cfg.edge, teacher.model.config.num_hidden_layers)}
+
+
+def edge_speedup(cfg: StudyParams, seed: int, out: Path, train_only: bool = False, shared: dict | None = None) -> dict:
+    """Step 06's half-depth KD student, distilled with `seed` from step 06's teacher, scored on 06's eval
+    questions and timed beside the teacher. `shared`: a dict that keeps _edge_setup between seeds."""
+    from kdlib import edge
+
+    shared = {} if shared is None else shared
+    if not shared:
+        shared.update(_edge_setup(cfg, out))
+    inputs, teacher, shape = shared["inputs"], shared["teacher"], shared["shape"]
+    run = edge.train_student(cfg, inputs, teacher, shape, kd=True, seed=seed, out_dir=out / f"06_edge_seed{seed}")
+    scores, _, student = edge.eval_scores(run["model_dir"], inputs.tokenizer, inputs.datasets,
+                                          inputs.examples["eval"], cfg.edge)
+    name, t = edge.student_name(shape, kd=True), shared["teacher_scores"]
+    row = {"seed": seed, "student": name, "best_epoch": run["best_epoch"], "teacher_em": t["exact_match"],
+           "teacher_f1": t["f1"], "student_em": scores["exact_match"], "student_f1": scores["f1"],
+           "student_f1_retention": scores["f1"] / t["f1"]}
+    if not train_only:
+        dirs = {"teacher": teacher.run["model_dir"], name: run["model_dir"]}
+        ms = _timed(out, "edge_speedup", seed, {"teacher": teacher.model, name: student},
+                    *_pi5_time(cfg.edge, *shared["questions"], dirs), code=("bench", "qa"))
+        row.update(teacher_ms=ms["teacher"], student_ms=ms[name], student_speedup=ms["teacher"] / ms[name])
+    return row
 
 
 def run(cfg: StudyParams, train_only: bool = False, claims: list[str] | None = None) -> dict[str, Path]:
@@ -130,10 +200,12 @@ def run(cfg: StudyParams, train_only: bool = False, claims: list[str] | None = N
     from tqdm.auto import tqdm
 
     out = verdicts_dir(cfg)
+    edge_setup: dict = {}  # step 06's inputs and teacher: loaded at the first seed, kept for the others
     runs = {
         "half_depth_retention": lambda s: half_depth(cfg, s, out),
         "fast_student": lambda s: fast_student(cfg, s, out, train_only),
         "layer_vs_ffn": None if train_only else (lambda s: layer_vs_ffn(cfg, s, out)),
+        "edge_speedup": lambda s: edge_speedup(cfg, s, out, train_only, edge_setup),
     }
     wanted = claims or list(cfg.verdicts.claims)
     unknown = sorted(set(wanted) - set(runs))

@@ -24,7 +24,7 @@
 # |---|---|
 # | pruning | the teacher's least important attention heads cut out (Michel et al. 2019), then a short KD recovery; and unstructured magnitude pruning |
 # | weight factorization | the FFN and word-embedding matrices of the teacher as rank-r SVD products, at two ranks, then KD recovery |
-# | knowledge distillation | 03's best half-depth and best 1-layer students, 02's student and its no-KD twin |
+# | knowledge distillation | 03's best half-depth and best 1-layer students, its fastest student within 97% of the teacher, 02's student and its no-KD twin |
 # | weight sharing | an ALBERT-style student: one teacher layer shared by every position, factorised embeddings, distilled like the others |
 # | quantization | every route of `kdlib.runtimes` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on the teacher and the best students |
 # | combinations | KD + int8, KD + head pruning + int8 |
@@ -51,24 +51,25 @@ print(f"profile {cfg.profile}: writing to {out}")
 # %% [markdown]
 # ## The models from the earlier steps
 #
-# The best half-depth and best 1-layer students of 03's grid are picked by their best **validation**
-# accuracy (the test split is only for reporting). Step 02 saved its KD student but not its no-KD twin: the
-# twin's accuracy is 02's record, and its speed is that of the KD student, which has the same architecture
-# (the table says so in its `note` column).
+# From 03's grid, three students, each picked on its best **validation** accuracy (the test split is only
+# for reporting): the best half-depth one, the best 1-layer one, and the fastest one that keeps 97% of the
+# teacher's validation accuracy (fewest layers, then the narrowest FFN): the candidate for the fastest
+# route within 97%. Step 02 saved its KD student but not its no-KD twin: the twin's accuracy is 02's
+# record, and its speed is that of the KD student, which has the same architecture (the table says so in
+# its `note` column).
 
 # %%
 from kdlib import compare, train
 
 records = compare.upstream_records(cfg)
 teacher, tokenizer = train.load_teacher(cfg)
-picked = compare.pick_students(records["grid"], teacher.config.num_hidden_layers)
+picked = compare.pick_students(records["grid"], teacher.config.num_hidden_layers,
+                               compare.teacher_validation_accuracy(records["teacher_run"]))
 grid_dir = step_dir(cfg.profile, compare.GRID_STEP, create=False)
 students = {role: compare.load_classifier_dir(grid_dir / "models" / name) for role, name in picked.items()}
 kd_student = compare.load_classifier_dir(step_dir(cfg.profile, "02_distill", create=False) / "student_model")
-names = {"half_depth": f"half-depth student {picked['half_depth']} (03)",
-         "one_layer": f"1-layer student {picked['one_layer']} (03)"}
-upstream = {"teacher": teacher, names["half_depth"]: students["half_depth"],
-            names["one_layer"]: students["one_layer"], "KD student (02)": kd_student}
+names = compare.student_rows(picked)
+upstream = {"teacher": teacher, **{names[role]: students[role] for role in names}, "KD student (02)": kd_student}
 print(picked)
 
 # %% [markdown]
@@ -108,7 +109,7 @@ save_figure(compare.importance_figure(importance), out, "head_importance")
 # %%
 from kdlib.runtimes import ROUTES
 
-# The routes are timed on the teacher, 03's two best students and the head-pruned half-depth student.
+# The routes are timed on the teacher, 03's students and the head-pruned half-depth student.
 kd_pruned = catalogue["name"].iloc[-1]
 quantization_set = {n: m for n, m in upstream.items() if n != "KD student (02)"} | {kd_pruned: families[kd_pruned]}
 fp32_rows = compare.measure({**upstream, **families}, [("torch", "fp32")], cfg.benchmark, data.tok["test"],
@@ -122,27 +123,8 @@ print(f"routes offered by kdlib.runtimes: {ROUTES}")
 print(f"routes measured: torch/fp32 and {other_routes}")
 
 # %%
-import numpy as np
-
-measured = pd.concat([fp32_rows, route_rows], ignore_index=True)
-info = catalogue.set_index("name")
-upstream_family = {"teacher": ("teacher", "fine-tuned (01)"),
-                   names["half_depth"]: ("knowledge distillation", "soft-target KD, layer copy (03)"),
-                   names["one_layer"]: ("knowledge distillation", "soft-target KD, layer copy (03)"),
-                   "KD student (02)": ("knowledge distillation", "soft-target KD, layer copy (02)")}
-measured["family"] = [upstream_family[n][0] if n in upstream_family else info.loc[n, "family"] for n in measured["name"]]
-measured["method"] = [upstream_family[n][1] if n in upstream_family else info.loc[n, "method"] for n in measured["name"]]
-measured.loc[(measured["precision"] != "fp32") & (measured["name"] != "teacher"), "family"] = (
-    measured["family"] + " + " + measured["precision"])
-measured.loc[(measured["precision"] != "fp32") & (measured["name"] == "teacher"), "family"] = "quantization"
-
-# The no-KD twin of 02: its accuracy from 02's record, its speed that of the same architecture (02's KD student).
-nokd = records["distill"]["runs"]["nokd"]["test"]
-twin = measured[(measured["name"] == "KD student (02)") & (measured["runtime"] == "torch")
-                & (measured["precision"] == "fp32")].copy()
-twin = twin.assign(name="no-KD twin (02)", method="fine-tuned without a teacher (02)", accuracy=nokd["accuracy"],
-                   macro_f1=nokd["macro_f1"], test_prediction_seconds=np.nan,
-                   note="accuracy from 02's record; latency and size of the same architecture (02's KD student)")
+measured = compare.label_rows(pd.concat([fp32_rows, route_rows], ignore_index=True), catalogue, list(names.values()))
+twin = compare.no_kd_twin_row(measured, records["distill"]["runs"]["nokd"]["test"])
 measured = compare.with_speedups(pd.concat([measured, twin], ignore_index=True), cfg.benchmark.batch_sizes)
 write_csv(out / "tables" / "measurements.csv", measured)
 

@@ -114,6 +114,35 @@ def test_pick_students_by_validation_not_test():
     assert compare.pick_students(summary, 6) == {"half_depth": "B3", "one_layer": "A1"}
 
 
+def test_pick_fast_student_is_the_cheapest_within_97_percent_on_validation():
+    def run(layers, ffn, val):
+        return {"layers": layers, "ffn": ffn, "param_count": layers * ffn, "history": [{"accuracy": val}]}
+
+    summary = {"runs": {"L3_F1536": run(3, 1536, 0.85), "L2_F1536": run(2, 1536, 0.84), "L2_F384": run(2, 384, 0.83),
+                        "L2_F96": run(2, 96, 0.80), "L1_F1536": run(1, 1536, 0.70)}}
+    # 97% of 0.8536 is 0.828: L2_F384 is the cheapest that keeps it (L2_F96 and L1 do not).
+    picked = compare.pick_students(summary, 6, teacher_validation_accuracy=0.8536)
+    assert picked == {"half_depth": "L3_F1536", "one_layer": "L1_F1536", "fast": "L2_F384"}
+    assert "fast" not in compare.pick_students(summary, 6, teacher_validation_accuracy=0.99)
+    # One model picked for two roles is one row.
+    assert compare.student_rows({"half_depth": "L3_F96", "one_layer": "L1_F96", "fast": "L3_F96"}) == {
+        "half_depth": "half-depth student L3_F96 (03)", "one_layer": "1-layer student L1_F96 (03)"}
+
+
+def test_label_rows_and_the_no_kd_twin():
+    measured = pd.DataFrame({"name": ["teacher", "teacher", "S", "KD student (02)", "pruned"],
+                             "runtime": ["torch", "onnxruntime", "onnxruntime", "torch", "torch"],
+                             "precision": ["fp32", "int8", "int8", "fp32", "fp32"], "accuracy": [0.8, 0.8, 0.7, 0.75, 0.7],
+                             "macro_f1": [0.7] * 5, "test_prediction_seconds": [1.0] * 5})
+    catalogue = pd.DataFrame({"name": ["pruned"], "family": ["pruning"], "method": ["heads"]})
+    labelled = compare.label_rows(measured, catalogue, ["S"])
+    assert list(labelled["family"]) == ["teacher", "quantization", "knowledge distillation + int8",
+                                        "knowledge distillation", "pruning"]
+    twin = compare.no_kd_twin_row(labelled, {"accuracy": 0.6, "macro_f1": 0.5})
+    assert len(twin) == 1 and twin.iloc[0]["name"] == "no-KD twin (02)" and twin.iloc[0]["accuracy"] == 0.6
+    assert np.isnan(twin.iloc[0]["test_prediction_seconds"]) and "02's record" in twin.iloc[0]["note"]
+
+
 def test_measure_a_tiny_model_on_torch_and_a_refused_route(tiny_bert_config, tiny_tokenizer, tmp_path):
     """Rows with sizes, latencies and test accuracy through the route; a refused route is a row with its reason;
     a rerun reads the memoised unit."""

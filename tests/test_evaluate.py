@@ -211,6 +211,17 @@ def test_time_runner_times_any_callable_on_one_fixed_batch(warmup):
         batch_size=4, seq_len=16, warmup=warmup, repeats=5)
 
 
+def test_time_runner_stops_after_max_seconds_but_not_before_five_calls():
+    slow = ev.BenchmarkSettings(batch_size=2, seq_len=8, warmup=0, repeats=50, max_seconds=0.001)
+    runner = CountingRunner()  # each call sleeps 1 ms, so 0.001 s is passed after the first
+    result = ev.time_runner(runner, slow, vocab_size=100)
+    assert result["timed_calls"] == ev.MIN_REPEATS and len(runner.calls) == 1 + ev.MIN_REPEATS
+    generous = ev.BenchmarkSettings(batch_size=2, seq_len=8, warmup=0, repeats=7, max_seconds=60.0)
+    assert ev.time_runner(CountingRunner(), generous, vocab_size=100)["timed_calls"] == 7
+    with pytest.raises(ValueError, match="max_seconds"):
+        ev.BenchmarkSettings(max_seconds=0)
+
+
 def test_time_runner_restores_threads_on_error():
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError, match="broken"):

@@ -263,6 +263,27 @@ def tiny_onnx(tiny, tmp_path_factory):
     return rt.export_onnx(tiny, tmp_path_factory.mktemp("export") / "model.onnx")
 
 
+def test_routes_of_one_model_share_one_export(monkeypatch, tiny, tmp_path):
+    """ONNX Runtime and OpenVINO routes of the same weights export once per process; other weights export anew."""
+    if rt.refusal("onnxruntime", "fp32"):
+        pytest.skip(rt.refusal("onnxruntime", "fp32"))
+    import copy
+
+    calls = []
+    real = rt.export_onnx
+    monkeypatch.setattr(rt, "export_onnx", lambda model, path: calls.append(path) or real(model, path))
+    monkeypatch.setattr(rt, "_EXPORTS", {})
+    first = rt.shared_export(tiny, tmp_path / "a.onnx")
+    again = rt.shared_export(copy.deepcopy(tiny), tmp_path / "b.onnx")
+    assert len(calls) == 1 and first[1:] == again[1:]
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        other.classifier.bias.add_(1.0)
+    rt.shared_export(other, tmp_path / "c.onnx")
+    assert len(calls) == 2
+
+
 @pytest.mark.parametrize("flags,limit", [({"avx2"}, 64), ({"avx2", "avx512_vnni"}, 127)])
 def test_reduce_range_gives_7_bit_weights_without_vnni(monkeypatch, tiny, tiny_onnx, tmp_path, flags, limit):
     """On a CPU without VNNI the quantised weights use 7 bits ([-64, 63]), with VNNI all 8 (up to 127)."""
