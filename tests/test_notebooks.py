@@ -137,7 +137,7 @@ def test_verdicts_repeat_the_runs_behind_the_claims_over_seeds(smoke_run):
     out, _ = smoke_run
     cfg = load_params(REPO / "params" / "smoke.yaml")
     written = verdicts.run(cfg)
-    assert set(written) == {"half_depth_retention", "kd_beats_twin", "fast_student", "layer_vs_ffn"}
+    assert set(written) == {"half_depth_retention", "kd_beats_twin", "fast_student", "layer_vs_ffn", "edge_speedup"}
     frames = {claim: pd.read_csv(path).set_index("seed") for claim, path in written.items()}
     for frame in frames.values():
         assert list(frame.index) == cfg.verdicts.seeds
@@ -149,6 +149,8 @@ def test_verdicts_repeat_the_runs_behind_the_claims_over_seeds(smoke_run):
     table4 = pd.read_csv(out / "03_grid" / "tables" / "table4.csv").set_index("student")
     assert fast.loc[cfg.seed, "accuracy"] == table4.loc[fast.loc[cfg.seed, "student"], "test_accuracy"]
     assert (fast["speedup"] > 0).all() and (frames["layer_vs_ffn"]["layer_ms"] > 0).all()
+    edge = frames["edge_speedup"]
+    assert (edge["student_speedup"] > 0).all() and edge["student_f1_retention"].notna().all()
     # Resumable: a second run trains and times nothing again, so it writes the same rows.
     again = verdicts.run(cfg)
     for claim, path in again.items():
