@@ -250,10 +250,11 @@ save_figure(fig, out, "triple_loss")
 #
 # `student_f1_retention` is the student's F1 over the teacher's. Seed 004's DistilBERT keeps 97% (70.44 of
 # 72.36), but DistilBERT was distilled on a general corpus before its SQuAD fine-tuning; a student cut from
-# our teacher's layers and trained on the same ~1,000 questions has nothing of the kind, and in the quick
-# profile it keeps about half of the teacher's F1 whatever its learning rate, epochs, KD weight, temperature,
-# initial layers or extra teacher-labelled questions (measured; see params/quick.yaml). One profile run is one
-# seed: `kdstudy verdicts --claim edge_speedup` repeats the student over the profile's seeds.
+# our teacher's layers and trained on the same ~1,000 questions has nothing of the kind. What decided our
+# student most was which teacher layers it starts from (`edge.student_init`); its learning rate, epochs, KD
+# weight, temperature and extra teacher-labelled questions moved it little (measured; see params/quick.yaml).
+# One profile run is one seed: `kdstudy verdicts --claim edge_speedup` repeats the student over the
+# profile's seeds.
 
 # %%
 t2 = table2.set_index("model")
