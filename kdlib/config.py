@@ -210,7 +210,7 @@ class EdgeParams:
     batch_size: int = field(default=16, metadata=_range(1, 4096))
     # Training questions held out of train_size to pick each run's best epoch (validation is read once).
     select_size: int = field(default=64, metadata=_range(1, 100000))
-    # Which teacher layers the students start from (kdlib.edge.teacher_layers): alternate (evenly spaced from
+    # Which teacher layers the students start from (kdlib.models.select_teacher_layers): alternate (evenly spaced from
     # the first to the last: [0, 3, 5] of 6) or stride (one layer out of two from the first: [0, 2, 4] of 6).
     student_init: str = field(default="alternate", metadata=_range(choices=("alternate", "stride")))
     # The students' schedule; None: the teacher's (epochs, learning_rate).

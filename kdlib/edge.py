@@ -99,50 +99,18 @@ def load_teacher(run: dict, inputs: StepInputs) -> Teacher:
     return Teacher(run, model, cache, distill.with_teacher_outputs(train, cache.outputs, task="qa"))
 
 
-def teacher_layers(n_teacher: int, n_student: int, init: str) -> list[int]:
-    """The teacher layers a student starts from. "alternate": evenly spaced from the first layer to the last
-    (kdlib.models.select_teacher_layers; [0, 3, 5] of 6); "stride": every (n_teacher / n_student)-th layer from
-    the first, DistilBERT's "one layer out of two" read literally ([0, 2, 4] of 6): no two teacher layers in a
-    row are skipped when the student has half the teacher's depth, and the top layer is left out."""
-    from kdlib.models import select_teacher_layers
-
-    if init == "alternate":
-        return select_teacher_layers(n_teacher, n_student, "alternate")
-    if init == "stride":
-        return [i * n_teacher // n_student for i in range(n_student)]
-    raise ValueError(f"student init must be alternate or stride, not {init!r}")
-
-
-def make_edge_student(teacher, shape, init: str, seed: int):
-    """kdlib.models.make_student (embeddings, the layers and the QA head copied from the teacher), from the
-    teacher layers that `init` names (see teacher_layers)."""
-    import copy
-
-    import torch
-
-    from kdlib.models import make_student
-
-    layers = teacher_layers(teacher.config.num_hidden_layers, shape.layers, init)
-    # make_student copies the first layers of a teacher cut down to the chosen ones.
-    cut = copy.deepcopy(teacher)
-    encoder = getattr(cut, cut.base_model_prefix).encoder
-    encoder.layer = torch.nn.ModuleList(encoder.layer[i] for i in layers)
-    cut.config.num_hidden_layers = len(layers)
-    student = make_student(cut, shape.layers, shape.ffn, init="first", seed=seed)
-    student.config.kd_teacher_layers, student.config.kd_init = layers, init
-    return student
-
-
 def train_student(cfg, inputs: StepInputs, teacher: Teacher, shape, kd: bool, seed: int, out_dir) -> dict:
     """One student of `shape` made from the trained teacher (its layers edge.student_init and its QA head),
     trained with `seed`: with soft-target KD on the teacher's cached start/end logits, or (kd=False) as the
     no-KD twin on the gold spans alone. A memoised run in out_dir/runs/<student_name>."""
     import dataclasses
 
+    from kdlib import models
+
     edge, ds = cfg.edge, inputs.datasets
     keys = {k: v for k, v in inputs.settings.items() if k != "students"}
     parts = {"train": keys, "teacher": teacher.run["key"], "shape": dataclasses.asdict(shape)}
-    student = make_edge_student(teacher.model, shape, edge.student_init, seed)
+    student = models.make_student(teacher.model, shape.layers, shape.ffn, init=edge.student_init, seed=seed)
     run = train_qa(student_name(shape, kd), out_dir, student, inputs.tokenizer,
                    teacher.kd_train if kd else ds["train"], ds["select"], student_schedule(edge), seed, parts,
                    inputs.bf16, teacher_cache=teacher.cache.path.name if kd else None,

@@ -108,17 +108,9 @@ def prepare_route(encoder: MeanPooledEncoder, runtime: str, precision: str, thre
     threads = threads or torch.get_num_threads()
     tmp = tempfile.TemporaryDirectory(prefix="kd-openvino-bf16-")
     path, names, outputs = runtimes.shared_export(encoder, Path(tmp.name) / "model.onnx")
-    settings = {**runtimes.OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads}
-    compiled = ov.Core().compile_model(str(path), "CPU", settings)
-    request = compiled.create_infer_request()
-    ports = [compiled.output(name) for name in outputs]
-
-    def run(inputs):
-        result = request.infer(inputs)
-        return {name: result[port] for name, port in zip(outputs, ports)}
-
-    return runtimes.Runner("openvino/bf16", runtime, precision, run, [path], names, outputs, threads, ov.__version__,
-                           _tmp=tmp)
+    runner = runtimes.openvino_runner(ov.Core(), path, runtime, precision, [path], names, outputs, threads, "bf16")
+    runner._tmp = tmp  # the folder lives as long as the runner
+    return runner
 
 
 def encode(runner, tokenizer, texts, max_length: int, batch_size: int = 32, progress: bool = True) -> np.ndarray:

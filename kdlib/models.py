@@ -105,6 +105,9 @@ def select_teacher_layers(n_teacher: int, n_student: int, init: str = "alternate
 
     alternate: evenly spaced from the first to the last layer, rounded half up. For 6 of 12 this gives
                DistilBERT's [0, 2, 4, 7, 9, 11].
+    stride:    every (n_teacher / k)-th layer from the first, DistilBERT's "one layer out of two" read
+               literally ([0, 2, 4] of 6): no two layers in a row are skipped at half depth, and the top
+               layer is left out.
     first:     the first k layers (as the "BERT-PKD skip/last" baselines' simplest variant).
     random:    k distinct layers drawn with `seed`, kept in order.
     scratch:   none; the student is randomly initialised.
@@ -115,13 +118,15 @@ def select_teacher_layers(n_teacher: int, n_student: int, init: str = "alternate
         if n_student == 1:
             return [0]
         return [math.floor(i * (n_teacher - 1) / (n_student - 1) + 0.5) for i in range(n_student)]
+    if init == "stride":
+        return [i * n_teacher // n_student for i in range(n_student)]
     if init == "first":
         return list(range(n_student))
     if init == "random":
         return sorted(random.Random(seed).sample(range(n_teacher), n_student))
     if init == "scratch":
         return []
-    raise ValueError(f"init must be alternate, first, random or scratch, not {init!r}")
+    raise ValueError(f"init must be alternate, stride, first, random or scratch, not {init!r}")
 
 
 @torch.no_grad()

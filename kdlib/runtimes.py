@@ -521,7 +521,17 @@ def _openvino_route(model, runtime: str, precision: str, workdir: Path, threads:
     # compress_to_fp16=False: keep fp32 weights, so the fp32 route is fp32 on disk too.
     ov.save_model(ov_model, str(xml), compress_to_fp16=False)
     # The f32 hint keeps the layers left in float at fp32 (the plugin would otherwise pick bf16 on AMX CPUs).
-    compiled = core.compile_model(str(xml), "CPU", {**OPENVINO_CONFIG, "INFERENCE_NUM_THREADS": threads})
+    return openvino_runner(core, xml, runtime, precision, [xml, xml.with_suffix(".bin")], names, outputs, threads)
+
+
+def openvino_runner(core, model_file: Path, runtime: str, precision: str, files: list[Path], names, outputs,
+                    threads: int, inference_precision: str = "f32") -> Runner:
+    """A Runner of `model_file` (OpenVINO IR or ONNX) compiled by OpenVINO's CPU plugin, computing in
+    `inference_precision` ("f32"; "bf16" for step 05's encoder on CPUs with native bf16)."""
+    import openvino as ov
+
+    settings = {**OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": inference_precision, "INFERENCE_NUM_THREADS": threads}
+    compiled = core.compile_model(str(model_file), "CPU", settings)
     request = compiled.create_infer_request()
     ports = [compiled.output(name) for name in outputs]
 
@@ -529,8 +539,7 @@ def _openvino_route(model, runtime: str, precision: str, workdir: Path, threads:
         result = request.infer(inputs)
         return {name: result[port] for name, port in zip(outputs, ports)}
 
-    return Runner(f"{runtime}/{precision}", runtime, precision, run, [xml, xml.with_suffix(".bin")],
-                  names, outputs, threads, ov.__version__)
+    return Runner(f"{runtime}/{precision}", runtime, precision, run, files, names, outputs, threads, ov.__version__)
 
 
 def nncf_int8(ov_model, feeds: list[dict[str, Any]]):

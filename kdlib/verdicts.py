@@ -97,22 +97,19 @@ def _large_batch_latency(cfg: StudyParams):
 
 def fast_student(cfg: StudyParams, seed: int, out: Path, train_only: bool = False) -> dict:
     """The grid student of `verdicts.fast_student`, trained with `seed` as step 03 trains its students."""
-    from kdlib import grid, models, train
+    from kdlib import grid, train
     from kdlib.distill import teacher_logits, with_teacher_logits
 
     c = dataclasses.replace(cfg, seed=seed)
-    shape, g = cfg.verdicts.fast_student, cfg.grid
+    shape = cfg.verdicts.fast_student
     teacher, tokenizer = train.load_teacher(c)
     _, names, tok = train.task_data(c, tokenizer)
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
-                           batch_size=g.eval_batch_size)
-    student = models.make_student(teacher, shape.layers, shape.ffn, init=g.init, seed=seed)
-    params = train.student_spec(c, student, g, g.loss, g.alpha, g.temperature, cache.path.name,
-                                grid.training_bf16(c))
+                           batch_size=cfg.grid.eval_batch_size)
     folder = out / f"03_grid_seed{seed}"
     name = grid.shape_name(shape.layers, shape.ffn)
-    result = grid._train_student(c, folder, name, student, params, tok, with_teacher_logits(tok["train"], cache.logits),
-                                 names, tokenizer)
+    _, result = grid.train_shape(c, folder, shape, teacher, tok, with_teacher_logits(tok["train"], cache.logits),
+                                 cache.path.name, names, tokenizer)
     accuracy, teacher_acc = result["test"]["accuracy"], _teacher_accuracy(cfg)
     row = {"seed": seed, "student": name, "accuracy": accuracy, "teacher_accuracy": teacher_acc,
            "points_lost": 100 * (teacher_acc - accuracy)}

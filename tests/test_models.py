@@ -32,6 +32,9 @@ def test_distilbert_layer_choice_and_others():
     assert models.select_teacher_layers(12, 1) == [0]
     assert models.select_teacher_layers(12, 12) == list(range(12))
     assert models.select_teacher_layers(12, 4, "first") == [0, 1, 2, 3]
+    assert models.select_teacher_layers(6, 3, "stride") == [0, 2, 4]  # one layer out of two, from the first
+    assert models.select_teacher_layers(12, 6, "stride") == [0, 2, 4, 6, 8, 10]
+    assert models.select_teacher_layers(6, 1, "stride") == [0]
     r = models.select_teacher_layers(12, 4, "random", seed=1)
     assert r == sorted(r) and len(set(r)) == 4 and r == models.select_teacher_layers(12, 4, "random", seed=1)
     assert models.select_teacher_layers(12, 4, "scratch") == []
