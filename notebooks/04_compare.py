@@ -59,7 +59,7 @@ print(f"profile {cfg.profile}: writing to {out}")
 # its `note` column).
 
 # %%
-from kdlib import compare, train
+from kdlib import compare, compare_plots, compare_report, kd_positions, train
 
 records = compare.upstream_records(cfg)
 teacher, tokenizer = train.load_teacher(cfg)
@@ -68,7 +68,7 @@ picked = compare.pick_students(records["grid"], teacher.config.num_hidden_layers
 grid_dir = step_dir(cfg.profile, compare.GRID_STEP, create=False)
 students = {role: compare.load_classifier_dir(grid_dir / "models" / name) for role, name in picked.items()}
 kd_student = compare.load_classifier_dir(step_dir(cfg.profile, "02_distill", create=False) / "student_model")
-names = compare.student_rows(picked)
+names = compare_report.student_rows(picked)
 upstream = {"teacher": teacher, **{names[role]: students[role] for role in names}, "KD student (02)": kd_student}
 print(picked)
 
@@ -95,7 +95,7 @@ import pandas as pd
 importance = pd.DataFrame(compare.head_importance_unit(cfg, teacher, "teacher", data, out)["importance"])
 importance.index.name, importance.columns.name = "layer", "head"
 write_csv(out / "tables" / "head_importance.csv", importance.reset_index())
-save_figure(compare.importance_figure(importance), out, "head_importance")
+save_figure(compare_plots.importance_figure(importance), out, "head_importance")
 
 # %% [markdown]
 # ## Measuring every row with one harness
@@ -123,9 +123,9 @@ print(f"routes offered by kdlib.runtimes: {ROUTES}")
 print(f"routes measured: torch/fp32 and {other_routes}")
 
 # %%
-measured = compare.label_rows(pd.concat([fp32_rows, route_rows], ignore_index=True), catalogue, list(names.values()))
-twin = compare.no_kd_twin_row(measured, records["distill"]["runs"]["nokd"]["test"])
-measured = compare.with_speedups(pd.concat([measured, twin], ignore_index=True), cfg.benchmark.batch_sizes)
+measured = compare_report.label_rows(pd.concat([fp32_rows, route_rows], ignore_index=True), catalogue, list(names.values()))
+twin = compare_report.no_kd_twin_row(measured, records["distill"]["runs"]["nokd"]["test"])
+measured = compare_report.with_speedups(pd.concat([measured, twin], ignore_index=True), cfg.benchmark.batch_sizes)
 write_csv(out / "tables" / "measurements.csv", measured)
 
 # %% [markdown]
@@ -143,7 +143,7 @@ write_csv(out / "tables" / "measurements.csv", measured)
 analogs = {"teacher": "teacher", "half_depth": names["half_depth"], "one_layer": names["one_layer"],
            "albert": catalogue.loc[catalogue["family"] == "weight sharing", "name"].iloc[0],
            "heads": catalogue.loc[catalogue["method"].str.startswith("attention heads"), "name"].iloc[0]}
-table6 = compare.table6(measured, analogs)
+table6 = compare_report.table6(measured, analogs)
 write_csv(out / "tables" / "table6.csv", table6)
 table6[["source", "name", "runtime", "precision", "status", "accuracy", "pct_of_teacher", "params", "size_mb",
         "latency_bs1_ms_median", "latency_bs32_ms_median", "speedup_vs_torch_fp32_teacher_bs1",
@@ -160,7 +160,7 @@ not_run[["name", "runtime", "precision", "status", "reason"]].drop_duplicates(["
 # beats on both accuracy and latency).
 
 # %%
-save_figure(compare.pareto_figure(measured, cfg.benchmark.batch_sizes), out, "pareto")
+save_figure(compare_plots.pareto_figure(measured, cfg.benchmark.batch_sizes), out, "pareto")
 
 # %% [markdown]
 # ## What each family saves
@@ -169,7 +169,7 @@ save_figure(compare.pareto_figure(measured, cfg.benchmark.batch_sizes), out, "pa
 # Unstructured sparsity removes nonzero weights, but the tensors stay dense on disk and in the kernels.
 
 # %%
-save_figure(compare.families_figure(measured), out, "families")
+save_figure(compare_plots.families_figure(measured), out, "families")
 
 # %% [markdown]
 # ## Where each method distils (seed 001's table)
@@ -177,7 +177,7 @@ save_figure(compare.families_figure(measured), out, "families")
 # Seed 001 reproduces TinyBERT's table of where each method transfers knowledge: embeddings, attention,
 # hidden states, predictions, at pre-training or fine-tuning, with or without data augmentation. Our rows
 # are not typed in: each stage's loss is called on synthetic outputs, and a signal is marked when the loss
-# sends a gradient to it (`compare.loss_signals`). "Pre-training" here is 03's general distillation on
+# sends a gradient to it (`kd_positions.loss_signals`). "Pre-training" here is 03's general distillation on
 # unlabelled task text, which stands in for pre-training distillation on a corpus.
 
 # %%
@@ -190,7 +190,7 @@ methods = [
     {"name": "heterogeneous KD (05)", "init": False, "finetuning": "hetero"},
     {"name": "DistilBERT's triple loss (kdlib.losses)", "init": True, "pretraining": "triple"},
 ]
-kd_position = compare.kd_position_table(methods)
+kd_position = kd_positions.kd_position_table(methods)
 write_csv(out / "tables" / "kd_position.csv", kd_position)
 kd_position
 
@@ -205,9 +205,9 @@ families_rows = {"pruning": analogs["heads"], "weight factorization":
                  catalogue.loc[catalogue["family"] == "factorization", "name"].iloc[-1],
                  "knowledge distillation": names["half_depth"], "weight sharing": analogs["albert"],
                  "quantization": "teacher"}
-taxonomy = compare.taxonomy_table(measured, families_rows, records["grid_metrics"].get("general_distill_gain_pp"))
+taxonomy = compare_report.taxonomy_table(measured, families_rows, records["grid_metrics"].get("general_distill_gain_pp"))
 write_csv(out / "tables" / "taxonomy.csv", taxonomy)
-conclusions = compare.conclusions(taxonomy, measured)
+conclusions = compare_report.conclusions(taxonomy, measured)
 write_csv(out / "tables" / "conclusions.csv", conclusions)
 for _, row in conclusions.iterrows():
     print(f"- {row['family']}: {row['conclusion']}")
@@ -220,6 +220,6 @@ for _, row in conclusions.iterrows():
 # teacher's accuracy, `best_speedup_within_3pct` the fastest within 97% of it.
 
 # %%
-metrics = compare.headline_metrics(measured)
+metrics = compare_report.headline_metrics(measured)
 write_metrics(out, metrics, required=STEP.metrics)
 metrics

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdlib import compare
+from kdlib import compare, compare_report, kd_positions
 
 
 def test_pareto_front_by_hand():
@@ -16,11 +16,11 @@ def test_pareto_front_by_hand():
     latency = [10.0, 20.0, 5.0, 25.0, 6.0, 1.0]
     # 0: fastest at 0.80; 1: most accurate, fastest among those; 2: fastest of all; 3 dominated by 1 (same
     # accuracy, slower); 4 dominated by 2; 5 has no accuracy
-    assert compare.pareto_front(accuracy, latency).tolist() == [True, True, True, False, False, False]
+    assert compare_report.pareto_front(accuracy, latency).tolist() == [True, True, True, False, False, False]
 
 
 def test_pareto_front_keeps_exact_ties():
-    assert compare.pareto_front([0.9, 0.9], [3.0, 3.0]).tolist() == [True, True]
+    assert compare_report.pareto_front([0.9, 0.9], [3.0, 3.0]).tolist() == [True, True]
 
 
 def _frame():
@@ -41,7 +41,7 @@ def _frame():
 
 
 def test_speedups_against_both_baselines():
-    frame = compare.with_speedups(_frame(), [1, 32])
+    frame = compare_report.with_speedups(_frame(), [1, 32])
     student_int8 = frame[(frame["name"] == "student") & (frame["precision"] == "int8")].iloc[0]
     assert student_int8["speedup_vs_torch_fp32_teacher_bs1"] == pytest.approx(10.0)
     assert student_int8["speedup_vs_same_route_teacher_bs1"] == pytest.approx(4.0)
@@ -55,7 +55,7 @@ def test_speedups_against_both_baselines():
 
 
 def test_headline_metrics_by_hand():
-    metrics = compare.headline_metrics(compare.with_speedups(_frame(), [1, 32]))
+    metrics = compare_report.headline_metrics(compare_report.with_speedups(_frame(), [1, 32]))
     # fastest int8 row: tiny (20x) at 0.70, 10 points below the teacher
     assert metrics["best_quantized_speedup"] == pytest.approx(20.0)
     assert metrics["best_quantized_accuracy_drop_pp"] == pytest.approx(10.0)
@@ -69,8 +69,8 @@ def test_headline_metrics_by_hand():
 
 
 def test_table6_puts_each_paper_figure_beside_its_analog_and_attributes_it():
-    frame = compare.with_speedups(_frame(), [1, 32])
-    table = compare.table6(frame, {"teacher": "teacher", "half_depth": "student"})
+    frame = compare_report.with_speedups(_frame(), [1, 32])
+    table = compare_report.table6(frame, {"teacher": "teacher", "half_depth": "student"})
     teacher = table[(table["name"] == "teacher") & (table["runtime"] == "torch")].iloc[0]
     assert teacher["seed000_model"] == "KcBERT-base" and teacher["seed000_accuracy"] == pytest.approx(0.967)
     assert teacher["seed001_model"] == "BERT-base"
@@ -84,20 +84,20 @@ def test_table6_puts_each_paper_figure_beside_its_analog_and_attributes_it():
     assert set(published["seed000_model"].dropna()) == {"KoBERT", "mBERT", "ALBERT-base"}
     assert published["name"].isna().all()
     # Every published figure appears exactly once.
-    assert table["seed000_model"].notna().sum() == len(compare.SEED000_TABLE6)
-    assert table["seed001_model"].notna().sum() == len(compare.SEED001_TABLE)
+    assert table["seed000_model"].notna().sum() == len(compare_report.SEED000_TABLE6)
+    assert table["seed001_model"].notna().sum() == len(compare_report.SEED001_TABLE)
 
 
 def test_loss_signals_probed_from_the_registry():
-    assert compare.loss_signals("ce") == set()  # no teacher: distils nothing
-    assert compare.loss_signals("soft_target") == {"prediction"}
-    assert compare.loss_signals("hetero") == {"prediction"}
-    assert compare.loss_signals("tinybert") == {"embedding", "attention", "hidden"}
-    assert compare.loss_signals("triple") == {"hidden", "prediction"}
+    assert kd_positions.loss_signals("ce") == set()  # no teacher: distils nothing
+    assert kd_positions.loss_signals("soft_target") == {"prediction"}
+    assert kd_positions.loss_signals("hetero") == {"prediction"}
+    assert kd_positions.loss_signals("tinybert") == {"embedding", "attention", "hidden"}
+    assert kd_positions.loss_signals("triple") == {"hidden", "prediction"}
 
 
 def test_kd_position_table_has_the_papers_rows_then_ours():
-    table = compare.kd_position_table([{"name": "ours", "init": True, "pretraining": "tinybert",
+    table = kd_positions.kd_position_table([{"name": "ours", "init": True, "pretraining": "tinybert",
                                         "finetuning": "soft_target"}])
     assert list(table["method"])[:4] == ["Distilled BiLSTM (soft)", "BERT-PKD", "DistilBERT", "TinyBERT"]
     ours = table.iloc[-1]
@@ -125,7 +125,7 @@ def test_pick_fast_student_is_the_cheapest_within_97_percent_on_validation():
     assert picked == {"half_depth": "L3_F1536", "one_layer": "L1_F1536", "fast": "L2_F384"}
     assert "fast" not in compare.pick_students(summary, 6, teacher_validation_accuracy=0.99)
     # One model picked for two roles is one row.
-    assert compare.student_rows({"half_depth": "L3_F96", "one_layer": "L1_F96", "fast": "L3_F96"}) == {
+    assert compare_report.student_rows({"half_depth": "L3_F96", "one_layer": "L1_F96", "fast": "L3_F96"}) == {
         "half_depth": "half-depth student L3_F96 (03)", "one_layer": "1-layer student L1_F96 (03)"}
 
 
@@ -135,10 +135,10 @@ def test_label_rows_and_the_no_kd_twin():
                              "precision": ["fp32", "int8", "int8", "fp32", "fp32"], "accuracy": [0.8, 0.8, 0.7, 0.75, 0.7],
                              "macro_f1": [0.7] * 5, "test_prediction_seconds": [1.0] * 5})
     catalogue = pd.DataFrame({"name": ["pruned"], "family": ["pruning"], "method": ["heads"]})
-    labelled = compare.label_rows(measured, catalogue, ["S"])
+    labelled = compare_report.label_rows(measured, catalogue, ["S"])
     assert list(labelled["family"]) == ["teacher", "quantization", "knowledge distillation + int8",
                                         "knowledge distillation", "pruning"]
-    twin = compare.no_kd_twin_row(labelled, {"accuracy": 0.6, "macro_f1": 0.5})
+    twin = compare_report.no_kd_twin_row(labelled, {"accuracy": 0.6, "macro_f1": 0.5})
     assert len(twin) == 1 and twin.iloc[0]["name"] == "no-KD twin (02)" and twin.iloc[0]["accuracy"] == 0.6
     assert np.isnan(twin.iloc[0]["test_prediction_seconds"]) and "02's record" in twin.iloc[0]["note"]
 
