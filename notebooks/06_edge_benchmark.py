@@ -184,7 +184,7 @@ device if len(device) else print("no device results yet (device_results/ is empt
 # %%
 # The half-depth student stands beside DistilBERT; without one (the smoke profile), the first student.
 half = step06.half_depth_student(edge, trained["teacher_layers"])
-half_name = step06.student_name(half or edge.students[0], kd=True)
+half_name = step06.student_name(step06.headline_student(edge, trained["teacher_layers"]), kd=True)
 table2 = []
 for name in [n for n in runs if runs[n].get("kd") is not False]:
     sc = scores.set_index("model").loc[name]
