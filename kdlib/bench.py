@@ -12,6 +12,11 @@ and the span extraction. It writes EM and F1 (the official SQuAD v1.1 rules), th
 questions (what seed 004 calls inference time), p50/p95 per question, the peak resident memory of the
 process (ru_maxrss: the process reads nothing else, so this is the model's footprint plus the runtime's),
 the model's size on disk and the machine's description.
+
+    kdstudy bench --model STUDENT --baseline TEACHER --data questions.json --out pair.json
+
+times two models in one run, question by question in turn, and writes the first one's speed-up over the
+second: a ratio that two separate runs on a busy machine would give far less reliably.
 """
 from __future__ import annotations
 
@@ -105,6 +110,8 @@ def load_model(model: str | Path, runtime: str, precision: str, threads: int):
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Its threads would spin on after each call, taking the cores from a --baseline model timed next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         names = tuple(i.name for i in session.get_inputs())
         outputs = [o.name for o in session.get_outputs()]
@@ -180,20 +187,9 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", runtime: str | None = None,
-                  precision: str = "fp32", threads: int | None = None, tokenizer: str | Path | None = None,
-                  limit: int | None = None, warmup: int = 3) -> dict:
-    """Answer every question of `data` with `model`, one at a time; return the result JSON's contents."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
-    runtime = runtime or guess_runtime(model)
-    reason = unsupported(runtime, precision)
-    if reason:
-        raise ValueError(reason)
-    prof = PROFILES[profile]
-    threads = min(threads or prof["threads"], os.cpu_count() or 1)
-    questions, settings = load_questions(data)
-    questions = questions[:limit] if limit else questions
+def _answerer(model: str | Path, runtime: str, precision: str, threads: int, tokenizer, settings: dict):
+    """answer(question) -> (answer text, windows), and what load_model says of the model (files, version),
+    with its load time."""
     tk = qa.window_tokenizer(_tokenizer_file(Path(model), tokenizer), settings["max_length"], settings["stride"])
     t_load = time.perf_counter()
     forward, input_names, files, version = load_model(model, runtime, precision, threads)
@@ -210,30 +206,76 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
         return qa.extract_answers(windows, [q["context"]], starts, ends, settings["n_best"],
                                   settings["max_answer_length"])[0], len(windows)
 
-    for q in questions[:warmup]:  # warm-up: first-call allocations and kernel selection are not timed
-        answer(q)
-    predictions, seconds, n_windows = {}, [], 0
-    for q in questions:
-        t0 = time.perf_counter()
-        predictions[q["id"]], n = answer(q)
-        seconds.append(time.perf_counter() - t0)
-        n_windows += n
+    return answer, files, version, load_seconds
+
+
+def _summary(predictions: dict, seconds: list[float], questions: list[dict]) -> dict:
     scores = qa.squad_scores(predictions, {q["id"]: list(q["answers"]["text"]) for q in questions})
     ms = np.asarray(seconds) * 1e3
-    return {
-        "model": Path(model).name if Path(model).is_file() else str(Path(model).name),
+    return {"exact_match": scores["exact_match"], "f1": scores["f1"], "total_seconds": float(ms.sum() / 1e3),
+            "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
+            "mean_ms": float(ms.mean())}
+
+
+def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", runtime: str | None = None,
+                  precision: str = "fp32", threads: int | None = None, tokenizer: str | Path | None = None,
+                  limit: int | None = None, warmup: int = 3, baseline: str | Path | None = None) -> dict:
+    """Answer every question of `data` with `model`, one at a time; return the result JSON's contents.
+
+    With `baseline` (another model: a folder runs in torch fp32, a file on its runtime), both answer every
+    question in turn, the order alternating, and the result adds the baseline's numbers and
+    `speedup_vs_baseline` (its total time over the model's). Timed in one process, interleaved, the two
+    share every drift of the machine's speed, which separate runs do not: on a shared machine their ratio
+    moved by up to 40% from run to run. Peak memory then covers both models."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
+    runtime = runtime or guess_runtime(model)
+    routes = {"model": (model, runtime, precision)}
+    if baseline is not None:
+        routes["baseline"] = (baseline, guess_runtime(baseline), "fp32")
+    for path, rt, prec in routes.values():
+        reason = unsupported(rt, prec)
+        if reason:
+            raise ValueError(reason)
+    prof = PROFILES[profile]
+    threads = min(threads or prof["threads"], os.cpu_count() or 1)
+    questions, settings = load_questions(data)
+    questions = questions[:limit] if limit else questions
+    loaded = {name: _answerer(path, rt, prec, threads, tokenizer, settings)
+              for name, (path, rt, prec) in routes.items()}
+
+    for q in questions[:warmup]:  # warm-up: first-call allocations and kernel selection are not timed
+        for answer, *_ in loaded.values():
+            answer(q)
+    predictions = {name: {} for name in loaded}
+    seconds = {name: [] for name in loaded}
+    n_windows = 0
+    for i, q in enumerate(questions):
+        for name in (list(loaded) if i % 2 == 0 else list(loaded)[::-1]):
+            t0 = time.perf_counter()
+            predictions[name][q["id"]], n = loaded[name][0](q)
+            seconds[name].append(time.perf_counter() - t0)
+        n_windows += n
+    _, files, version, load_seconds = loaded["model"]
+    result = {
+        "model": Path(model).name,
         "runtime": runtime, "precision": precision, "runtime_version": version, "profile": profile,
         "batch_size": prof["batch_size"], "threads": threads, "settings": settings,
         "questions": len(questions), "windows": n_windows,
-        "exact_match": scores["exact_match"], "f1": scores["f1"],
-        "total_seconds": float(ms.sum() / 1e3), "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)), "mean_ms": float(ms.mean()),
+        **_summary(predictions["model"], seconds["model"], questions),
         "load_seconds": load_seconds,
         "peak_rss_mb": peak_rss_mb(),
         "model_size_mb": _size_mb(files),
         "machine": machine(),
-        "predictions": predictions,
+        "predictions": predictions["model"],
     }
+    if baseline is not None:
+        path, rt, prec = routes["baseline"]
+        result["baseline"] = {"model": Path(path).name, "runtime": rt, "precision": prec,
+                              "model_size_mb": _size_mb(loaded["baseline"][1]),
+                              **_summary(predictions["baseline"], seconds["baseline"], questions)}
+        result["speedup_vs_baseline"] = result["baseline"]["total_seconds"] / result["total_seconds"]
+    return result
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -247,6 +289,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, help="default: the profile's, capped at the cores")
     p.add_argument("--tokenizer", help="a tokenizer.json or its folder (default: beside the model)")
     p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--baseline", help="another model (e.g. the teacher) timed in the same run, question by "
+                                      "question in turn with --model; the result adds --model's speed-up over it")
 
 
 def main(argv=None) -> int:
@@ -259,7 +303,7 @@ def main(argv=None) -> int:
 def run_from_args(args) -> int:
     try:
         result = run_benchmark(args.model, args.data, args.profile, args.runtime, args.precision, args.threads,
-                               args.tokenizer, args.limit)
+                               args.tokenizer, args.limit, baseline=args.baseline)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -271,6 +315,10 @@ def run_from_args(args) -> int:
     print(f"{result['runtime']}/{result['precision']}: EM {result['exact_match']:.2f}  F1 {result['f1']:.2f}  "
           f"{result['questions']} questions in {result['total_seconds']:.2f} s (p50 {result['p50_ms']:.1f} ms, "
           f"p95 {result['p95_ms']:.1f} ms), peak RSS {result['peak_rss_mb']:.0f} MB -> {out}")
+    if "baseline" in result:
+        b = result["baseline"]
+        print(f"baseline {b['model']}: F1 {b['f1']:.2f} in {b['total_seconds']:.2f} s, timed in turn with the "
+              f"model: the model is {result['speedup_vs_baseline']:.2f}x faster")
     return 0
 
 

@@ -210,6 +210,10 @@ class EdgeParams:
     batch_size: int = field(default=16, metadata=_range(1, 4096))
     # Training questions held out of train_size to pick each run's best epoch (validation is read once).
     select_size: int = field(default=64, metadata=_range(1, 100000))
+    # KD's transfer set: this many more train questions (after train_size + select_size) whose answers go
+    # unused. The teacher labels their windows (its start/end logits, and its most likely start and end as
+    # the span), and the KD students train on them beside the train questions; the no-KD twins cannot.
+    transfer_size: int = field(default=0, metadata=_range(0, 1000000))
     # Which teacher layers the students start from (kdlib.models.select_teacher_layers): alternate (evenly spaced from
     # the first to the last: [0, 3, 5] of 6) or stride (one layer out of two from the first: [0, 2, 4] of 6).
     student_init: str = field(default="alternate", metadata=_range(choices=("alternate", "stride")))

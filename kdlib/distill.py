@@ -87,8 +87,9 @@ def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def predict_outputs(model, dataset, tokenizer, task: str = "classification", batch_size: int = 64,
-                    desc: str | None = None) -> dict[str, torch.Tensor]:
-    """The task's outputs of `model` on every row of a dataset, in row order (eval mode, no grad), float32.
+                    desc: str | None = None, bf16: bool = False) -> dict[str, torch.Tensor]:
+    """The task's outputs of `model` on every row of a dataset, in row order (eval mode, no grad), float32
+    (computed under bf16 autocast with `bf16`).
 
     Rows of token ids are run shortest first, so each batch is padded little; the results are put back in
     row order. Per-token outputs (QA) come back [rows, longest row], padded with MASK_VALUE.
@@ -108,13 +109,13 @@ def predict_outputs(model, dataset, tokenizer, task: str = "classification", bat
     chunks = {k: [] for k in adaptor.outputs}
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=desc is None, leave=False):
                 batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 out = adaptor.model_outputs(model(**batch), batch.get("attention_mask"))
                 for k, v in out.items():
-                    chunks[k].append(v.cpu())
+                    chunks[k].append(v.float().cpu())
     finally:
         for m, training in modes:
             m.training = training
@@ -187,9 +188,10 @@ def _read_cache(path: Path, names, rows: int) -> tuple[dict[str, torch.Tensor], 
 
 
 def teacher_outputs(teacher, dataset, tokenizer, cache_dir: str | Path, batch_size: int = 64,
-                    task: str = "classification") -> CacheResult:
+                    task: str = "classification", bf16: bool = False) -> CacheResult:
     """The teacher's outputs (those of `task`'s adaptor) on `dataset`, read from the cache or computed once
-    and stored there (safetensors; per-token outputs padded to the longest row with MASK_VALUE).
+    and stored there (safetensors; per-token outputs padded to the longest row with MASK_VALUE). `bf16`:
+    computed under bf16 autocast (its own cache entries).
 
     The key hashes the teacher's weights and the inputs, so a different teacher, dataset, subset, tokenizer
     or max length gets its own entry, and a changed one can never be served stale. An entry that cannot be
@@ -202,6 +204,7 @@ def teacher_outputs(teacher, dataset, tokenizer, cache_dir: str | Path, batch_si
     content = f"{model_fingerprint(teacher)}:{dataset_fingerprint(dataset)}"
     # Classification keeps the key and file name it had before the other tasks, so its entries stay valid.
     tag, salt = ("logits", "") if task == "classification" else (task, f":{task}")
+    salt += ":bf16" if bf16 else ""
     path = Path(cache_dir) / f"{tag}-{hashlib.sha256((content + salt).encode()).hexdigest()[:24]}.safetensors"
     if path.exists():
         try:
@@ -210,7 +213,7 @@ def teacher_outputs(teacher, dataset, tokenizer, cache_dir: str | Path, batch_si
         except Exception as e:  # any unusable entry is rebuilt: it is only a cache
             warnings.warn(f"teacher-output cache {path} cannot be used ({str(e).splitlines()[0]}); rebuilding it",
                           stacklevel=2)
-    outputs = predict_outputs(teacher, dataset, tokenizer, task, batch_size, desc="teacher outputs")
+    outputs = predict_outputs(teacher, dataset, tokenizer, task, batch_size, desc="teacher outputs", bf16=bf16)
     build = time.perf_counter() - t0
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in outputs.items()}, str(tmp),

@@ -21,7 +21,8 @@ STEP = "06_edge_benchmark"
 # What the training keys leave out: the benchmark settings do not change a trained model.
 _NOT_TRAINING = ("threads", "runtimes", "eval_size", "n_best", "max_answer_length")
 # What only the students read: the teacher's key leaves it out, so tuning the students retrains no teacher.
-_STUDENTS_ONLY = ("students", "student_init", "alpha", "temperature", "student_learning_rate", "student_epochs")
+_STUDENTS_ONLY = ("students", "student_init", "alpha", "temperature", "student_learning_rate", "student_epochs",
+                  "transfer_size")
 
 
 def training_precision(edge) -> bool:
@@ -61,7 +62,7 @@ class Teacher:
     run: dict  # its train_qa result: key, model_dir, ...
     model: object
     cache: object  # kdlib.distill.CacheResult
-    kd_train: object  # the training windows with teacher_* columns
+    kd_train: object  # the training and transfer windows, with teacher_* columns
 
 
 def step_inputs(cfg) -> StepInputs:
@@ -87,16 +88,32 @@ def train_teacher(cfg, inputs: StepInputs, out_dir) -> dict:
 
 
 def load_teacher(run: dict, inputs: StepInputs) -> Teacher:
-    """The trained teacher of `run`, with its logits on the training windows (cached, kdlib.distill)."""
+    """The trained teacher of `run`, with its logits on the training and transfer windows (cached,
+    kdlib.distill). The transfer windows get the teacher's most likely start and end token as their span."""
+    import datasets
     from transformers import AutoModelForQuestionAnswering
 
     from kdlib import distill
     from kdlib.outputs import cache_root
+    from kdlib.qa import TOKEN_INPUTS
 
     model = AutoModelForQuestionAnswering.from_pretrained(run["model_dir"])
-    train = inputs.datasets["train"]
-    cache = distill.teacher_outputs(model, train, inputs.tokenizer, cache_root() / "teacher_outputs", task="qa")
-    return Teacher(run, model, cache, distill.with_teacher_outputs(train, cache.outputs, task="qa"))
+    train, transfer = inputs.datasets["train"], inputs.datasets["transfer"]
+    rows = train
+    if len(transfer):
+        rows = datasets.concatenate_datasets([train.select_columns(list(TOKEN_INPUTS)), transfer])
+    # bf16 where the step trains in bf16: 2.4x faster here, the same most likely start and end on 320
+    # windows, logits within 0.09 of fp32's.
+    cache = distill.teacher_outputs(model, rows, inputs.tokenizer, cache_root() / "teacher_outputs", task="qa",
+                                    bf16=inputs.bf16)
+    kd_rows = train
+    if len(transfer):
+        n = len(train)
+        spans = {f"{end}_positions": cache.outputs[f"{end}_logits"][n:].argmax(-1).tolist() for end in ("start", "end")}
+        kd_rows = datasets.concatenate_datasets([train, transfer.add_column("start_positions", spans["start_positions"])
+                                                 .add_column("end_positions", spans["end_positions"])
+                                                 .cast(train.features)])
+    return Teacher(run, model, cache, distill.with_teacher_outputs(kd_rows, cache.outputs, task="qa"))
 
 
 def train_student(cfg, inputs: StepInputs, teacher: Teacher, shape, kd: bool, seed: int, out_dir) -> dict:
@@ -131,7 +148,7 @@ def train_models(cfg, out_dir) -> dict:
     cache = teacher.cache
     return {"runs": runs, "examples": inputs.examples, "datasets": inputs.datasets, "tokenizer": inputs.tokenizer,
             "bf16": inputs.bf16,
-            "cache": {"rows": len(inputs.datasets["train"]), "built_now": cache.built_now,
+            "cache": {"rows": len(teacher.kd_train), "built_now": cache.built_now,
                       "build_seconds": cache.build_seconds},
             "teacher_layers": teacher.model.config.num_hidden_layers}
 
@@ -210,8 +227,8 @@ def headline_student(edge, teacher_layers: int):
 
 
 def variant_routes(edge, role: str) -> list[tuple[str, str]]:
-    """(runtime, precision) pairs tried for a model. Every model runs torch fp32 (the teacher's time is the
-    reference of every speed-up); the half-depth student ("half") also runs every precision of every
+    """(runtime, precision) pairs tried for a model. Every model runs torch fp32 (the teacher's fp32 is what
+    every speed-up compares with); the half-depth student ("half") also runs every precision of every
     runtime in edge.runtimes, and the other students ("student") the dynamic int8 of ONNX Runtime."""
     from kdlib.runtimes import ROUTES
 
@@ -223,16 +240,38 @@ def variant_routes(edge, role: str) -> list[tuple[str, str]]:
     return routes
 
 
+def _bench_unit(unit, key: str, model_path, args: list[str]) -> dict:
+    """`kdstudy bench --model M ARGS` in a fresh process (so that its peak memory is its own), memoised in
+    `unit`: its result JSON with status "ok", or status "failed: ..." (reported, not kept). `model_path`:
+    M, or a function that makes M (an export, done only when the unit is not memoised)."""
+    import subprocess
+    import sys
+
+    from kdlib import memo
+    from kdlib.outputs import read_json
+
+    def build(folder):
+        model = model_path() if callable(model_path) else model_path
+        cmd = [sys.executable, "-m", "kdlib.bench", "--model", str(model), *args, "--profile", "pi5",
+               "--out", str(folder / "bench.json")]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            return {"status": "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]}
+        return {"status": "ok", **read_json(folder / "bench.json")}
+
+    result = memo.run_unit(unit, key, build)
+    if result["status"] != "ok":
+        (unit / "result.json").unlink(missing_ok=True)
+    return result
+
+
 def benchmark_variants(trained: dict, edge, out_dir, questions_file, questions_sha: str,
                        calibration_windows: int = 32) -> list[dict]:
     """Each model on each of its routes through `kdstudy bench` in a fresh process (so its peak memory is
     its own), memoised per (model, route, questions). Refused routes are listed with the reason."""
-    import subprocess
-    import sys
     from pathlib import Path
 
     from kdlib import bench, memo
-    from kdlib.outputs import read_json
     from kdlib.runtimes import prepare, refusal
 
     out_dir = Path(out_dir)
@@ -256,30 +295,87 @@ def benchmark_variants(trained: dict, edge, out_dir, questions_file, questions_s
             key = memo.unit_key("qa-bench", ("qa", "bench", "runtimes"), run["key"], runtime, precision,
                                 edge.threads, questions_sha)
 
-            def build(folder, run=run, runtime=runtime, precision=precision):
-                model_path = Path(run["model_dir"])
-                if runtime != "torch":  # export the artifact the device would run
-                    from transformers import AutoModelForQuestionAnswering
+            def model_path(run=run, runtime=runtime, precision=precision):
+                folder = Path(run["model_dir"])
+                if runtime == "torch":
+                    return folder
+                from transformers import AutoModelForQuestionAnswering  # export what the device would run
 
-                    model = AutoModelForQuestionAnswering.from_pretrained(model_path)
-                    model_path = prepare(model, runtime, precision, model_path / f"{runtime}-{precision}",
-                                         threads=1, calibration=calibration).files[0]
-                cmd = [sys.executable, "-m", "kdlib.bench", "--model", str(model_path), "--data",
-                       str(questions_file), "--profile", "pi5", "--runtime", runtime, "--precision",
-                       precision, "--threads", str(edge.threads),
-                       "--out", str(folder / "bench.json")]
-                done = subprocess.run(cmd, capture_output=True, text=True)
-                if done.returncode != 0:
-                    return {"status": "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]}
-                return {"status": "ok", **read_json(folder / "bench.json")}
+                model = AutoModelForQuestionAnswering.from_pretrained(folder)
+                return prepare(model, runtime, precision, folder / f"{runtime}-{precision}", threads=1,
+                               calibration=calibration).files[0]
 
-            unit = out_dir / "bench" / f"{name}-{runtime}-{precision}"
-            result = memo.run_unit(unit, key, build)
-            if result["status"] != "ok":
-                (unit / "result.json").unlink(missing_ok=True)  # a failure is reported, not kept
+            result = _bench_unit(out_dir / "bench" / f"{name}-{runtime}-{precision}", key, model_path,
+                                 ["--data", str(questions_file), "--runtime", runtime, "--precision", precision,
+                                  "--threads", str(edge.threads)])
             measured = {k: v for k, v in result.items() if k not in ("predictions", "key", "params")}
             rows.append({**measured, **row, "artifact": measured.get("model")})
     return rows
+
+
+# The routes whose speed-up metrics.json quotes (student_speedup, quantized_student_speedup).
+PAIRED_ROUTES = (("torch", "fp32"), ("onnxruntime", "int8"))
+
+
+def paired_speedups(trained: dict, variants: list[dict], edge, out_dir, questions_file, questions_sha: str) -> list[dict]:
+    """Each student's PAIRED_ROUTES that ran in `variants` (benchmark_variants' rows), timed in turn with the
+    fp32 teacher, question by question in one process (`kdstudy bench --baseline`): the speed-ups that
+    metrics.json and Table 2 quote. The separate runs give each route's own memory, but a ratio of two
+    separate runs drifts with the machine's load. Memoised per (student, route, teacher, questions)."""
+    from pathlib import Path
+
+    from kdlib import memo
+
+    teacher = trained["runs"]["teacher"]
+    rows = []
+    for v in variants:
+        run = trained["runs"][v["model"]]
+        route = (v["runtime"], v["precision"])
+        if v["model"] == "teacher" or v["status"] != "ok" or route not in PAIRED_ROUTES:
+            continue
+        folder = Path(run["model_dir"])
+        model = folder if route == ("torch", "fp32") else folder / "-".join(route) / v["artifact"]
+        key = memo.unit_key("qa-bench-pair", ("qa", "bench"), run["key"], route, teacher["key"], edge.threads,
+                            questions_sha)
+        r = _bench_unit(Path(out_dir) / "bench" / f"{v['model']}-{'-'.join(route)}-vs-teacher", key, model,
+                        ["--runtime", route[0], "--precision", route[1], "--baseline", teacher["model_dir"],
+                         "--data", str(questions_file), "--threads", str(edge.threads)])
+        row = {"model": v["model"], "runtime": route[0], "precision": route[1], "status": r["status"]}
+        if r["status"] == "ok":
+            b = r["baseline"]
+            row.update(threads=r["threads"], questions=r["questions"], f1=r["f1"], teacher_f1=b["f1"],
+                       seconds=r["total_seconds"], teacher_seconds=b["total_seconds"], p50_ms=r["p50_ms"],
+                       teacher_p50_ms=b["p50_ms"], speedup=r["speedup_vs_baseline"])
+        rows.append(row)
+    return rows
+
+
+def table2(scores, pairs, device, names: list[str], half_name: str, has_half: bool):
+    """Seed 004's Table 2 with ours beside it: EM and F1 of the teacher and each KD student (`names`), their
+    time over the questions and speed-up from the runs timed in turn with the teacher (paired_speedups; the
+    teacher's time is the one beside `half_name`), the paper's columns for the teacher and, with
+    `has_half`, for the half-depth student (DistilBERT), and a device column when a device was measured."""
+    import pandas as pd
+
+    torch_pairs = pairs.query("runtime == 'torch' and status == 'ok'").set_index("model") if len(pairs) else None
+    sc = scores.set_index("model")
+    rows = []
+    for name in names:
+        pair = torch_pairs.loc[half_name if name == "teacher" else name] \
+            if torch_pairs is not None and (half_name if name == "teacher" else name) in torch_pairs.index else None
+        role = "teacher" if name == "teacher" else "half" if has_half and name == half_name else ""
+        paper = PAPER_TABLE2.get(role, (None,) * 4)
+        row = {"model": name, "layers": int(sc.loc[name, "layers"]), "EM": sc.loc[name, "exact_match"],
+               "F1": sc.loc[name, "f1"],
+               "time_s": None if pair is None else pair["teacher_seconds" if name == "teacher" else "seconds"],
+               "speedup": 1.0 if name == "teacher" else None if pair is None else pair["speedup"],
+               "paper_model": paper[0], "paper_EM": paper[1], "paper_F1": paper[2], "paper_time_s": paper[3],
+               "paper_speedup": PAPER_TABLE2["teacher"][3] / paper[3] if paper[3] else None}
+        if len(device):
+            d = device.query("model == @name and runtime == 'torch' and precision == 'fp32'")
+            row["device_time_s"] = d["total_seconds"].iloc[0] if len(d) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def device_results(folder) -> list[dict]:

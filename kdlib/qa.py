@@ -240,30 +240,38 @@ def random_span_baseline(examples, seed: int = 0, max_words: int = 4) -> dict[st
 
 def load_examples(edge, seed: int) -> dict[str, list[dict]]:
     """SQuAD v1.1 examples: `train` (edge.train_size questions), `select` (questions held out of train for
-    choosing the best epoch, so the validation questions are read once) and `eval` (edge.eval_size
-    questions of the validation split, with all their reference answers). Seeded draws."""
+    choosing the best epoch, so the validation questions are read once), `transfer` (edge.transfer_size more
+    train questions, for the teacher to label) and `eval` (edge.eval_size questions of the validation
+    split, with all their reference answers). Seeded draws, disjoint."""
     from kdlib import data
 
     dsd = data.load(edge.dataset)
     train = dsd["train"].shuffle(seed=seed)
     n_train = min(edge.train_size or len(train), len(train) - edge.select_size)
+    n_held = n_train + edge.select_size
     val = dsd["validation"].shuffle(seed=seed)
     n_eval = min(edge.eval_size or len(val), len(val))
     return {"train": list(train.select(range(n_train))),
-            "select": list(train.select(range(n_train, n_train + edge.select_size))),
+            "select": list(train.select(range(n_train, n_held))),
+            "transfer": list(train.select(range(n_held, min(n_held + edge.transfer_size, len(train))))),
             "eval": list(val.select(range(n_eval)))}
 
 
+def input_rows(examples, tk) -> tuple[dict[str, list], list[Window]]:
+    """Columns of token inputs only (no answer read), and the windows."""
+    windows = encode_windows(tk, [e["question"] for e in examples], [e["context"] for e in examples])
+    return {k: [getattr(w, k) for w in windows] for k in TOKEN_INPUTS}, windows
+
+
 def window_datasets(examples: dict[str, list[dict]], tk) -> dict:
-    """datasets.Dataset of training rows (train, select) and of eval windows (inputs only), and the eval
-    windows themselves (for answer extraction)."""
+    """datasets.Dataset of training rows (train, select), of transfer and eval windows (inputs only: their
+    answers are not read), and the eval windows themselves (for answer extraction)."""
     import datasets
 
     out = {name: datasets.Dataset.from_dict(training_rows(examples[name], tk)) for name in ("train", "select")}
-    ev = examples["eval"]
-    windows = encode_windows(tk, [e["question"] for e in ev], [e["context"] for e in ev])
-    out["eval"] = datasets.Dataset.from_dict({k: [getattr(w, k) for w in windows] for k in TOKEN_INPUTS})
-    out["eval_windows"] = windows
+    out["transfer"] = datasets.Dataset.from_dict(input_rows(examples.get("transfer", []), tk)[0])
+    eval_rows, out["eval_windows"] = input_rows(examples["eval"], tk)
+    out["eval"] = datasets.Dataset.from_dict(eval_rows)
     return out
 
 

@@ -16,7 +16,8 @@ rests on, and writes one row per seed to `reports/<profile>/verdicts/<claim>.csv
   repetition of the measurement).
 - `edge_speedup`: step 06's half-depth KD student (seed 004's DistilBERT), distilled with each seed from the
   profile's QA teacher (step 06's, fixed; the questions too), scored on 06's eval questions (SQuAD F1) and
-  timed beside the teacher in the pi5 profile (PyTorch fp32, batch 1, per question).
+  timed in turn with the teacher, question by question in one run, in the pi5 profile (PyTorch fp32,
+  batch 1).
 
 Every run is a memoised unit, so an interrupted `kdstudy verdicts` resumes where it stopped, and the seed
 of the profile itself reuses nothing but gives the same numbers as its step (same key, same training).
@@ -70,15 +71,16 @@ def _bench_settings(cfg: StudyParams):
 
 def _timed(out: Path, name: str, seed: int, named_models: dict, settings: dict, measure,
            code: tuple[str, ...] = TIMING_CODE) -> dict[str, float]:
-    """Each model's time in ms, `measure(name, model)`, all measured together in one unit per seed (so a
-    speed-up compares models timed under the same load). `settings` and `code` decide the unit's key."""
+    """Each model's time in ms, `measure(named_models)` -> {name: ms}, all measured together in one unit per
+    seed (so a speed-up compares models timed under the same load). `settings` and `code` decide the
+    unit's key."""
     from kdlib.distill import model_fingerprint
 
     params = {"seed": seed, "models": {n: model_fingerprint(m)[:16] for n, m in named_models.items()}, **settings}
     key = memo.unit_key("verdict_timing", code, params, memo.machine())
 
     def build(_folder):
-        return {"ms": {n: measure(n, m) for n, m in named_models.items()}}
+        return {"ms": measure(named_models)}
 
     return memo.run_unit(out / "timing" / f"{name}_seed{seed}", key, build, params=params)["ms"]
 
@@ -89,8 +91,8 @@ def _large_batch_latency(cfg: StudyParams):
 
     settings = _bench_settings(cfg)
 
-    def measure(name, model):
-        return Benchmark(model, name).run(settings, "torch", "fp32")["latency_ms_median"]
+    def measure(named_models):
+        return {n: Benchmark(m, n).run(settings, "torch", "fp32")["latency_ms_median"] for n, m in named_models.items()}
 
     return dataclasses.asdict(settings), measure
 
@@ -134,22 +136,25 @@ def layer_vs_ffn(cfg: StudyParams, seed: int, out: Path) -> dict:
             "layer_ms": fit["layer_cost_at_middle_ffn"], "ffn_widening_ms": fit["ffn_widening_cost_one_layer"]}
 
 
-def _pi5_time(edge, questions_file: Path, questions_sha: str, model_dirs: dict):
-    """(settings, measure) for _timed: a QA model's mean time per question in step 06's pi5 profile
-    (kdstudy bench: batch 1, edge.threads threads), PyTorch fp32, over 06's eval questions."""
+def _pi5_time(edge, questions_file: Path, questions_sha: str, teacher_dir, student_dir):
+    """(settings, measure) for _timed: the teacher's and a student's mean time per question in step 06's pi5
+    profile (kdstudy bench: batch 1, edge.threads threads, PyTorch fp32) over 06's eval questions, the two
+    timed in turn question by question in one run (`--baseline`), as step 06 times them."""
     import torch
 
     from kdlib import bench
 
-    def measure(name, _model):
+    def measure(named_models):
+        teacher, student = named_models  # names: the teacher first
         threads = torch.get_num_threads()
         try:
-            return bench.run_benchmark(model_dirs[name], questions_file, "pi5", "torch", "fp32",
-                                       edge.threads)["mean_ms"]
+            r = bench.run_benchmark(student_dir, questions_file, "pi5", "torch", "fp32", edge.threads,
+                                    baseline=teacher_dir)
         finally:
             torch.set_num_threads(threads)  # bench sets the profile's threads; training here keeps its own
+        return {teacher: r["baseline"]["mean_ms"], student: r["mean_ms"]}
 
-    return {"profile": "pi5", "threads": edge.threads, "questions": questions_sha}, measure
+    return {"profile": "pi5", "threads": edge.threads, "questions": questions_sha, "timed": "in turn"}, measure
 
 
 def _edge_setup(cfg: StudyParams, out: Path) -> dict:
@@ -184,9 +189,9 @@ def edge_speedup(cfg: StudyParams, seed: int, out: Path, train_only: bool = Fals
            "teacher_f1": t["f1"], "student_em": scores["exact_match"], "student_f1": scores["f1"],
            "student_f1_retention": scores["f1"] / t["f1"]}
     if not train_only:
-        dirs = {"teacher": teacher.run["model_dir"], name: run["model_dir"]}
         ms = _timed(out, "edge_speedup", seed, {"teacher": teacher.model, name: student},
-                    *_pi5_time(cfg.edge, *shared["questions"], dirs), code=("bench", "qa"))
+                    *_pi5_time(cfg.edge, *shared["questions"], teacher.run["model_dir"], run["model_dir"]),
+                    code=("bench", "qa"))
         row.update(teacher_ms=ms["teacher"], student_ms=ms[name], student_speedup=ms["teacher"] / ms[name])
     return row
 

@@ -127,3 +127,23 @@ def test_step_06_takes_in_a_device_result(tiny_qa_dir, data_file, tmp_path):
     assert len(rows) == 1 and rows[0]["file"] == "pi5.json"
     assert (rows[0]["runtime"], rows[0]["f1"], rows[0]["total_seconds"]) == ("torch", result["f1"], result["total_seconds"])
     assert rows[0]["device"] == (result["machine"]["board"] or result["machine"]["cpu"])
+
+
+def test_bench_times_a_baseline_in_turn(tiny_qa_dir, data_file, tmp_path):
+    """--baseline: both models answer every question in the same run; the speed-up is their time ratio, and
+    each model's answers are those it gives when timed alone (same model twice: same answers)."""
+    out = tmp_path / "pair.json"
+    assert cli.main(["bench", "--model", str(tiny_qa_dir), "--baseline", str(tiny_qa_dir), "--data",
+                     str(data_file), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    alone = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0)
+    b = r["baseline"]
+    assert (b["runtime"], b["precision"], b["f1"], b["exact_match"]) == ("torch", "fp32", alone["f1"], alone["exact_match"])
+    assert r["f1"] == alone["f1"] and r["predictions"] == alone["predictions"]
+    assert r["speedup_vs_baseline"] == pytest.approx(b["total_seconds"] / r["total_seconds"])
+    assert b["p95_ms"] >= b["p50_ms"] > 0
+
+
+def test_bench_refuses_a_baseline_it_cannot_run(tiny_qa_dir, data_file, tmp_path):
+    assert cli.main(["bench", "--model", str(tiny_qa_dir), "--baseline", str(tmp_path / "missing"), "--data",
+                     str(data_file), "--out", str(tmp_path / "o.json")]) == 2

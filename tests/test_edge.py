@@ -37,3 +37,74 @@ def test_a_stride_student_copies_the_chosen_layers_and_the_head(tiny_bert_config
             assert torch.equal(s, t), name
     assert torch.equal(student.qa_outputs.weight, teacher.qa_outputs.weight)
     assert len(teacher.bert.encoder.layer) == teacher.config.num_hidden_layers == 4  # the teacher is untouched
+
+
+CONTEXT = "The Broncos defeated the Panthers 24 to 10 at Levi's Stadium in Santa Clara, California, in February 2016."
+
+
+def _example(i: int, question: str, answer: str) -> dict:
+    return {"id": str(i), "question": question, "context": CONTEXT,
+            "answers": {"text": [answer], "answer_start": [CONTEXT.index(answer)]}}
+
+
+def test_the_transfer_set_is_labelled_by_the_teacher_alone(tiny_bert_config, tmp_path, monkeypatch):
+    """KD's transfer questions reach the KD students with the teacher's logits and its most likely start and
+    end as their span (their own answers are never read); the train questions keep their gold spans."""
+    from transformers import BertForQuestionAnswering
+
+    from kdlib import edge, qa
+    from kdlib.models import load_tokenizer, save_model
+
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
+    tokenizer = load_tokenizer("minilm")
+    torch.manual_seed(0)
+    save_model(BertForQuestionAnswering(tiny_bert_config(vocab_size=30522)).eval(), tokenizer, tmp_path / "teacher")
+    examples = {"train": [_example(0, "Who won?", "Broncos"), _example(1, "Who lost?", "Panthers")],
+                "select": [_example(2, "When?", "February 2016")],
+                # Answers that are wrong on purpose: were they read, the spans would point at them.
+                "transfer": [_example(3, "Where?", "The Broncos"), _example(4, "Score?", "The Broncos")],
+                "eval": [_example(5, "Where was it?", "Levi's Stadium")]}
+    datasets = qa.window_datasets(examples, qa.window_tokenizer(tokenizer, 40, 16))
+    assert "start_positions" not in datasets["transfer"].column_names
+    inputs = edge.StepInputs(tokenizer, examples, datasets, bf16=False, settings={})
+    teacher = edge.load_teacher({"model_dir": str(tmp_path / "teacher")}, inputs)
+
+    train, transfer, kd = datasets["train"], datasets["transfer"], teacher.kd_train
+    assert len(kd) == len(train) + len(transfer) and len(transfer) >= 2
+    assert kd["start_positions"][:len(train)] == train["start_positions"]
+    with torch.no_grad():
+        for i in range(len(train), len(kd)):
+            row = kd[i]
+            out = teacher.model(**{k: torch.tensor([row[k]]) for k in qa.TOKEN_INPUTS})
+            assert row["teacher_start_logits"] == pytest.approx(out.start_logits[0].tolist(), abs=1e-4)
+            assert row["start_positions"] == int(out.start_logits[0].argmax())
+            assert row["end_positions"] == int(out.end_logits[0].argmax())
+
+
+def test_teacher_outputs_under_bf16_are_float32_and_cached_apart(tiny_qa_teacher, tiny_tokenizer, tmp_path):
+    import datasets
+
+    from kdlib import distill
+
+    ds = datasets.Dataset.from_dict({"input_ids": [[101, 7, 8, 9, 102], [101, 5, 102]],
+                                     "attention_mask": [[1] * 5, [1] * 3]})
+    fp32 = distill.teacher_outputs(tiny_qa_teacher, ds, tiny_tokenizer, tmp_path, task="qa")
+    bf16 = distill.teacher_outputs(tiny_qa_teacher, ds, tiny_tokenizer, tmp_path, task="qa", bf16=True)
+    assert bf16.path != fp32.path and bf16.built_now and fp32.built_now
+    for name in ("start_logits", "end_logits"):
+        a, b = fp32.outputs[name], bf16.outputs[name]
+        assert b.dtype == torch.float32 and a.shape == b.shape
+        assert torch.allclose(a, b, atol=0.05) and not torch.equal(a, b)  # bf16 keeps ~3 significant digits
+
+
+def test_train_select_and_transfer_questions_are_disjoint_draws(data_dir):
+    from kdlib.config import EdgeParams
+    from kdlib.qa import load_examples
+
+    ex = load_examples(EdgeParams(train_size=30, select_size=5, transfer_size=12, eval_size=4), seed=3)
+    ids = {name: {e["id"] for e in ex[name]} for name in ("train", "select", "transfer", "eval")}
+    assert {k: len(v) for k, v in ids.items()} == {"train": 30, "select": 5, "transfer": 12, "eval": 4}
+    assert not (ids["train"] & ids["select"]) and not (ids["transfer"] & (ids["train"] | ids["select"]))
+    # The transfer set comes after train and select in the same draw: adding it changes neither.
+    without = load_examples(EdgeParams(train_size=30, select_size=5, transfer_size=0, eval_size=4), seed=3)
+    assert without["train"] == ex["train"] and without["select"] == ex["select"] and without["transfer"] == []

@@ -69,6 +69,23 @@ def test_the_numbers_hold_what_holds_by_construction(smoke_run):
     timed = bench[bench["latency_ms_median"].notna()]
     assert {"cpu_model", "cpu_flags", "threads", "runtime", "latency_ms_median", "latency_ms_p95"} <= set(bench.columns)
     assert (timed["latency_ms_median"] <= timed["latency_ms_p95"]).all()
+    # Step 06: a student timed in turn with the teacher answers as in its own run (same model, same
+    # questions), and metrics.json quotes that pair's speed-up.
+    step06 = out / "06_edge_benchmark" / "tables"
+    pairs = pd.read_csv(step06 / "paired_speedups.csv")
+    variants = pd.read_csv(step06 / "variants.csv").set_index(["model", "runtime", "precision"])
+    assert set(pairs["runtime"]) == {"torch", "onnxruntime"} and (pairs["status"] == "ok").all()
+    for p in pairs.itertuples():
+        assert p.f1 == pytest.approx(variants.loc[(p.model, p.runtime, p.precision), "f1"])
+        assert p.teacher_f1 == pytest.approx(variants.loc[("teacher", "torch", "fp32"), "f1"])
+        assert p.speedup == pytest.approx(p.teacher_seconds / p.seconds)
+    edge = metrics(out, "06_edge_benchmark")
+    torch_pair = pairs.query("runtime == 'torch'").iloc[0]
+    assert edge["student_speedup"] == pytest.approx(torch_pair["speedup"])
+    table2 = pd.read_csv(step06 / "table2.csv").set_index("model")  # its times are the pair's
+    assert table2.loc["teacher", "time_s"] == pytest.approx(torch_pair["teacher_seconds"])
+    assert table2.loc[torch_pair["model"], "time_s"] == pytest.approx(torch_pair["seconds"])
+    assert edge["quantized_student_speedup"] == pytest.approx(pairs.query("runtime == 'onnxruntime'")["speedup"].iloc[0])
 
 
 @pytest.mark.slow
