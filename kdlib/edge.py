@@ -108,11 +108,10 @@ def load_teacher(run: dict, inputs: StepInputs) -> Teacher:
                                     bf16=inputs.bf16)
     kd_rows = train
     if len(transfer):
-        n = len(train)
-        spans = {f"{end}_positions": cache.outputs[f"{end}_logits"][n:].argmax(-1).tolist() for end in ("start", "end")}
-        kd_rows = datasets.concatenate_datasets([train, transfer.add_column("start_positions", spans["start_positions"])
-                                                 .add_column("end_positions", spans["end_positions"])
-                                                 .cast(train.features)])
+        for end in ("start", "end"):  # the teacher's most likely token, as the gold span would be
+            transfer = transfer.add_column(f"{end}_positions",
+                                           cache.outputs[f"{end}_logits"][len(train):].argmax(-1).tolist())
+        kd_rows = datasets.concatenate_datasets([train, transfer.cast(train.features)])
     return Teacher(run, model, cache, distill.with_teacher_outputs(kd_rows, cache.outputs, task="qa"))
 
 
@@ -361,8 +360,8 @@ def table2(scores, pairs, device, names: list[str], half_name: str, has_half: bo
     sc = scores.set_index("model")
     rows = []
     for name in names:
-        pair = torch_pairs.loc[half_name if name == "teacher" else name] \
-            if torch_pairs is not None and (half_name if name == "teacher" else name) in torch_pairs.index else None
+        timed_with = half_name if name == "teacher" else name  # the pair that timed this model
+        pair = torch_pairs.loc[timed_with] if torch_pairs is not None and timed_with in torch_pairs.index else None
         role = "teacher" if name == "teacher" else "half" if has_half and name == half_name else ""
         paper = PAPER_TABLE2.get(role, (None,) * 4)
         row = {"model": name, "layers": int(sc.loc[name, "layers"]), "EM": sc.loc[name, "exact_match"],
