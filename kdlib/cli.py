@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kdlib.config import ParamsError, load_params
+from kdlib.inference import bench as standalone_bench
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,19 +47,21 @@ def _parser() -> argparse.ArgumentParser:
                                          "training split where the route needs it)")
     export.add_argument("--threads", type=int, help="threads of the runtime session (default: the runtime's)")
     bench = sub.add_parser("bench", help="time one QA model on SQuAD questions, batch 1 (e.g. on a Raspberry Pi)")
-    from kdlib.bench import add_arguments
-
-    add_arguments(bench)
+    standalone_bench.add_arguments(bench)
     return p
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "bench":  # only what the benchmark needs: it runs alone on small devices
-        from kdlib.bench import run_from_args
-
-        return run_from_args(args)
-    from kdlib import runner, steps
+        return standalone_bench.run_from_args(args)
+    # The study's own modules import torch, transformers and datasets, which a device that only runs the
+    # benchmark lacks: they are imported here, past the benchmark's branch, and nowhere else in this file.
+    from kdlib.inference.export import export
+    from kdlib.pipeline import runner, steps
+    from kdlib.pipeline.config import ParamsError, load_params
+    from kdlib.report import render
+    from kdlib.studies import verdicts
 
     try:
         if args.command == "check":
@@ -70,22 +72,17 @@ def main(argv=None) -> int:
                 print(f"{step.stem:<20} {step.title}  (needs: {', '.join(step.needs) or '-'}; "
                       f"parameters: {', '.join(step.sections)})")
         elif args.command == "verdicts":
-            from kdlib import verdicts
-
             for claim, path in verdicts.run(load_params(args.params), args.train_only, args.claim).items():
                 print(f"{claim}: {path}")
         elif args.command == "export":
-            from kdlib.export import export
-
-            manifest = export(args.model, args.runtime, args.precision, args.out, args.params, args.threads)
+            cfg = load_params(args.params) if args.params else None
+            manifest = export(args.model, args.runtime, args.precision, args.out, cfg, args.threads)
             accuracy = manifest["accuracy"]
             measured = (f"accuracy {accuracy['accuracy']:.4f} on {accuracy['n']} test examples" if accuracy
                         else manifest["accuracy_note"])
             print(f"{args.out}: {manifest['route']['runtime']}/{manifest['route']['precision']}, "
                   f"{manifest['size_mb']:.1f} MB, {measured}")
         elif args.command == "report":
-            from kdlib import render
-
             built = render.build(load_params(args.params))
             print(f"{built['pdf']} ({built['n_pages']} pages) and {built['html']}; sections with a step not run: "
                   f"{built['sections_not_run']}")

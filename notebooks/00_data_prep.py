@@ -24,9 +24,10 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib import steps
-from kdlib.config import load_params
-from kdlib.outputs import read_json, save_figure, step_dir, write_csv, write_metrics
+from kdlib.core.io import save_figure, write_csv, write_metrics
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import step_dir
 
 STEP = steps.get("00_data_prep")
 cfg = load_params(params_file)
@@ -34,7 +35,8 @@ out = step_dir(cfg.profile, STEP.stem)
 print(f"profile {cfg.profile}: writing to {out}")
 
 # %%
-from kdlib import data, models, plots
+from kdlib.core import data, models
+from kdlib.studies import plots
 
 full = data.load(cfg.data.dataset)
 dsd = data.prepare(cfg.data, cfg.seed)   # the profile's subset (stratified, seeded); the whole split when sizes are null

@@ -31,9 +31,10 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib import steps
-from kdlib.config import load_params
-from kdlib.outputs import read_json, save_figure, step_dir, write_csv, write_metrics
+from kdlib.core.io import read_json, save_figure, write_csv, write_metrics
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import step_dir
 
 STEP = steps.get("02_distill")
 cfg = load_params(params_file)
@@ -41,7 +42,7 @@ out = step_dir(cfg.profile, STEP.stem)
 print(f"profile {cfg.profile}: writing to {out}")
 
 # %%
-from kdlib import plots, results, train
+from kdlib.studies import plots, results, train
 
 summary = train.launch("distill", cfg)
 runs = summary["runs"]

@@ -31,9 +31,10 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib import steps
-from kdlib.config import load_params
-from kdlib.outputs import read_json, save_figure, step_dir, write_csv, write_metrics
+from kdlib.core.io import read_json, save_figure, write_csv, write_metrics
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import step_dir
 
 STEP = steps.get("03_grid")
 cfg = load_params(params_file)
@@ -52,7 +53,8 @@ print(f"profile {cfg.profile}: writing to {out}")
 # %%
 import dataclasses
 
-from kdlib import grid, models, plots, results, train
+from kdlib.core.data import task_data
+from kdlib.studies import grid, plots, results, train
 
 paper_arch = grid.paper_architecture_table()
 write_csv(out / "tables" / "table4_paper_architecture.csv", paper_arch)
@@ -124,7 +126,7 @@ bench_settings = dataclasses.replace(cfg.benchmark, runtimes=["torch"], precisio
 bench = results.benchmark_models({"teacher": teacher, **students}, bench_settings, baseline="teacher",
                                  cache_dir=out / "benchmarks")
 write_csv(out / "tables" / "benchmark.csv", bench)
-_, names, tok = train.task_data(cfg, tokenizer)
+_, names, tok = task_data(cfg, tokenizer)
 pred_seconds = grid.prediction_seconds({"teacher": teacher, **students}, tok["test"], tokenizer,
                                        cfg.grid.eval_batch_size, out)
 table4 = grid.table4(summary, bench, pred_seconds, teacher_accuracy, cfg.benchmark.seq_len,
@@ -185,7 +187,7 @@ save_figure(fig, out, "time_vs_shape")
 # profile of one forward pass at batch 1 shows where the rest of the time goes.
 
 # %%
-from kdlib.flops import model_flops
+from kdlib.compress.flops import model_flops
 
 half = [n for n in layer_copy if runs[n]["layers"] == teacher.config.num_hidden_layers // 2]
 widest_half = max(half, key=lambda n: runs[n]["ffn"])

@@ -20,13 +20,13 @@
 # the same harness on the same test split and the same CPU, and then looks for **the fastest route that
 # keeps the teacher's accuracy** on this machine:
 #
-# | family | what is built here (`kdlib/compress.py`) |
+# | family | what is built here (`kdlib/compress/pruning.py`) |
 # |---|---|
 # | pruning | the teacher's least important attention heads cut out (Michel et al. 2019), then a short KD recovery; and unstructured magnitude pruning |
 # | weight factorization | the FFN and word-embedding matrices of the teacher as rank-r SVD products, at two ranks, then KD recovery |
 # | knowledge distillation | 03's best half-depth and best 1-layer students, its fastest student within 97% of the teacher, 02's student and its no-KD twin |
 # | weight sharing | an ALBERT-style student: one teacher layer shared by every position, factorised embeddings, distilled like the others |
-# | quantization | every route of `kdlib.runtimes` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on the teacher and the best students |
+# | quantization | every route of `kdlib.inference.runtimes` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on the teacher and the best students |
 # | combinations | KD + int8, KD + head pruning + int8 |
 #
 # **What is timed where.** Timing every model on every route would take far longer than this step's budget.
@@ -39,9 +39,10 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib import steps
-from kdlib.config import load_params
-from kdlib.outputs import save_figure, step_dir, write_csv, write_metrics
+from kdlib.core.io import save_figure, write_csv, write_metrics
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import step_dir
 
 STEP = steps.get("04_compare")
 cfg = load_params(params_file)
@@ -59,7 +60,11 @@ print(f"profile {cfg.profile}: writing to {out}")
 # its `note` column).
 
 # %%
-from kdlib import compare, compare_plots, compare_report, kd_positions, train
+from kdlib.studies import train
+from kdlib.studies.compare import kd_positions
+from kdlib.studies.compare import models as compare
+from kdlib.studies.compare import plots as compare_plots
+from kdlib.studies.compare import tables as compare_report
 
 records = compare.upstream_records(cfg)
 teacher, tokenizer = train.load_teacher(cfg)
@@ -107,7 +112,7 @@ save_figure(compare_plots.importance_figure(importance), out, "head_importance")
 # refuses (a missing package, bf16 without native bf16 instructions) is a row with its reason.
 
 # %%
-from kdlib.runtimes import ROUTES
+from kdlib.inference.runtimes import ROUTES
 
 # The routes are timed on the teacher, 03's students and the head-pruned half-depth student.
 kd_pruned = catalogue["name"].iloc[-1]
@@ -119,7 +124,7 @@ calibration = compare.calibration_inputs(data.tok["train"], tokenizer, cfg.compa
                                          cfg.data.max_length)
 route_rows = compare.measure(quantization_set, other_routes, cfg.benchmark, data.tok["test"], tokenizer,
                              cfg.data.max_length, out / "measurements", calibration=calibration)
-print(f"routes offered by kdlib.runtimes: {ROUTES}")
+print(f"routes offered by kdlib.inference.runtimes: {ROUTES}")
 print(f"routes measured: torch/fp32 and {other_routes}")
 
 # %%
@@ -188,7 +193,7 @@ methods = [
     {"name": "pruned / factorised teacher, recovery (04)", "init": True, "finetuning": cfg.grid.loss},
     {"name": "ALBERT-style student (04)", "init": True, "finetuning": cfg.grid.loss},
     {"name": "heterogeneous KD (05)", "init": False, "finetuning": "hetero"},
-    {"name": "DistilBERT's triple loss (kdlib.losses)", "init": True, "pretraining": "triple"},
+    {"name": "DistilBERT's triple loss (kdlib.core.losses)", "init": True, "pretraining": "triple"},
 ]
 kd_position = kd_positions.kd_position_table(methods)
 write_csv(out / "tables" / "kd_position.csv", kd_position)

@@ -35,9 +35,10 @@ params_file = "../params/quick.yaml"
 # %%
 import time
 
-from kdlib import steps
-from kdlib.config import load_params
-from kdlib.outputs import cache_root, save_figure, step_dir, write_csv, write_metrics, write_text
+from kdlib.core.io import save_figure, write_csv, write_metrics, write_text
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import cache_root, step_dir
 
 STEP = steps.get("05_hetero_kd")
 cfg = load_params(params_file)
@@ -55,8 +56,9 @@ print(f"profile {cfg.profile}: writing to {out}")
 # longer than 128: the quick profile keeps 128 (most of a post's topic words come early), `full` keeps 512.
 
 # %%
-from kdlib import hetero, hetero_embed
-from kdlib.models import load_tokenizer
+from kdlib.core.models import load_tokenizer
+from kdlib.studies.hetero import dense as hetero
+from kdlib.studies.hetero import embed as hetero_embed
 
 dsd = hetero.load_data(hp, cfg.seed)
 texts = {split: list(dsd[split]["text"]) for split in ("train", "validation", "test")}
@@ -110,7 +112,9 @@ print("dense runs read from disk" if study["reused"] else "dense runs trained no
 # ## Table 3: the teachers
 
 # %%
-from kdlib import hetero_plots, hetero_report
+from kdlib.studies import papers
+from kdlib.studies.hetero import plots as hetero_plots
+from kdlib.studies.hetero import tables as hetero_report
 
 table3 = hetero_report.table3(study["teachers"], hp, splits["train"].x.shape[1])
 write_csv(out / "tables" / "table3.csv", table3)
@@ -152,8 +156,8 @@ tests.round(4)
 # ## Tables 5 and 6: accuracy and macro-F1 per epoch (early stopping off)
 
 # %%
-table5 = hetero_report.per_epoch(study["curves"], headline, "test_accuracy", hp.curve_epochs, hetero.PAPER_TABLE5)
-table6 = hetero_report.per_epoch(study["curves"], headline, "test_macro_f1", hp.curve_epochs, hetero.PAPER_TABLE6)
+table5 = hetero_report.per_epoch(study["curves"], headline, "test_accuracy", hp.curve_epochs, papers.SEED003_TABLE5)
+table6 = hetero_report.per_epoch(study["curves"], headline, "test_macro_f1", hp.curve_epochs, papers.SEED003_TABLE6)
 write_csv(out / "tables" / "table5.csv", table5)
 write_csv(out / "tables" / "table6.csv", table6)
 write_csv(out / "tables" / "curves.csv", study["curves"])
@@ -213,11 +217,11 @@ print(text)
 import pandas as pd
 
 if hp.transformer.enabled:
-    from kdlib import hetero_transformer
+    from kdlib.studies.hetero import transformer as hetero_transformer
 
     transformer = hetero_transformer.run_transformer_students(
         hp.transformer, hp.encoder, dsd, study["teacher_logits"], cfg.seed, out / "runs" / "transformer",
-        hp.workers)
+        hp.workers, bf16=cfg.compute.bf16)
 else:
     transformer = pd.DataFrame(columns=["variant", "seed", "test_accuracy", "test_macro_f1"])
 write_csv(out / "tables" / "transformer.csv", transformer)

@@ -44,9 +44,10 @@ params_file = "../params/quick.yaml"
 import os
 import time
 
-from kdlib import steps
-from kdlib.config import load_params
-from kdlib.outputs import save_figure, step_dir, write_csv, write_metrics
+from kdlib.core.io import save_figure, write_csv, write_metrics
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import step_dir
 
 STEP = steps.get("06_edge_benchmark")
 cfg = load_params(params_file)
@@ -59,7 +60,7 @@ print(f"profile {cfg.profile}: writing to {out}")
 # ## The budget, and the sizes it allows
 #
 # On a 2-core AVX-512 CPU MiniLM trains at about 7.5 windows/s (length 256, batch 16, fp32) and about
-# 1.7× faster with bf16 autocast, which `edge.precision: auto` uses where the CPU has native bf16. The
+# 1.7× faster with bf16 autocast, which `compute.precision: auto` uses where the CPU has native bf16. The
 # training runs (the teacher, each student and its twin; a half-depth student costs about half the
 # teacher per epoch) must share the 10 minutes with evaluation and the benchmark (~2 minutes), so the quick
 # profile trains on `train_size` questions (and `transfer_size` that only the teacher labels), the teacher
@@ -74,7 +75,8 @@ print(f"profile {cfg.profile}: writing to {out}")
 # %%
 import pandas as pd
 
-from kdlib import edge as step06, qa
+from kdlib.core import squad as qa
+from kdlib.studies.edge import step as step06
 
 trained = step06.train_models(cfg, out)
 runs = trained["runs"]
@@ -91,7 +93,7 @@ for name, run in runs.items():
 history = pd.concat([pd.DataFrame(run["history"]).assign(run=name) for name, run in runs.items()],
                     ignore_index=True)
 write_csv(out / "tables" / "history.csv", history)
-from kdlib import plots
+from kdlib.studies import plots
 
 fig = plots.training_curves(history, "span_exact", title="Held-out train questions: exact token span per epoch")
 save_figure(fig, out, "history")
@@ -99,7 +101,7 @@ save_figure(fig, out, "history")
 # %% [markdown]
 # ## EM and F1 on the validation questions
 #
-# The official SQuAD v1.1 rules (`kdlib.qa.squad_scores`): lower case; punctuation, the articles a/an/the
+# The official SQuAD v1.1 rules (`kdlib.core.squad.squad_scores`): lower case; punctuation, the articles a/an/the
 # and extra whitespace removed; exact match and token F1 each take the **maximum over the reference
 # answers** (SQuAD dev has up to three per question). Two trivial answers give the floor: the context's
 # first sentence, and 1–4 random consecutive words.
@@ -110,8 +112,8 @@ write_csv(out / "tables" / "scores.csv", scores)
 scores.round(2)
 
 # %%
-import seaborn as sns
 import matplotlib.pyplot as plt
+import seaborn as sns
 
 long = scores.melt(id_vars="model", value_vars=["exact_match", "f1"], var_name="metric", value_name="score")
 fig, ax = plt.subplots(figsize=(7, 3.8))
@@ -237,7 +239,7 @@ save_figure(step06.temperature_figure(temps, "The teacher's start distribution a
 
 # %% [markdown]
 # **DistilBERT's triple loss** is α·KL(teacher ‖ student, at T) + β·MLM + γ·cosine(hidden states). Its terms
-# are computed here by `kdlib.losses.distilbert_triple_loss` on one batch of our windows (15% of tokens
+# are computed here by `kdlib.core.losses.distilbert_triple_loss` on one batch of our windows (15% of tokens
 # masked), for a half-depth student made from MiniLM. **MiniLM ships without its masked-LM head**, so teacher
 # and student share one freshly initialised head (its decoder tied to the word embeddings): the terms are
 # computed exactly as DistilBERT's pre-training computes them, but their sizes are those of an untrained head

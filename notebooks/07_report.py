@@ -13,9 +13,9 @@
 # the same report as `report.html`, from the files the notebooks before it wrote. Nothing is computed here:
 # every number is read from a CSV or JSON file a step produced, and every caption names the notebook and the
 # file. The only numbers typed in by hand are the papers' published ones, in their own attributed columns
-# and sentences (`kdlib/findings.py`).
+# and sentences (`kdlib/report/findings.py`).
 #
-# The sections are declared once, in `kdlib/report.py`. A step that has not run for this profile is
+# The sections are declared once, in `kdlib/report/sections.py`. A step that has not run for this profile is
 # reported as "not run" rather than skipped in silence, so the report can be built at any point of the study.
 #
 # The PDF needs only pip: Jinja2 templates (`kdlib/templates/`) render Typst source, which the `typst`
@@ -27,9 +27,10 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib import steps
-from kdlib.config import load_params
-from kdlib.outputs import step_dir, write_metrics
+from kdlib.core.io import write_metrics
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import step_dir
 
 STEP = steps.get("07_report")
 cfg = load_params(params_file)
@@ -44,7 +45,7 @@ print(f"profile {cfg.profile}: writing to {out}")
 # %%
 import pandas as pd
 
-from kdlib import report
+from kdlib.report import sections as report
 
 pd.DataFrame([{"section": s["title"], "not run": ", ".join(s["not_run"]) or "–"}
               for s in report.collect_sections(out.parent)])
@@ -54,12 +55,12 @@ pd.DataFrame([{"section": s["title"], "not run": ", ".join(s["not_run"]) or "–
 #
 # Each claim of the seeds is tested across seeds. A verdict (holds / does not hold) needs at least five
 # seeds; with fewer the finding says "cannot tell (n seeds)". Multi-seed results are read from
-# `reports/<profile>/verdicts/<claim>.csv` (written by `kdstudy verdicts`), one row per seed (see `kdlib/findings.py` for the columns of each claim);
+# `reports/<profile>/verdicts/<claim>.csv` (written by `kdstudy verdicts`), one row per seed (see `kdlib/report/findings.py` for the columns of each claim);
 # without that file a finding shows this profile's single run.
 
 # %%
-from kdlib import render
-from kdlib.outputs import reports_root
+from kdlib.pipeline.paths import reports_root
+from kdlib.report import render
 
 pd.DataFrame(render.findings_rows(out.parent, reports_root() / "verdicts"))
 
@@ -72,7 +73,7 @@ print(f"{built['pdf']}: {built['n_pages']} pages\n{built['html']}")
 
 # %% [markdown]
 # The student-initialisation figure is the report's own: which teacher layers each student copies,
-# from `kdlib.models.select_teacher_layers`, for every depth below our teacher's and for DistilBERT.
+# from `kdlib.core.models.select_teacher_layers`, for every depth below our teacher's and for DistilBERT.
 
 # %%
 from IPython.display import Image

@@ -49,7 +49,7 @@ def tiny_teacher_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from kdlib.models import resolve_model
+    from kdlib.core.models import resolve_model
 
     folder = tmp_path_factory.mktemp("tiny_teacher")
     tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
@@ -67,7 +67,7 @@ def tiny_tokenizer():
     token ids stay under 1000 (pad id 0)."""
     from transformers import AutoTokenizer
 
-    from kdlib.models import resolve_model
+    from kdlib.core.models import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model("minilm"))
 

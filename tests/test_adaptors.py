@@ -1,4 +1,4 @@
-"""Task adaptors (outputs, labels, metrics) and the two-head models of kdlib.heads."""
+"""Task adaptors (outputs, labels, metrics) and the two-head models of kdlib.core.heads."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,9 +7,9 @@ import torch
 from transformers import BertConfig
 from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput
 
-from kdlib import adaptors
-from kdlib.adaptors import MASK_VALUE, get_adaptor
-from kdlib.heads import BertForTwoHeadClassification, DenseTwoHead, DenseTwoHeadConfig
+from kdlib.core import adaptors
+from kdlib.core.adaptors import MASK_VALUE, get_adaptor
+from kdlib.core.heads import BertForTwoHeadClassification, DenseTwoHead, DenseTwoHeadConfig
 
 
 def tiny_two_head_bert(seed=0):

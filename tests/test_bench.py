@@ -5,7 +5,10 @@ import sys
 
 import pytest
 
-from kdlib import bench, cli, qa
+from kdlib import cli
+from kdlib.core import squad
+from kdlib.inference import bench
+from kdlib.studies.edge import qa
 
 CONTEXT = "The Broncos defeated the Panthers 24 to 10 at Levi's Stadium in Santa Clara, California, in February 2016."
 QUESTIONS = [
@@ -22,7 +25,7 @@ def tiny_qa_dir(tmp_path_factory):
     import torch
     from transformers import BertConfig, BertForQuestionAnswering
 
-    from kdlib.models import load_tokenizer, save_model
+    from kdlib.core.models import load_tokenizer, save_model
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
@@ -50,7 +53,7 @@ def test_bench_torch_end_to_end(tiny_qa_dir, data_file, tmp_path):
     assert r["peak_rss_mb"] > 0 and r["model_size_mb"] > 0 and r["machine"]["cpu"]
     # The scores are those of the recorded predictions under the official metric.
     refs = {q["id"]: q["answers"]["text"] for q in QUESTIONS}
-    assert r["f1"] == pytest.approx(qa.squad_scores(r["predictions"], refs)["f1"])
+    assert r["f1"] == pytest.approx(squad.squad_scores(r["predictions"], refs)["f1"])
     assert set(r["predictions"]) == {"a", "b", "c"}
 
 
@@ -61,9 +64,9 @@ def test_bench_answers_like_the_batched_predictor(tiny_qa_dir, data_file, tmp_pa
 
     r = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0)
     tokenizer = AutoTokenizer.from_pretrained(tiny_qa_dir)
-    tk = qa.window_tokenizer(tokenizer, SETTINGS["max_length"], SETTINGS["stride"])
-    windows = qa.encode_windows(tk, [q["question"] for q in QUESTIONS], [q["context"] for q in QUESTIONS])
-    ds = datasets.Dataset.from_dict({k: [getattr(w, k) for w in windows] for k in qa.TOKEN_INPUTS})
+    tk = squad.window_tokenizer(tokenizer, SETTINGS["max_length"], SETTINGS["stride"])
+    windows = squad.encode_windows(tk, [q["question"] for q in QUESTIONS], [q["context"] for q in QUESTIONS])
+    ds = datasets.Dataset.from_dict({k: [getattr(w, k) for w in windows] for k in squad.TOKEN_INPUTS})
     edge = type("Edge", (), {"n_best": SETTINGS["n_best"], "max_answer_length": SETTINGS["max_answer_length"]})
     model = AutoModelForQuestionAnswering.from_pretrained(tiny_qa_dir)
     assert qa.predict_answers(model, tokenizer, ds, windows, QUESTIONS, edge, batch_size=2) == r["predictions"]
@@ -72,7 +75,7 @@ def test_bench_answers_like_the_batched_predictor(tiny_qa_dir, data_file, tmp_pa
 def test_bench_onnx_file_gives_the_torch_answers(tiny_qa_dir, data_file, tmp_path):
     from transformers import AutoModelForQuestionAnswering
 
-    from kdlib import runtimes
+    from kdlib.inference import runtimes
 
     runner = runtimes.prepare(AutoModelForQuestionAnswering.from_pretrained(tiny_qa_dir), "onnxruntime", "fp32",
                               tiny_qa_dir / "onnx", threads=1)
@@ -84,7 +87,7 @@ def test_bench_onnx_file_gives_the_torch_answers(tiny_qa_dir, data_file, tmp_pat
 
 
 def test_bench_imports_no_analysis_stack():
-    code = ("import sys, kdlib.bench, kdlib.cli; "
+    code = ("import sys, kdlib.inference.bench, kdlib.cli; "
             "print(sorted(m for m in ('pandas', 'seaborn', 'matplotlib', 'datasets', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -117,7 +120,7 @@ def test_bench_says_which_routes_it_cannot_run():
 
 
 def test_step_06_takes_in_a_device_result(tiny_qa_dir, data_file, tmp_path):
-    from kdlib import edge
+    from kdlib.studies.edge import step as edge
 
     folder = tmp_path / "device_results"
     assert cli.main(["bench", "--model", str(tiny_qa_dir), "--data", str(data_file), "--out",

@@ -1,4 +1,4 @@
-"""kdlib.compare: the Pareto front, speed-up columns, the headline metrics, table 6's attributed paper
+"""kdlib.studies.compare.models: the Pareto front, speed-up columns, the headline metrics, table 6's attributed paper
 columns, the KD-position probe of the loss registry, and the measurement of routes on a tiny model."""
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdlib import compare, compare_report, kd_positions
+from kdlib.studies import papers
+from kdlib.studies.compare import kd_positions
+from kdlib.studies.compare import models as compare
+from kdlib.studies.compare import tables as compare_report
 
 
 def test_pareto_front_by_hand():
@@ -84,8 +87,8 @@ def test_table6_puts_each_paper_figure_beside_its_analog_and_attributes_it():
     assert set(published["seed000_model"].dropna()) == {"KoBERT", "mBERT", "ALBERT-base"}
     assert published["name"].isna().all()
     # Every published figure appears exactly once.
-    assert table["seed000_model"].notna().sum() == len(compare_report.SEED000_TABLE6)
-    assert table["seed001_model"].notna().sum() == len(compare_report.SEED001_TABLE)
+    assert table["seed000_model"].notna().sum() == len(papers.SEED000_TABLE6)
+    assert table["seed001_model"].notna().sum() == len(papers.SEED001_TABLE)
 
 
 def test_loss_signals_probed_from_the_registry():
@@ -150,7 +153,7 @@ def test_measure_a_tiny_model_on_torch_and_a_refused_route(tiny_bert_config, tin
     from datasets import Dataset
     from transformers import BertForSequenceClassification
 
-    from kdlib.config import BenchmarkParams
+    from kdlib.pipeline.config import BenchmarkParams
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(tiny_bert_config(num_labels=3)).eval()

@@ -1,4 +1,4 @@
-"""The compression families of kdlib.compress on tiny BERTs: shapes, hand-counted parameters, and the
+"""The compression families of kdlib.compress.pruning on tiny BERTs: shapes, hand-counted parameters, and the
 identities each method must satisfy (zero pruning and full rank compute the original function; shared
 layers are one tensor)."""
 from __future__ import annotations
@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 
-from kdlib import compress
-from kdlib.models import count_parameters
+from kdlib.compress import factorize, pruning, share
+from kdlib.core.models import count_parameters
 
 H, HEADS, FFN, VOCAB, LAYERS = 32, 4, 64, 1000, 2
 HEAD = H // HEADS
@@ -42,7 +42,7 @@ def _batches(n=2):
 
 
 def test_head_importance_shape_and_per_layer_normalisation(tiny):
-    importance = compress.head_importance(tiny, _batches())
+    importance = pruning.head_importance(tiny, _batches())
     assert importance.shape == (LAYERS, HEADS)
     assert torch.allclose(importance.norm(dim=1), torch.ones(LAYERS))
     assert all(p.grad is None for p in tiny.parameters())  # nothing left behind
@@ -52,10 +52,10 @@ def test_head_importance_is_the_gradient_of_the_loss_wrt_a_head_gate(tiny):
     """Scaling head (0, 1)'s output by (1 + eps) changes the loss by about eps x its raw importance."""
     tiny = tiny.double()  # the change is small: float64 resolves it
     batch = _batches(1)
-    raw = compress.head_importance(tiny, batch, normalize=False)
+    raw = pruning.head_importance(tiny, batch, normalize=False)
     eps = 1e-4
     scaled = copy.deepcopy(tiny)
-    dense = compress.encoder_layers(scaled)[0].attention.output.dense
+    dense = pruning.encoder_layers(scaled)[0].attention.output.dense
     with torch.no_grad():  # a gate of 1 + eps on head 1 = its columns of the output projection scaled
         dense.weight[:, HEAD:2 * HEAD] *= 1 + eps
     with torch.no_grad():
@@ -66,19 +66,19 @@ def test_head_importance_is_the_gradient_of_the_loss_wrt_a_head_gate(tiny):
 def test_heads_to_prune_picks_the_least_important_and_keeps_one_per_layer():
     importance = torch.tensor([[0.1, 0.9, 0.2, 0.8], [0.05, 0.04, 0.03, 0.02]])
     # 4 of 8: layer 1's three weakest, then (its last head being kept) layer 0's weakest
-    assert compress.heads_to_prune(importance, 0.5) == {0: [0], 1: [1, 2, 3]}
+    assert pruning.heads_to_prune(importance, 0.5) == {0: [0], 1: [1, 2, 3]}
     # 7 of 8 wanted, but each layer keeps its best head: 6 at most
-    assert compress.heads_to_prune(importance, 0.875) == {0: [0, 2, 3], 1: [1, 2, 3]}
-    assert compress.heads_to_prune(importance, 0.0) == {}
+    assert pruning.heads_to_prune(importance, 0.875) == {0: [0, 2, 3], 1: [1, 2, 3]}
+    assert pruning.heads_to_prune(importance, 0.0) == {}
 
 
 def test_prune_heads_removes_the_hand_counted_parameters_and_keeps_shapes(tiny):
     before = count_parameters(tiny)["total"]
-    compress.prune_heads(tiny, {0: [1, 3], 1: [0]})
+    pruning.prune_heads(tiny, {0: [1, 3], 1: [0]})
     # per head: query, key, value lose HEAD rows of weights and biases, the output projection HEAD columns
     per_head = 3 * (H * HEAD + HEAD) + H * HEAD
     assert count_parameters(tiny)["total"] == before - 3 * per_head
-    att0 = compress.encoder_layers(tiny)[0].attention
+    att0 = pruning.encoder_layers(tiny)[0].attention
     assert att0.self.query.weight.shape == (2 * HEAD, H)
     assert att0.output.dense.weight.shape == (H, 2 * HEAD)
     assert att0.self.num_attention_heads == 2
@@ -90,13 +90,13 @@ def test_pruning_a_head_equals_masking_it(tiny):
     """Cutting head 2 of layer 0 computes what the full model computes with that head's output zeroed."""
     masked = copy.deepcopy(tiny)
     with torch.no_grad():
-        compress.encoder_layers(masked)[0].attention.output.dense.weight[:, 2 * HEAD:3 * HEAD] = 0
-    pruned = compress.prune_heads(copy.deepcopy(tiny), {0: [2]})
+        pruning.encoder_layers(masked)[0].attention.output.dense.weight[:, 2 * HEAD:3 * HEAD] = 0
+    pruned = pruning.prune_heads(copy.deepcopy(tiny), {0: [2]})
     assert torch.allclose(_logits(pruned), _logits(masked), atol=1e-6)
 
 
 def test_pruning_no_head_is_the_identity(tiny):
-    assert torch.equal(_logits(compress.prune_heads(copy.deepcopy(tiny), {})), _logits(tiny))
+    assert torch.equal(_logits(pruning.prune_heads(copy.deepcopy(tiny), {})), _logits(tiny))
 
 
 # ---------------------------------------------------------------------------------------------------- magnitude
@@ -104,10 +104,10 @@ def test_pruning_no_head_is_the_identity(tiny):
 
 def test_magnitude_pruning_zeroes_the_smallest_weights_of_each_encoder_matrix(tiny):
     original = copy.deepcopy(tiny)
-    compress.magnitude_prune(tiny, 0.5)
-    linears = compress.encoder_linears(tiny)
+    pruning.magnitude_prune(tiny, 0.5)
+    linears = pruning.encoder_linears(tiny)
     assert len(linears) == LAYERS * 6  # q, k, v, attention output, FFN in, FFN out
-    for pruned, orig in zip(linears, compress.encoder_linears(original)):
+    for pruned, orig in zip(linears, pruning.encoder_linears(original)):
         w, w0 = pruned.weight, orig.weight
         assert int((w == 0).sum()) == round(0.5 * w.numel())
         kept = w0.abs()[w != 0]
@@ -115,12 +115,12 @@ def test_magnitude_pruning_zeroes_the_smallest_weights_of_each_encoder_matrix(ti
         assert torch.equal(w[w != 0], w0[w != 0])
         assert not hasattr(pruned, "weight_mask")  # made permanent
     zeros = sum(round(0.5 * m.weight.numel()) for m in linears)
-    assert compress.count_nonzero(tiny) == compress.count_nonzero(original) - zeros
+    assert pruning.count_nonzero(tiny) == pruning.count_nonzero(original) - zeros
     assert count_parameters(tiny)["total"] == count_parameters(original)["total"]  # dense: same tensors
 
 
 def test_zero_sparsity_is_the_identity(tiny):
-    assert torch.equal(_logits(compress.magnitude_prune(copy.deepcopy(tiny), 0.0)), _logits(tiny))
+    assert torch.equal(_logits(pruning.magnitude_prune(copy.deepcopy(tiny), 0.0)), _logits(tiny))
 
 
 # ---------------------------------------------------------------------------------------------------- low rank
@@ -130,9 +130,9 @@ def test_low_rank_linear_shapes_count_and_full_rank_identity():
     torch.manual_seed(0)
     linear = torch.nn.Linear(12, 20)
     x = torch.randn(5, 12)
-    full = compress.low_rank_linear(linear, 12)
+    full = factorize.low_rank_linear(linear, 12)
     assert torch.allclose(full(x), linear(x), atol=1e-5)
-    low = compress.low_rank_linear(linear, 3)
+    low = factorize.low_rank_linear(linear, 3)
     assert [m.weight.shape for m in low] == [(3, 12), (20, 3)]
     assert sum(p.numel() for p in low.parameters()) == 3 * 12 + 20 * 3 + 20
     # The best rank-3 approximation: the error is the norm of the discarded singular values.
@@ -143,10 +143,10 @@ def test_low_rank_linear_shapes_count_and_full_rank_identity():
 
 def test_factorized_ffn_counts_and_full_rank_identity(tiny):
     before = count_parameters(tiny)["total"]
-    full = compress.factorize_ffn(copy.deepcopy(tiny), min(H, FFN))
+    full = factorize.factorize_ffn(copy.deepcopy(tiny), min(H, FFN))
     assert torch.allclose(_logits(full), _logits(tiny), atol=1e-5)
     rank = 4
-    low = compress.factorize_ffn(copy.deepcopy(tiny), rank)
+    low = factorize.factorize_ffn(copy.deepcopy(tiny), rank)
     # each layer: two H x FFN matrices become rank x (H + FFN) each; biases unchanged
     assert count_parameters(low)["total"] == before - LAYERS * 2 * (H * FFN - rank * (H + FFN))
     assert _logits(low).shape == (3, 3)
@@ -154,9 +154,9 @@ def test_factorized_ffn_counts_and_full_rank_identity(tiny):
 
 def test_factorized_embeddings_counts_and_full_rank_identity(tiny):
     before = count_parameters(tiny)["total"]
-    full = compress.factorize_embeddings(copy.deepcopy(tiny), H)
+    full = factorize.factorize_embeddings(copy.deepcopy(tiny), H)
     assert torch.allclose(_logits(full), _logits(tiny), atol=1e-5)
-    small = compress.factorize_embeddings(copy.deepcopy(tiny), 8)
+    small = factorize.factorize_embeddings(copy.deepcopy(tiny), 8)
     assert count_parameters(small)["total"] == before - VOCAB * H + (VOCAB * 8 + 8 * H)
     assert small.config.kd_embedding_size == 8
 
@@ -165,12 +165,12 @@ def test_factorized_embeddings_counts_and_full_rank_identity(tiny):
 
 
 def test_shared_layers_are_one_tensor_counted_and_stored_once(tiny, tmp_path):
-    from kdlib.evaluate import size_on_disk_mb
+    from kdlib.inference.timing import size_on_disk_mb
 
-    per_layer = sum(p.numel() for p in compress.encoder_layers(tiny)[0].parameters())
+    per_layer = sum(p.numel() for p in pruning.encoder_layers(tiny)[0].parameters())
     before = count_parameters(tiny)["total"]
-    shared = compress.share_layers(copy.deepcopy(tiny), 3)
-    layers = compress.encoder_layers(shared)
+    shared = share.share_layers(copy.deepcopy(tiny), 3)
+    layers = pruning.encoder_layers(shared)
     assert len(layers) == 3 and shared.config.num_hidden_layers == 3
     ptrs = {layer.attention.self.query.weight.data_ptr() for layer in layers}
     assert len(ptrs) == 1
@@ -185,20 +185,20 @@ def test_one_shared_layer_applied_once_is_that_layer(tiny):
     """Layer 0 shared over 1 position computes the model truncated to its first layer."""
     truncated = copy.deepcopy(tiny)
     truncated.bert.encoder.layer = truncated.bert.encoder.layer[:1]
-    assert torch.allclose(_logits(compress.share_layers(copy.deepcopy(tiny), 1, source=0)), _logits(truncated))
+    assert torch.allclose(_logits(share.share_layers(copy.deepcopy(tiny), 1, source=0)), _logits(truncated))
 
 
 def test_albert_student_shares_and_factorises(tiny):
-    student = compress.albert_student(tiny, embedding_size=8, num_layers=4)
-    per_layer = sum(p.numel() for p in compress.encoder_layers(tiny)[0].parameters())
+    student = share.albert_student(tiny, embedding_size=8, num_layers=4)
+    per_layer = sum(p.numel() for p in pruning.encoder_layers(tiny)[0].parameters())
     teacher = count_parameters(tiny)["total"]
     expected = teacher - VOCAB * H + VOCAB * 8 + 8 * H - (LAYERS - 1) * per_layer
     assert count_parameters(student)["total"] == expected
-    assert len(compress.encoder_layers(student)) == 4
+    assert len(pruning.encoder_layers(student)) == 4
     assert count_parameters(tiny)["total"] == teacher  # the teacher is untouched
     loss = student(**_batches(1)[0]).loss
     loss.backward()  # trainable: gradients reach the one shared layer
-    assert compress.encoder_layers(student)[0].output.dense.weight.grad is not None
+    assert pruning.encoder_layers(student)[0].output.dense.weight.grad is not None
 
 
 def test_compressed_models_save_once_and_reload_into_their_rebuilt_architecture(tiny, tmp_path):
@@ -206,10 +206,10 @@ def test_compressed_models_save_once_and_reload_into_their_rebuilt_architecture(
     the weights back into the rebuilt architecture, which then computes the same logits."""
     from safetensors import safe_open
 
-    from kdlib.compare import load_weights
+    from kdlib.studies.compare.models import load_weights
 
     def build():
-        return compress.factorize_ffn(compress.albert_student(tiny, embedding_size=8, num_layers=3), 4).eval()
+        return factorize.factorize_ffn(share.albert_student(tiny, embedding_size=8, num_layers=3), 4).eval()
 
     model = build()
     with torch.no_grad():  # move away from the construction's weights, so reloading is what makes them equal
@@ -221,4 +221,4 @@ def test_compressed_models_save_once_and_reload_into_their_rebuilt_architecture(
     assert not torch.allclose(_logits(build()), _logits(model))
     assert torch.allclose(_logits(load_weights(build(), tmp_path)), _logits(model))
     with pytest.raises(ValueError, match="do not fit"):
-        load_weights(compress.albert_student(tiny, embedding_size=8, num_layers=3), tmp_path)
+        load_weights(share.albert_student(tiny, embedding_size=8, num_layers=3), tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdlib.config import ParamsError, deep_merge, load_params
+from kdlib.pipeline.config import ParamsError, deep_merge, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_full_grid_is_seed_000s_and_korean_is_quick_in_korean():
 def test_every_profile_fills_every_section():
     import dataclasses
 
-    from kdlib.config import StudyParams
+    from kdlib.pipeline.config import StudyParams
 
     sections = {f.name for f in dataclasses.fields(StudyParams)} - {"profile", "seed", "source"}
     for profile in ("smoke", "quick", "full", "korean"):
@@ -66,7 +66,8 @@ BASE = {"profile": "t", "data": {"dataset": "fin_sentiment"}, "teacher": {"model
     ({"distill": {"alpha": 1.5}}, "distill.alpha: 1.5 is above the maximum 1.0"),
     ({"distill": {"student": {"init": "every-other"}}}, "distill.student.init: 'every-other' is not one of"),
     ({"distill": {"loss": "mse"}}, "distill.loss: unknown loss 'mse'"),
-    ({"compute": {"bf16": "yes"}}, "compute.bf16: expected true or false"),
+    ({"compute": {"precision": "fp16"}}, "compute.precision: 'fp16' is not one of"),
+    ({"compute": {"bf16": True}}, "compute.bf16: unknown key"),
     ({"data": {"dataset": "imdb"}}, "data.dataset: unknown dataset 'imdb'"),
     ({"teacher": {"model": "minlm"}}, "teacher.model: unknown model 'minlm'"),
     ({"benchmark": {"precisions": ["fp32", "int4"]}}, "benchmark.precisions[1]: 'int4' is not one of"),

@@ -1,4 +1,4 @@
-"""Tests of kdlib.data on the real datasets (a local folder laid out like shared/data)."""
+"""Tests of kdlib.core.data on the real datasets (a local folder laid out like shared/data)."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kdlib import data as D
+from kdlib.core import data as D
 
 
 def _find_data_dir() -> Path | None:

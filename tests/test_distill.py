@@ -17,9 +17,12 @@ import yaml
 from datasets import Dataset
 from transformers import BertForQuestionAnswering, BertForSequenceClassification, DataCollatorWithPadding
 
-from kdlib import adaptors, config, data, distill, evaluate, losses, models, train
-from kdlib.adaptors import MASK_VALUE
-from kdlib.heads import BertForTwoHeadClassification, DenseTwoHead, DenseTwoHeadConfig
+from kdlib.core import adaptors, data, distill, losses, models
+from kdlib.core.adaptors import MASK_VALUE
+from kdlib.core.heads import BertForTwoHeadClassification, DenseTwoHead, DenseTwoHeadConfig
+from kdlib.inference import timing as evaluate
+from kdlib.pipeline import config
+from kdlib.studies import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,7 +156,7 @@ def test_runs_unchanged_under_torchrun_with_two_processes(tiny_teacher_dir, data
            "OMP_NUM_THREADS": "1"}
     for step in ("teacher", "distill"):
         proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                               "-m", "kdlib.train", step, "--params", str(params)],
+                               "-m", "kdlib.studies.train", step, "--params", str(params)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         # Two processes that each train their own copy also "run": the ranks must form one DDP job.

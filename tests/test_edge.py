@@ -1,4 +1,4 @@
-"""Step 06's students (kdlib/edge.py): which teacher layers they start from, and what they copy."""
+"""Step 06's students (kdlib/studies/edge/step.py): which teacher layers they start from, and what they copy."""
 from __future__ import annotations
 
 import pytest
@@ -6,10 +6,10 @@ import torch
 
 
 def test_edge_students_start_from_alternate_or_stride_layers(tmp_path):
-    """Step 06 offers two of kdlib.models' layer choices; any other is refused when the parameters load."""
+    """Step 06 offers two of kdlib.core.models' layer choices; any other is refused when the parameters load."""
     import yaml
 
-    from kdlib.config import ParamsError, load_params
+    from kdlib.pipeline.config import ParamsError, load_params
 
     for init in ("alternate", "stride"):
         path = tmp_path / f"{init}.yaml"
@@ -24,7 +24,7 @@ def test_edge_students_start_from_alternate_or_stride_layers(tmp_path):
 def test_a_stride_student_copies_the_chosen_layers_and_the_head(tiny_bert_config):
     from transformers import BertForQuestionAnswering
 
-    from kdlib.models import make_student
+    from kdlib.core.models import make_student
 
     torch.manual_seed(0)
     teacher = BertForQuestionAnswering(tiny_bert_config(num_hidden_layers=4))
@@ -52,8 +52,10 @@ def test_the_transfer_set_is_labelled_by_the_teacher_alone(tiny_bert_config, tmp
     end as their span (their own answers are never read); the train questions keep their gold spans."""
     from transformers import BertForQuestionAnswering
 
-    from kdlib import edge, qa
-    from kdlib.models import load_tokenizer, save_model
+    from kdlib.core import squad
+    from kdlib.core.models import load_tokenizer, save_model
+    from kdlib.studies.edge import qa
+    from kdlib.studies.edge import step as edge
 
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
     tokenizer = load_tokenizer("minilm")
@@ -64,7 +66,7 @@ def test_the_transfer_set_is_labelled_by_the_teacher_alone(tiny_bert_config, tmp
                 # Answers that are wrong on purpose: were they read, the spans would point at them.
                 "transfer": [_example(3, "Where?", "The Broncos"), _example(4, "Score?", "The Broncos")],
                 "eval": [_example(5, "Where was it?", "Levi's Stadium")]}
-    datasets = qa.window_datasets(examples, qa.window_tokenizer(tokenizer, 40, 16))
+    datasets = qa.window_datasets(examples, squad.window_tokenizer(tokenizer, 40, 16))
     assert "start_positions" not in datasets["transfer"].column_names
     inputs = edge.StepInputs(tokenizer, examples, datasets, bf16=False, settings={})
     teacher = edge.load_teacher({"model_dir": str(tmp_path / "teacher")}, inputs)
@@ -75,7 +77,7 @@ def test_the_transfer_set_is_labelled_by_the_teacher_alone(tiny_bert_config, tmp
     with torch.no_grad():
         for i in range(len(train), len(kd)):
             row = kd[i]
-            out = teacher.model(**{k: torch.tensor([row[k]]) for k in qa.TOKEN_INPUTS})
+            out = teacher.model(**{k: torch.tensor([row[k]]) for k in squad.TOKEN_INPUTS})
             assert row["teacher_start_logits"] == pytest.approx(out.start_logits[0].tolist(), abs=1e-4)
             assert row["start_positions"] == int(out.start_logits[0].argmax())
             assert row["end_positions"] == int(out.end_logits[0].argmax())
@@ -84,7 +86,7 @@ def test_the_transfer_set_is_labelled_by_the_teacher_alone(tiny_bert_config, tmp
 def test_teacher_outputs_under_bf16_are_float32_and_cached_apart(tiny_qa_teacher, tiny_tokenizer, tmp_path):
     import datasets
 
-    from kdlib import distill
+    from kdlib.core import distill
 
     ds = datasets.Dataset.from_dict({"input_ids": [[101, 7, 8, 9, 102], [101, 5, 102]],
                                      "attention_mask": [[1] * 5, [1] * 3]})
@@ -98,8 +100,8 @@ def test_teacher_outputs_under_bf16_are_float32_and_cached_apart(tiny_qa_teacher
 
 
 def test_train_select_and_transfer_questions_are_disjoint_draws(data_dir):
-    from kdlib.config import EdgeParams
-    from kdlib.qa import load_examples
+    from kdlib.pipeline.config import EdgeParams
+    from kdlib.studies.edge.qa import load_examples
 
     ex = load_examples(EdgeParams(train_size=30, select_size=5, transfer_size=12, eval_size=4), seed=3)
     ids = {name: {e["id"] for e in ex[name]} for name in ("train", "select", "transfer", "eval")}

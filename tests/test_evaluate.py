@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, EvalPrediction
 
-from kdlib import evaluate as ev
-from kdlib import runtimes as rt
+from kdlib.core import metrics
+from kdlib.inference import machine
+from kdlib.inference import timing as ev
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=3)
 
@@ -41,7 +42,7 @@ def test_classification_metrics_by_hand():
     # class 1: P=1/2, R=1/1 -> F1=2*(1/2*1)/(1/2+1)=2/3
     # class 2: P=1/1, R=1/2 -> F1=2/3
     expected_f1 = (1 + 2 / 3 + 2 / 3) / 3
-    m = ev.classification_metrics(preds, labels)
+    m = metrics.classification_metrics(preds, labels)
     assert m["accuracy"] == pytest.approx(0.75)
     assert m["macro_f1"] == pytest.approx(expected_f1)
     assert all(type(v) is float for v in m.values())
@@ -51,15 +52,15 @@ def test_compute_metrics_takes_argmax_of_last_axis():
     logits = np.array([[2.0, 0.1, 0.0], [0.0, 0.0, 5.0], [0.0, 1.0, 0.5], [3.0, 0.0, 0.0]])
     labels = np.array([0, 2, 2, 0])  # argmax = [0, 2, 1, 0] -> 3/4 correct
     for eval_pred in ((logits, labels), EvalPrediction(predictions=logits, label_ids=labels)):
-        m = ev.compute_metrics(eval_pred)
+        m = metrics.compute_metrics(eval_pred)
         assert m["accuracy"] == pytest.approx(0.75)
-        assert m == ev.classification_metrics([0, 2, 1, 0], labels)
+        assert m == metrics.classification_metrics([0, 2, 1, 0], labels)
     # Extra model outputs after the logits are ignored.
-    assert ev.compute_metrics(((logits, np.zeros((4, 7))), labels))["accuracy"] == pytest.approx(0.75)
+    assert metrics.compute_metrics(((logits, np.zeros((4, 7))), labels))["accuracy"] == pytest.approx(0.75)
 
 
 def test_confusion_matrix_frame_rows_true_columns_predicted():
-    df = ev.confusion_matrix_frame([0, 1, 1, 2, 0], [0, 1, 2, 2, 1], ["neg", "neu", "pos"])
+    df = metrics.confusion_matrix_frame([0, 1, 1, 2, 0], [0, 1, 2, 2, 1], ["neg", "neu", "pos"])
     assert list(df.index) == ["neg", "neu", "pos"] and list(df.columns) == ["neg", "neu", "pos"]
     assert df.index.name == "true" and df.columns.name == "predicted"
     assert df.loc["pos", "neu"] == 1  # true pos predicted neu
@@ -73,18 +74,18 @@ def test_confusion_matrix_frame_rows_true_columns_predicted():
 
 @pytest.mark.parametrize("flags", [set(), {"avx2", "avx512f", "fpu", "sse2"}, {"avx512_bf16", "amx_tile", "amx_int8", "ht"}])
 def test_cpu_info_reports_the_relevant_flags_it_reads(monkeypatch, flags):
-    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
-    info = ev.cpu_info()
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+    info = machine.cpu_info()
     # Exactly the relevant flags the CPU has, in the fixed order; bf16 iff a native bf16 flag is among them.
-    assert info["flags"].split() == [f for f in ev.RELEVANT_CPU_FLAGS if f in flags]
+    assert info["flags"].split() == [f for f in machine.RELEVANT_CPU_FLAGS if f in flags]
     assert info["bf16"] is bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def test_every_row_carries_the_cpu(monkeypatch, tiny_model):
-    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_vnni"})
     for precision in ("fp32", "bf16"):  # an ok row and a refused one
         row = ev.benchmark_row(tiny_model, "tiny", "torch", precision, ev.BenchmarkSettings(**FAST))
-        assert row["cpu_flags"] == "avx2 avx512f avx512_vnni" and row["cpu_model"] == rt.cpu_model()
+        assert row["cpu_flags"] == "avx2 avx512f avx512_vnni" and row["cpu_model"] == machine.cpu_model()
 
 
 # ---------------------------------------------------------------- size / params
@@ -149,7 +150,7 @@ def test_settings_reject_bad_values(kwargs):
 
 
 def test_bf16_without_cpu_support_is_a_refused_row_not_an_error(monkeypatch, tiny_model):
-    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx2", "avx512f"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512f"})
     row = ev.benchmark_row(tiny_model, "tiny", "torch", "bf16", ev.BenchmarkSettings(**FAST))
     assert row["status"] == "refused" and "avx512_bf16" in row["reason"]
     assert np.isnan(row["latency_ms_median"]) and np.isnan(row["size_mb"])
@@ -157,12 +158,12 @@ def test_bf16_without_cpu_support_is_a_refused_row_not_an_error(monkeypatch, tin
 
 
 def test_bf16_with_faked_cpu_support_is_measured(monkeypatch, tiny_model):
-    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512_bf16"})
     row = ev.benchmark_row(tiny_model, "tiny", "torch", "bf16", ev.BenchmarkSettings(**FAST))
     assert row["status"] == "ok" and row["reason"] is None and row["latency_ms_median"] > 0
 
 
-@pytest.mark.skipif(not rt.bf16_supported(), reason="CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)")
+@pytest.mark.skipif(not machine.bf16_supported(), reason="CPU has no native bf16 (no amx_bf16/avx512_bf16 flag)")
 def test_bf16_runs_on_supporting_cpu(tiny_model):
     examples = tiny_examples()
     result = ev.Benchmark(tiny_model, "tiny-bf16", examples).run(ev.BenchmarkSettings(**FAST), "torch", "bf16")
@@ -282,7 +283,7 @@ def test_benchmark_run_with_dataset(tiny_model):
     assert {"accuracy", "macro_f1", "cpu_model", "cpu_flags"} <= set(result)
     assert result["status"] == "ok" and (result["runtime"], result["precision"]) == ("torch", "fp32")
     logits, labels = ev.predict(tiny_model, ds, batch_size=3)
-    assert result["accuracy"] == pytest.approx(ev.classification_metrics(logits.argmax(-1), labels)["accuracy"])
+    assert result["accuracy"] == pytest.approx(metrics.classification_metrics(logits.argmax(-1), labels)["accuracy"])
 
     frame = ev.results_frame([result, {**result, "name": "copy"}])
     assert list(frame["name"]) == ["tiny", "copy"]

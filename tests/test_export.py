@@ -1,4 +1,4 @@
-"""`kdstudy export` and `kdlib.export.load_artifact`: a tiny classifier exported, reloaded and compared with PyTorch."""
+"""`kdstudy export` and `kdlib.inference.export.load_artifact`: a tiny classifier exported, reloaded and compared with PyTorch."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import export as ex
-from kdlib import runtimes as rt
 from kdlib.cli import main
+from kdlib.inference import export as ex
+from kdlib.inference import runtimes as rt
 
 TEXTS = ["Profit rose by a third in the quarter.", "The company cut its forecast.", "Shares were flat.",
          "Operating loss widened to EUR 3 million from EUR 1 million a year earlier, the company said today.", "ok"]
@@ -92,7 +92,7 @@ def test_int8_artifact_is_smaller(exported):
 def test_artifact_predicts_without_torch(exported):
     """What a deployment needs: the runtime, tokenizers and numpy; torch and transformers never imported."""
     out = exported("onnx", "fp32")[0]
-    code = (f"import sys; from kdlib.export import load_artifact; p = load_artifact({str(out)!r}); "
+    code = (f"import sys; from kdlib.inference.artifact import load_artifact; p = load_artifact({str(out)!r}); "
             f"print(p.predict({TEXTS!r})); print('torch' in sys.modules, 'transformers' in sys.modules)")
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert lines[-1] == "False False"
@@ -136,8 +136,8 @@ def test_accuracy_is_measured_on_the_profile_test_split(data_dir, tiny_teacher_d
     skip_if_refused(runtime, precision)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from kdlib.config import load_params
-    from kdlib.data import label_names, prepare
+    from kdlib.core.data import label_names, prepare
+    from kdlib.pipeline.config import load_params
 
     cfg = load_params("params/smoke.yaml")
     dsd = prepare(cfg.data, cfg.seed)
@@ -149,7 +149,7 @@ def test_accuracy_is_measured_on_the_profile_test_split(data_dir, tiny_teacher_d
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_teacher_dir).save_pretrained(folder)
 
-    manifest = ex.export(folder, runtime, precision, tmp_path / "artifact", "params/smoke.yaml")
+    manifest = ex.export(folder, runtime, precision, tmp_path / "artifact", load_params("params/smoke.yaml"))
     accuracy = manifest["accuracy"]
     assert accuracy["n"] == len(dsd["test"]) and accuracy["dataset"] == cfg.data.dataset
     assert 0 <= accuracy["accuracy"] <= 1 and "test split" in manifest["accuracy_note"]

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import grid
-from kdlib.flops import bert_flops, model_flops
+from kdlib.compress.flops import bert_flops, model_flops
+from kdlib.studies import grid, papers
 
 
 def test_flops_of_a_tiny_config_by_hand():
@@ -55,7 +55,7 @@ def test_time_fit_recovers_known_costs():
 
 
 def test_the_papers_own_table_supports_its_advice():
-    finding = grid.fit_time(*zip(*[(l, f, s) for (l, f), (_, s) in grid.PAPER_TABLE4.items()]))
+    finding = grid.fit_time(*zip(*[(l, f, s) for (l, f), (_, s) in papers.SEED000_TABLE4.items()]))
     assert finding["layer_vs_ffn_time_ratio"] > 1
 
 
@@ -66,9 +66,9 @@ def test_general_distillation_moves_the_students_hidden_states_toward_the_teache
     import datasets
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from kdlib import losses, models
-    from kdlib.config import TrainParams
-    from kdlib.distill import fit
+    from kdlib.core import losses, models
+    from kdlib.core.distill import fit
+    from kdlib.pipeline.config import TrainParams
 
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher_dir, attn_implementation="eager")
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)

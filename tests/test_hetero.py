@@ -16,9 +16,11 @@ import pytest
 import torch
 from pytest import approx
 
-from kdlib import hetero, hetero_embed
-from kdlib.data import NEWSGROUPS_COARSE_LABELS, NEWSGROUPS_COARSE_OF, NEWSGROUPS_LABELS
-from kdlib.losses import get_loss
+from kdlib.core.data import NEWSGROUPS_COARSE_LABELS, NEWSGROUPS_COARSE_OF, NEWSGROUPS_LABELS
+from kdlib.core.losses import get_loss
+from kdlib.studies import papers
+from kdlib.studies.hetero import dense as hetero
+from kdlib.studies.hetero import embed as hetero_embed
 
 
 def logits_of(*p):
@@ -252,6 +254,6 @@ def test_epochs_to_target_and_ordering():
 
 def test_paper_tables_agree_with_its_table_4():
     for i, model in enumerate(hetero.MODELS):
-        epoch = hetero.PAPER_TABLE4[model]["epoch"]
-        assert hetero.PAPER_TABLE5[epoch][i] == hetero.PAPER_TABLE4[model]["accuracy"]
-        assert hetero.PAPER_TABLE6[epoch][i] == hetero.PAPER_TABLE4[model]["macro_f1"]
+        epoch = papers.SEED003_TABLE4[model]["epoch"]
+        assert papers.SEED003_TABLE5[epoch][i] == papers.SEED003_TABLE4[model]["accuracy"]
+        assert papers.SEED003_TABLE6[epoch][i] == papers.SEED003_TABLE4[model]["macro_f1"]

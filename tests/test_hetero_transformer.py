@@ -1,5 +1,5 @@
-"""Step 05, beyond the paper: the transformer student (kdlib.hetero_transformer), the worker pool that spreads
-step 05's runs (kdlib.hetero.map_jobs) and the OpenVINO bf16 encoding route's refusal. Fast: a tiny random
+"""Step 05, beyond the paper: the transformer student (kdlib.studies.hetero.transformer), the worker pool that spreads
+step 05's runs (kdlib.studies.hetero.dense.map_jobs) and the OpenVINO bf16 encoding route's refusal. Fast: a tiny random
 BERT stands in for the encoder, no real data is read."""
 from __future__ import annotations
 
@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from kdlib import hetero, hetero_embed, hetero_transformer
-from kdlib.config import HeteroTransformerParams
-from kdlib.losses import get_loss
+from kdlib.core.losses import get_loss
+from kdlib.inference import machine
+from kdlib.pipeline.config import HeteroTransformerParams
+from kdlib.studies.hetero import dense as hetero
+from kdlib.studies.hetero import embed as hetero_embed
+from kdlib.studies.hetero import transformer as hetero_transformer
 
 
 def tiny_student(vocab: int = 40, hidden: int = 16) -> hetero_transformer.MeanPooledTwoHead:
@@ -111,6 +114,6 @@ def test_map_jobs_gives_the_same_numbers_on_two_workers_as_here():
 
 
 def test_openvino_bf16_needs_native_bf16(monkeypatch):
-    monkeypatch.setattr(hetero_embed.runtimes, "bf16_supported", lambda: False)
+    monkeypatch.setattr(machine, "bf16_supported", lambda: False)
     assert "bf16" in hetero_embed.route_refusal("openvino", "bf16")
     assert hetero_embed.route_refusal("torch", "fp32") is None

@@ -1,4 +1,4 @@
-"""Tests for kdlib.losses: each value is checked against arithmetic done by hand
+"""Tests for kdlib.core.losses: each value is checked against arithmetic done by hand
 (math.log / math.exp on 2-3 classes), not against the torch code under test."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from kdlib.losses import (
+from kdlib.core.losses import (
     LOSSES,
     HiddenProjection,
     cosine_hidden_loss,

@@ -5,14 +5,14 @@ import json
 
 import pytest
 
-from kdlib import memo
-from kdlib.config import DistillParams
+from kdlib.pipeline import memo
+from kdlib.pipeline.config import DistillParams
 
 
 def digest(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
-    return memo._module_digest(path, path.stat().st_mtime_ns)
+    return memo._digest(memo._module_tree(path, path.stat().st_mtime_ns))
 
 
 CODE = '''"""Module docstring."""
@@ -31,15 +31,43 @@ def test_code_digest_ignores_comments_docstrings_and_layout_but_not_code(tmp_pat
 
 
 def test_unit_key_changes_with_a_deciding_parameter_only():
-    a = memo.unit_key("distill", ["losses"], {"distill": DistillParams(), "seed": 1})
-    assert a == memo.unit_key("distill", ["losses"], {"distill": DistillParams(), "seed": 1})
-    assert a != memo.unit_key("distill", ["losses"], {"distill": DistillParams(temperature=4.0), "seed": 1})
-    assert a != memo.unit_key("distill", ["losses"], {"distill": DistillParams(), "seed": 2})
-    assert a != memo.unit_key("distill", ["losses", "distill"], {"distill": DistillParams(), "seed": 1})
+    a = memo.unit_key("distill", ["core.losses"], {"distill": DistillParams(), "seed": 1})
+    assert a == memo.unit_key("distill", ["core.losses"], {"distill": DistillParams(), "seed": 1})
+    assert a != memo.unit_key("distill", ["core.losses"], {"distill": DistillParams(temperature=4.0), "seed": 1})
+    assert a != memo.unit_key("distill", ["core.losses"], {"distill": DistillParams(), "seed": 2})
+    assert a != memo.unit_key("distill", ["core.losses", "core.distill"], {"distill": DistillParams(), "seed": 1})
 
 
-def test_code_fingerprint_of_real_modules_is_stable():
-    assert memo.code_fingerprint("losses", "distill") == memo.code_fingerprint("distill.py", "losses.py")
+def test_code_fingerprint_of_real_modules_is_stable_and_covers_packages():
+    assert memo.code_fingerprint("core.losses", "core.distill") == memo.code_fingerprint("core.distill", "core.losses")
+    # A package stands for every module in it: a runtime's own module is part of the runtimes' code.
+    assert memo.code_fingerprint("inference.runtimes") != memo.code_fingerprint("inference.runtimes.base")
+    with pytest.raises(FileNotFoundError, match="kdlib.no_such"):
+        memo.code_fingerprint("no_such")
+
+
+def _kept(x):
+    """A unit's function: only its syntax tree counts."""
+    return x + 1  # a comment
+
+
+def test_a_function_is_keyed_by_its_syntax_tree_not_its_text(tmp_path, monkeypatch):
+    """Units keyed by single functions (step 04's) change key with the function's code, not with a comment,
+    a docstring or code beside it."""
+    src = tmp_path / "unit_mod.py"
+    body = 'def build(x):\n    """Doc."""\n    return x + 1  # one\n\n\ndef table():\n    return 1\n'
+    src.write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    mod = importlib.import_module("unit_mod")
+    base = memo.code_fingerprint(mod.build)
+    for edit in (body.replace("# one", "# two").replace("Doc.", "Other."), body.replace("return 1", "return 2")):
+        src.write_text(edit)
+        assert memo.code_fingerprint(mod.build) == base
+    src.write_text(body.replace("x + 1", "x + 2"))
+    assert memo.code_fingerprint(mod.build) != base
+    assert memo.code_fingerprint(_kept) != memo.code_fingerprint(mod.build)
 
 
 class Builder:

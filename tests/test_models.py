@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from kdlib import models
+from kdlib.core import models
 
 
 def tiny_bert(layers=4, ffn=64, hidden=32, vocab=100, labels=3, seed=0):
@@ -139,7 +139,7 @@ def test_qa_student_copies_qa_outputs():
 
 
 def test_two_head_student_copies_both_heads():
-    from kdlib.heads import BertForTwoHeadClassification
+    from kdlib.core.heads import BertForTwoHeadClassification
 
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=3, num_attention_heads=2,

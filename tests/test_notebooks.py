@@ -1,5 +1,5 @@
 """Every notebook, run by the runner on the smoke profile: the files and numbers each one promises
-(declared once, in kdlib/steps.py), reuse of finished units after a cosmetic change, and the text
+(declared once, in kdlib/pipeline/steps.py), reuse of finished units after a cosmetic change, and the text
 sources' form."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from kdlib import runner, steps
+from kdlib.pipeline import runner, steps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,7 @@ def test_a_deleted_run_or_a_broken_cache_is_rebuilt(smoke_run):
 
 @pytest.fixture
 def touched_plots():
-    """Add a comment to kdlib/plots.py for one test, and put the file back byte for byte afterwards."""
+    """Add a comment to kdlib/studies/plots.py for one test, and put the file back byte for byte afterwards."""
     path = REPO / "kdlib" / "plots.py"
     original = path.read_bytes()
     path.write_bytes(original + b"\n# a cosmetic change, made by tests/test_notebooks.py and undone after it\n")
@@ -148,8 +148,9 @@ def test_a_cosmetic_change_reruns_steps_but_retrains_and_retimes_nothing(smoke_r
 
 @pytest.mark.slow
 def test_verdicts_repeat_the_runs_behind_the_claims_over_seeds(smoke_run):
-    from kdlib import render, verdicts
-    from kdlib.config import load_params
+    from kdlib.pipeline.config import load_params
+    from kdlib.report import render
+    from kdlib.studies import verdicts
 
     out, _ = smoke_run
     cfg = load_params(REPO / "params" / "smoke.yaml")

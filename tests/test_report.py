@@ -1,4 +1,4 @@
-"""The report (kdlib/report.py, render.py, findings.py, manifest.py), built from a small results folder this
+"""The report (kdlib/report/sections.py, render.py, findings.py, manifest.py), built from a small results folder this
 test writes itself: every section is there, each table holds its CSV's numbers, a step that has not run is
 reported as not run, two builds give the same bytes, and the PDF has the pages Typst laid out."""
 from __future__ import annotations
@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from markupsafe import escape
 
-from kdlib import findings, render, report, steps
-from kdlib.config import load_params
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import load_params
+from kdlib.report import findings, render
+from kdlib.report import sections as report
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from kdlib.results import distill_metrics
+from kdlib.studies.results import distill_metrics
 
 
 def run(accuracy, seconds):
@@ -52,8 +52,8 @@ def test_distill_metrics_without_online_kd():
 
 
 def test_benchmark_columns_follow_the_schema_whatever_the_key_order():
-    from kdlib.evaluate import ROW_COLUMNS, results_frame
-    from kdlib.results import schema_order
+    from kdlib.inference.timing import ROW_COLUMNS, results_frame
+    from kdlib.studies.results import schema_order
 
     row = {"name": "m", "runtime": "torch", "precision": "fp32", "status": "ok", "batch_size": 1,
            "latency_ms_median": 2.0, "cpu_model": "x", "cpu_flags": "avx2"}

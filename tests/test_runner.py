@@ -7,17 +7,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdlib import runner, steps
-from kdlib.config import StudyParams
-from kdlib.outputs import atomic_path, write_json, write_metrics
-from kdlib.steps import Step
+from kdlib.core.io import atomic_path, write_json, write_metrics
+from kdlib.pipeline import runner, steps
+from kdlib.pipeline.config import StudyParams
+from kdlib.pipeline.steps import Step
 
 REPO = Path(__file__).resolve().parents[1]
 
 STEP_CODE = '''
 import json, os, pathlib
-from kdlib.config import load_params
-from kdlib.outputs import step_dir, write_metrics
+from kdlib.pipeline.config import load_params
+from kdlib.pipeline.paths import step_dir
+from kdlib.core.io import write_metrics
 cfg = load_params(params_file)
 out = step_dir(cfg.profile, "{stem}")
 log = pathlib.Path(os.environ["RUN_LOG"]); log.write_text(log.read_text() + "{stem}\\n" if log.exists() else "{stem}\\n")

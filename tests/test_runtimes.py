@@ -1,4 +1,4 @@
-"""The route registry, refusals, and the runners' outputs and sizes (kdlib.runtimes)."""
+"""The route registry, refusals, and the runners' outputs and sizes (kdlib.inference.runtimes)."""
 from __future__ import annotations
 
 import math
@@ -12,8 +12,10 @@ import pytest
 import torch
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertModel
 
-from kdlib import evaluate as ev
-from kdlib import runtimes as rt
+from kdlib.inference import machine, routes
+from kdlib.inference import runtimes as rt
+from kdlib.inference import timing as ev
+from kdlib.inference.runtimes import onnx_route
 
 TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             num_labels=3)
@@ -71,12 +73,11 @@ def test_routes_registry_is_the_source_of_precisions():
     assert rt.ROUTES["torch"][0] == "fp32"  # the reference route exists
     assert set(rt.PRECISIONS) == {p for ps in rt.ROUTES.values() for p in ps}
     assert set(rt.REQUIRED_PACKAGES) == set(rt.ROUTES)
-    assert set(rt.available_routes()) == set(ALL_ROUTES)
 
 
-def test_module_imports_without_torch():
-    # Configuration validation imports runtimes: it must stay cheap.
-    code = "import sys, kdlib.runtimes as r; r.refusal('torch', 'fp32'); print('torch' in sys.modules)"
+def test_the_route_registry_imports_without_torch():
+    # Configuration validation and the artifact loader read the registry of routes: it must stay cheap.
+    code = "import sys, kdlib.inference.routes as r; r.refusal('torch', 'fp32'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -92,7 +93,7 @@ def test_unknown_routes_are_refused_with_a_reason(runtime, precision, words):
 
 @pytest.mark.parametrize("flags", [set(), {"avx2", "avx512f", "avx512_vnni"}])
 def test_bf16_refused_without_native_flags(monkeypatch, flags):
-    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
     reason = rt.refusal("torch", "bf16")
     assert "avx512_bf16" in reason and "amx_bf16" in reason
     assert rt.refusal("torch", "fp32") is None  # only bf16 depends on the flags
@@ -100,13 +101,13 @@ def test_bf16_refused_without_native_flags(monkeypatch, flags):
 
 @pytest.mark.parametrize("flags", [{"avx512_bf16"}, {"amx_bf16", "amx_tile"}])
 def test_bf16_accepted_with_native_flags(monkeypatch, flags):
-    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
-    assert rt.refusal("torch", "bf16") is None and rt.bf16_supported()
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
+    assert rt.refusal("torch", "bf16") is None and machine.bf16_supported()
 
 
 def test_missing_package_is_refused(monkeypatch):
-    real = rt._installed
-    monkeypatch.setattr(rt, "_installed", lambda name: name != "openvino" and real(name))
+    real = routes._installed
+    monkeypatch.setattr(routes, "_installed", lambda name: name != "openvino" and real(name))
     assert "openvino" in rt.refusal("openvino", "fp32")
     assert rt.refusal("openvino", "fp32") != rt.refusal("onnxruntime", "fp32")
 
@@ -180,7 +181,7 @@ def test_int8_is_close_to_fp32_and_smaller(bench, tiny):
 
 def test_bf16_route_close_to_fp32(monkeypatch, tiny, tmp_path):
     # Faking native support exercises the autocast path on any CPU (the timing would be meaningless).
-    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512_bf16"})
     inputs = padded_batch(tiny)
     a = rt.prepare(tiny, "torch", "fp32", tmp_path / "a")(inputs)["logits"]
     b = rt.prepare(tiny, "torch", "bf16", tmp_path / "b")(inputs)["logits"]
@@ -230,8 +231,8 @@ def test_static_route_without_calibration_is_a_clear_error(tiny, runtime, precis
 
 
 def test_nncf_route_refused_without_nncf(monkeypatch):
-    real = rt._installed
-    monkeypatch.setattr(rt, "_installed", lambda name: name != "nncf" and real(name))
+    real = routes._installed
+    monkeypatch.setattr(routes, "_installed", lambda name: name != "nncf" and real(name))
     assert "nncf" in rt.refusal("openvino", "int8_static")
     assert "nncf" not in (rt.refusal("openvino", "fp32") or "")  # only the NNCF route needs it
 
@@ -270,9 +271,9 @@ def test_routes_of_one_model_share_one_export(monkeypatch, tiny, tmp_path):
     import copy
 
     calls = []
-    real = rt.export_onnx
-    monkeypatch.setattr(rt, "export_onnx", lambda model, path: calls.append(path) or real(model, path))
-    monkeypatch.setattr(rt, "_EXPORTS", {})
+    real = onnx_route.export_onnx
+    monkeypatch.setattr(onnx_route, "export_onnx", lambda model, path: calls.append(path) or real(model, path))
+    monkeypatch.setattr(onnx_route, "_EXPORTS", {})
     first = rt.shared_export(tiny, tmp_path / "a.onnx")
     again = rt.shared_export(copy.deepcopy(tiny), tmp_path / "b.onnx")
     assert len(calls) == 1 and first[1:] == again[1:]
@@ -287,7 +288,7 @@ def test_routes_of_one_model_share_one_export(monkeypatch, tiny, tmp_path):
 @pytest.mark.parametrize("flags,limit", [({"avx2"}, 64), ({"avx2", "avx512_vnni"}, 127)])
 def test_reduce_range_gives_7_bit_weights_without_vnni(monkeypatch, tiny, tiny_onnx, tmp_path, flags, limit):
     """On a CPU without VNNI the quantised weights use 7 bits ([-64, 63]), with VNNI all 8 (up to 127)."""
-    monkeypatch.setattr(rt, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(machine, "cpu_flags", lambda: flags)
     path, names, _ = tiny_onnx
     weights = _int8_weights(rt.quantize_onnx(tiny, path, tmp_path, "int8", names))
     assert weights
@@ -394,9 +395,9 @@ def test_sizes_are_about_the_fp32_weights(bench, tiny):
 def test_benchmark_models_rows_and_refusals(monkeypatch, tiny):
     from types import SimpleNamespace
 
-    from kdlib.results import benchmark_models
+    from kdlib.studies.results import benchmark_models
 
-    monkeypatch.setattr(rt, "cpu_flags", lambda: {"avx2"})  # no native bf16: bf16 must be refused
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})  # no native bf16: bf16 must be refused
     params = SimpleNamespace(batch_sizes=[1, 2], seq_len=8, threads=1, precisions=["fp32", "bf16"],
                              warmup=0, repeats=2, runtimes=["torch", "onnxruntime", "nope"])
     with warnings.catch_warnings():

@@ -12,9 +12,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_edge_speedup_repeats_step_06s_student_over_seeds(data_dir, reports_dir):
-    from kdlib import edge, findings, verdicts
-    from kdlib.config import load_params
-    from kdlib.outputs import step_dir
+    from kdlib.pipeline.config import load_params
+    from kdlib.pipeline.paths import step_dir
+    from kdlib.report import findings
+    from kdlib.studies import verdicts
+    from kdlib.studies.edge import step as edge
 
     cfg = load_params(REPO / "params" / "smoke.yaml")
     with pytest.raises(FileNotFoundError, match="run step 06"):

@@ -1,0 +1,93 @@
+"""Where results land, and how they are written: always atomically (temporary file, then rename).
+
+An interrupted run therefore leaves either the old file or the new one, never half of one, and the
+runner can trust any file it finds. Layout (docs/conventions.md):
+
+    reports/<profile>/<step>/metrics.json      headline numbers of the step
+    reports/<profile>/<step>/tables/*.csv
+    reports/<profile>/<step>/figures/*.png|pdf
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path beside `path`; on success rename it onto `path`, on error remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def _jsonable(x):
+    """numpy and torch scalars to plain Python; NaN to None so the JSON stays standard."""
+    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 0) == 0:
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(path: str | Path, obj) -> Path:
+    return write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_csv(path: str | Path, frame) -> Path:
+    """A pandas DataFrame as CSV, without the index unless it is named."""
+    keep_index = any(name is not None for name in frame.index.names)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=keep_index)
+    return Path(path)
+
+
+def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
+    """Save a matplotlib figure as figures/<name>.png and .pdf under `out_dir`."""
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(out_dir) / "figures" / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            # No creation date in the file: the same figure gives the same bytes on every run.
+            meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
+            fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
+        paths.append(path)
+    return paths
+
+
+def write_metrics(out_dir: str | Path, metrics: dict, required: list[str] | tuple = ()) -> Path:
+    """Write the step's flat metrics.json, refusing to write one that lacks a promised key."""
+    missing = [k for k in required if k not in metrics]
+    if missing:
+        raise KeyError(f"metrics.json would lack {missing}")
+    nested = [k for k, v in metrics.items() if isinstance(v, (dict, list))]
+    if nested:
+        raise TypeError(f"metrics.json is flat; these values are not scalars: {nested}")
+    return write_json(Path(out_dir) / "metrics.json", metrics)

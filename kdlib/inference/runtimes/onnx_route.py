@@ -1,0 +1,177 @@
+"""The ONNX export every graph runtime reads, and the ONNX Runtime routes: fp32, dynamic int8 on the fused
+graph, static int8 (QDQ) calibrated on real inputs. onnxruntime is imported in the functions that run it:
+it is an optional dependency (the `bench` extra installs it alone on a small device)."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+
+from kdlib.core.distill import model_fingerprint
+from kdlib.inference import routes
+from kdlib.inference.runtimes.base import Runner, _quiet, _tensor_outputs, example_inputs
+
+
+def export_onnx(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[str, ...]]:
+    """Export `model` to one self-contained ONNX file with dynamic batch and sequence axes.
+
+    Returns (path, input names, output names). See the module docstring for the exporter choice.
+    """
+
+    path = Path(path)
+    inputs = {k: torch.from_numpy(v) for k, v in example_inputs(model).items()}
+    names = tuple(inputs)
+    with torch.inference_mode():
+        outputs = tuple(_tensor_outputs(model(**inputs)))
+
+    class Outputs(torch.nn.Module):
+        """Outputs as a tuple in `outputs` order, which the exporter names."""
+
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+            given = dict(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            out = self.inner(**{k: v for k, v in given.items() if v is not None})
+            return tuple(out[k] for k in outputs)
+
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
+    wrapper = Outputs(model).eval()  # a new Module starts in training mode: dropout would be exported
+    with _quiet("torch.onnx", "torch.export"):
+        program = torch.onnx.export(
+            wrapper, (), kwargs=inputs, input_names=list(names), output_names=list(outputs),
+            dynamic_shapes={k: {0: batch, 1: seq} for k in names}, dynamo=True, verbose=False,
+        )
+    proto = program.model_proto
+    # Recorded shapes go stale when ORT's quantiser transposes weights; ORT re-infers them anyway.
+    del proto.graph.value_info[:]
+    # Per-node debug metadata (stack traces, module paths) would be most of a small model's file.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return path, names, outputs
+
+
+def shared_export(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[str, ...]]:
+    """export_onnx, done once per model content in a process, copied to `path`: every ONNX Runtime and
+    OpenVINO route of a model reads the same graph, and exporting (10-20 s for MiniLM) is their slowest step."""
+
+
+    config = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else ""
+    key = hashlib.sha256(f"{type(model).__name__}-{model_fingerprint(model)}-{config}".encode()).hexdigest()[:24]
+    if key not in _EXPORTS:
+        if not _EXPORT_DIR:
+            _EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
+        _EXPORTS[key] = export_onnx(model, Path(_EXPORT_DIR[0].name) / f"{key}.onnx")
+    source, names, outputs = _EXPORTS[key]
+    shutil.copyfile(source, path)
+    return Path(path), names, outputs
+
+
+def _strip_value_info(path: Path) -> Path:
+    """Drop a graph's recorded shapes in place: ORT's quantiser re-infers them (see the module docstring)."""
+
+    proto = onnx.load(str(path))
+    del proto.graph.value_info[:]
+    onnx.save_model(proto, str(path), save_as_external_data=False)
+    return path
+
+
+def fuse_for_onnxruntime(model, path: Path, out: Path) -> Path:
+    """ONNX Runtime's transformer fusions of an exported graph (LayerNorm, Gelu, Attention where its patterns
+    match), the step before quantising: quantised MatMuls would no longer match the fusion patterns."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = model.config
+    with _quiet("", "onnxruntime", "fusion_base", "onnx_model"):
+        # opt_level=0: the graph fusions only, not ORT's session optimisations for this very machine.
+        optimized = optimize_model(str(path), model_type="bert", opt_level=0,
+                                   num_heads=getattr(config, "num_attention_heads", 0),
+                                   hidden_size=getattr(config, "hidden_size", 0))
+        optimized.save_model_to_file(str(out))
+    return _strip_value_info(out)
+
+
+def calibration_feeds(calibration: list[dict[str, Any]], input_names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Calibration batches as a graph's int64 feeds (zeros for token_type_ids where a batch lacks them)."""
+
+    feeds = []
+    for batch in calibration:
+        feed = {k: np.asarray(batch[k], dtype=np.int64) for k in input_names if k in batch}
+        if "input_ids" not in feed:
+            raise ValueError(f"a calibration batch has no input_ids (keys: {sorted(batch)})")
+        if "attention_mask" in input_names and "attention_mask" not in feed:
+            feed["attention_mask"] = np.ones_like(feed["input_ids"])
+        if "token_type_ids" in input_names and "token_type_ids" not in feed:
+            feed["token_type_ids"] = np.zeros_like(feed["input_ids"])
+        feeds.append(feed)
+    return feeds
+
+
+def quantize_onnx(model, path: Path, workdir: Path, precision: str, names: tuple[str, ...],
+                  calibration: list[dict[str, Any]] | None = None) -> Path:
+    """Fuse, then quantise an exported graph (MatMul only) in this CPU's int8 format; returns the new file."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+
+    fused = fuse_for_onnxruntime(model, path, workdir / "model.fused.onnx")
+    fmt = routes.int8_format()
+    # Fused ops (SkipLayerNormalization, ...) are outside ONNX's shape inference: their outputs are float.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    out = workdir / f"model.{precision}.onnx"
+    with _quiet(""):  # the root logger: ORT advises pre-processing, which fails on this graph (see above)
+        if precision == "int8":  # dynamic: activations are always uint8, quantised per batch
+            quantize_dynamic(fused, out, op_types_to_quantize=["MatMul"], weight_type=QuantType[fmt["weight_type"]],
+                             reduce_range=fmt["reduce_range"], extra_options=extra)
+        else:
+            feeds = iter(calibration_feeds(calibration, names))
+
+            class Batches(CalibrationDataReader):
+                def get_next(self):
+                    return next(feeds, None)
+
+            quantize_static(fused, out, Batches(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                            activation_type=QuantType[fmt["activation_type"]],
+                            weight_type=QuantType[fmt["weight_type"]], reduce_range=fmt["reduce_range"],
+                            calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+    fused.unlink()  # an intermediate: the route runs from `out` alone
+    return out
+
+
+def onnxruntime_route(model, runtime: str, precision: str, workdir: Path, threads: int,
+                       calibration=None) -> Runner:
+    import onnxruntime as ort
+
+    path, names, outputs = shared_export(model, workdir / "model.onnx")
+    if precision != "fp32":
+        path = quantize_onnx(model, path, workdir, precision, names, calibration)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1  # the graph is a chain: no parallel branches to feed
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(inputs):
+        return dict(zip(outputs, session.run(list(outputs), inputs)))
+
+    return Runner(f"{runtime}/{precision}", runtime, precision, run, [path], names, outputs, threads,
+                  ort.__version__)
+
+
+_EXPORTS: dict[str, tuple[Path, tuple[str, ...], tuple[str, ...]]] = {}  # model content -> its export
+
+
+_EXPORT_DIR: list[tempfile.TemporaryDirectory] = []  # where they live, for the life of the process

@@ -1,0 +1,59 @@
+"""The OpenVINO routes: the shared ONNX export compiled by OpenVINO's CPU plugin (fp32), and NNCF's static int8.
+openvino and nncf are imported in the functions that use them: they are optional (the `openvino` extra)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from kdlib.inference import routes
+from kdlib.inference.runtimes.base import Runner
+from kdlib.inference.runtimes.onnx_route import _quiet, calibration_feeds, shared_export
+
+
+def openvino_route(model, runtime: str, precision: str, workdir: Path, threads: int, calibration=None) -> Runner:
+    import openvino as ov
+
+    path, names, outputs = shared_export(model, workdir / "model.onnx")
+    core = ov.Core()
+    ov_model = core.read_model(str(path))
+    if precision == "int8_static":
+        ov_model = nncf_int8(ov_model, calibration_feeds(calibration, names))
+    xml = workdir / "openvino" / "model.xml"
+    xml.parent.mkdir(exist_ok=True)
+    # compress_to_fp16=False: keep fp32 weights, so the fp32 route is fp32 on disk too.
+    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+    # The f32 hint keeps the layers left in float at fp32 (the plugin would otherwise pick bf16 on AMX CPUs).
+    return openvino_runner(core, xml, runtime, precision, [xml, xml.with_suffix(".bin")], names, outputs, threads)
+
+
+def openvino_runner(core, model_file: Path, runtime: str, precision: str, files: list[Path], names, outputs,
+                    threads: int, inference_precision: str = "f32") -> Runner:
+    """A Runner of `model_file` (OpenVINO IR or ONNX) compiled by OpenVINO's CPU plugin, computing in
+    `inference_precision` ("f32"; "bf16" for step 05's encoder on CPUs with native bf16)."""
+    import openvino as ov
+
+    settings = {**routes.OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": inference_precision, "INFERENCE_NUM_THREADS": threads}
+    compiled = core.compile_model(str(model_file), "CPU", settings)
+    request = compiled.create_infer_request()
+    ports = [compiled.output(name) for name in outputs]
+
+    def run(inputs):
+        result = request.infer(inputs)
+        return {name: result[port] for name, port in zip(outputs, ports)}
+
+    return Runner(f"{runtime}/{precision}", runtime, precision, run, files, names, outputs, threads, ov.__version__)
+
+
+def nncf_int8(ov_model, feeds: list[dict[str, Any]]):
+    """NNCF's post-training int8 quantisation of an OpenVINO model, calibrated on `feeds`."""
+    import nncf
+
+
+    nncf.set_log_level(logging.ERROR)
+    # Its progress bars (rich) have no switch; they would fill a notebook's output.
+    with _quiet("nncf"), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return nncf.quantize(ov_model, nncf.Dataset(feeds), model_type=nncf.ModelType.TRANSFORMER,
+                             subset_size=len(feeds))

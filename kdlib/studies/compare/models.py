@@ -1,0 +1,342 @@
+"""Step 04: every compression family measured side by side: the models and their measurements.
+
+- The models: the teacher, 03's best half-depth and best 1-layer students and the fastest one within 97% of
+  the teacher (chosen on validation accuracy), 02's KD student and its no-KD twin, and the families of
+  kdlib.compress.pruning applied to the teacher (head pruning, magnitude pruning, low-rank factorisation, an
+  ALBERT-style shared-weight student), each recovered (or distilled) from the teacher's cached logits, plus a
+  head-pruned half-depth student (KD + pruning). Training runs and head importances are memoised units.
+- The measurements (`measure`): one memoised unit per route (runtime, precision), all its models timed
+  together through `kdlib.inference.timing.time_runner` at each benchmark batch size, and their accuracy and
+  total prediction time over the test split taken through the same prepared runner. Routes come from
+  `kdlib.inference.runtimes.ROUTES`; a route this machine refuses is a row with the reason.
+
+The tables built from these rows are in kdlib.studies.compare.tables, seed 001's KD-position table in
+kdlib.studies.compare.kd_positions, the figures in kdlib.studies.compare.plots.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
+
+from kdlib.compress import factorize, pruning, share
+from kdlib.core.data import task_data as profile_task_data
+from kdlib.core.distill import (
+    _pad_collator,
+    dataset_fingerprint,
+    fit,
+    model_fingerprint,
+    teacher_logits,
+    with_teacher_logits,
+)
+from kdlib.core.io import read_json
+from kdlib.core.metrics import classification_metrics
+from kdlib.core.models import count_parameters
+from kdlib.inference import machine
+from kdlib.inference import runtimes as rt
+from kdlib.inference.runtimes import ROUTES, refusal
+from kdlib.inference.timing import BenchmarkSettings, predict, time_runner
+from kdlib.pipeline import memo
+from kdlib.pipeline.config import TrainParams
+from kdlib.pipeline.paths import cache_root, step_dir
+from kdlib.studies import train
+
+GRID_STEP = "03_grid"
+# Units are keyed by the modules that compute them and, from this module, by the syntax tree of the functions
+# that do (so an edit to a table or a figure here re-trains and re-times nothing).
+CODE = (*train.TRAINING_CODE, "compress.pruning", "compress.factorize", "compress.share")
+MEASURE_CODE = ("inference.timing", "inference.runtimes", "compress.pruning")
+
+
+def pick_students(grid_summary: dict, teacher_layers: int, teacher_validation_accuracy: float | None = None,
+                  retention: float = 0.97) -> dict[str, str]:
+    """03's students for this step, chosen on *validation* accuracy (the test split only reports):
+    {"half_depth": the best half-depth one, "one_layer": the best 1-layer one, "fast": the cheapest one (fewest
+    layers, then the narrowest FFN) whose best validation accuracy is at least `retention` of the teacher's}.
+    "fast" is left out when no teacher accuracy is given or no student keeps that much. Any route counts
+    (layer copy or general distillation)."""
+    runs = {n: r for n, r in grid_summary["runs"].items() if r.get("history")}
+
+    def val_accuracy(name):
+        return max(h["accuracy"] for h in runs[name]["history"])
+
+    def best(layers):
+        of_depth = [n for n in runs if runs[n]["layers"] == layers]
+        if not of_depth:
+            raise ValueError(f"03_grid trained no {layers}-layer student")
+        return max(of_depth, key=lambda n: (val_accuracy(n), -runs[n]["param_count"]))
+
+    picked = {"half_depth": best(max(1, teacher_layers // 2)), "one_layer": best(1)}
+    if teacher_validation_accuracy is not None:
+        kept = [n for n in runs if val_accuracy(n) >= retention * teacher_validation_accuracy]
+        if kept:
+            picked["fast"] = min(kept, key=lambda n: (runs[n]["layers"], runs[n]["ffn"], -val_accuracy(n)))
+    return picked
+
+
+def teacher_validation_accuracy(teacher_summary: dict) -> float:
+    """The teacher's best validation accuracy (01's record): the yardstick of pick_students' "fast" role."""
+    return max(h["accuracy"] for h in teacher_summary["result"]["history"])
+
+
+def load_classifier_dir(folder: Path):
+    if not (Path(folder) / "config.json").exists():
+        raise FileNotFoundError(f"no model in {folder}: run the step that writes it first")
+    return AutoModelForSequenceClassification.from_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------------------------------
+# compressed models, memoised
+
+
+@dataclasses.dataclass
+class TaskData:
+    """What every recovery run reads: the tokeniser, the label names, the tokenised splits and the
+    training split with the teacher's cached logits."""
+    tokenizer: object
+    names: list
+    tok: dict
+    cached_train: object
+    cache_file: str
+
+
+def task_data(cfg, teacher, tokenizer) -> TaskData:
+    _, names, tok = profile_task_data(cfg, tokenizer)
+    cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
+                           batch_size=cfg.grid.eval_batch_size)
+    return TaskData(tokenizer, names, tok, with_teacher_logits(tok["train"], cache.logits), cache.path.name)
+
+
+def head_importance_unit(cfg, model, name: str, data: TaskData, out_dir: Path, batches: int = 8) -> dict:
+    """Michel et al.'s head importance of `model` on the first `batches` training batches (memoised):
+    {"importance": [[...] per layer]}."""
+
+    size = cfg.grid.batch_size
+    params = {"model": model_fingerprint(model)[:16], "batches": batches, "batch_size": size,
+              "data": dataclasses.asdict(cfg.data), "seed": cfg.seed}
+    key = memo.unit_key("head_importance", (*CODE, head_importance_unit), params)
+
+    def build(_folder):
+        collate = _pad_collator(data.tokenizer)
+        rows = data.tok["train"].select_columns([c for c in ("input_ids", "token_type_ids", "attention_mask",
+                                                              "label") if c in data.tok["train"].column_names])
+        chunks = [collate([rows[i] for i in range(s, min(s + size, len(rows)))])  # label -> labels
+                  for s in range(0, min(batches * size, len(rows)), size)]
+        return {"importance": pruning.head_importance(model, chunks).tolist()}
+
+    return memo.run_unit(out_dir / "runs" / f"{name}_importance", key, build, params=params)
+
+
+def load_weights(model, folder: Path):
+    """Load a saved model.safetensors into `model` (a rebuilt architecture). Keys missing from the file are
+    allowed only where they are shared layers stored once (weight sharing); anything else is an error."""
+
+    state = load_file(Path(folder) / "model.safetensors")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    current = model.state_dict()
+    stored = {current[k].data_ptr() for k in state if k in current}
+    really_missing = [k for k in missing if current[k].data_ptr() not in stored]
+    if unexpected or really_missing:
+        raise ValueError(f"{folder}: weights do not fit the model (unexpected {unexpected[:3]}, "
+                         f"missing {really_missing[:3]})")
+    return model.eval()
+
+
+def recover(cfg, model, name: str, spec: dict, data: TaskData, out_dir: Path, epochs: float, bf16: bool):
+    """Fine-tune a compressed `model` with KD from the teacher's cached logits (the grid's loss, alpha,
+    temperature and optimiser settings, for `epochs`), memoised by `spec` (what built the model) and the
+    training settings. Returns (trained model, run record). epochs = 0 keeps the model as it is."""
+
+
+    if epochs <= 0:
+        return model.eval(), None
+    g = cfg.grid
+    hp = dataclasses.replace(g, epochs=epochs)
+    params = {"spec": spec, "seed": cfg.seed, "data": dataclasses.asdict(cfg.data),
+              "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},
+              "loss": g.loss, "alpha": g.alpha, "temperature": g.temperature, "teacher_outputs": data.cache_file,
+              "bf16": bf16, "group_by_length": cfg.compute.group_by_length}
+    key = memo.unit_key("compressed", (*CODE, recover), params)
+    model_dir = out_dir / "models" / name
+
+    def fit_run(ckpt_dir):
+        set_seed(cfg.seed)
+        return fit(copy.deepcopy(model), data.tokenizer, data.cached_train, data.tok["validation"], data.tok["test"],
+                   ckpt_dir, hp, cfg.seed, alpha=g.alpha, temperature=g.temperature, loss=g.loss, bf16=bf16,
+                   group_by_length=cfg.compute.group_by_length, history_csv=ckpt_dir.parent / "history.csv",
+                   run_name=name)
+
+    record = train.run_training(name, out_dir, key, fit_run, data.names, params, save_to=model_dir,
+                                tokenizer=data.tokenizer)
+    return load_weights(copy.deepcopy(model), model_dir), record
+
+
+def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """Every compression family of the profile, built and recovered: ({row name: model}, catalogue with
+    each row's family, method and settings). `students`: {"half_depth": model} for KD + pruning."""
+
+    c = cfg.compare
+    bf16 = cfg.compute.bf16
+    base = {"teacher": model_fingerprint(teacher)[:16]}
+    models, rows = {}, []
+
+    def add(name, family, method, model, setting, record):
+        models[name] = model
+        rows.append({"name": name, "family": family, "method": method, "setting": setting,
+                     "recovery_epochs": c.recovery_epochs if record is not None else 0.0})
+
+    importance = torch.tensor(head_importance_unit(cfg, teacher, "teacher", data, out_dir)["importance"])
+    for fraction in c.head_prune_fractions:
+        heads = pruning.heads_to_prune(importance, fraction)
+        pruned = pruning.prune_heads(copy.deepcopy(teacher), heads)
+        n = sum(len(h) for h in heads.values())
+        spec = {**base, "method": "head_pruning", "heads": {str(k): v for k, v in heads.items()}}
+        model, record = recover(cfg, pruned, f"heads_{fraction:g}", spec, data, out_dir, c.recovery_epochs, bf16)
+        add(f"teacher, {n} of {importance.numel()} heads pruned", "pruning", "attention heads by importance "
+            "(Michel et al. 2019) + KD recovery", model, f"fraction {fraction:g}", record)
+    for sparsity in c.magnitude_sparsities:
+        # No recovery: fine-tuning would refill the zeros (the masks are removed to make the pruning permanent).
+        model = pruning.magnitude_prune(copy.deepcopy(teacher), sparsity).eval()
+        add(f"teacher, {sparsity:.0%} of encoder weights zeroed", "pruning", "unstructured magnitude (L1), "
+            "no recovery", model, f"sparsity {sparsity:g}", None)
+    for rank in c.svd_ranks:
+        factorised = factorize.factorize_embeddings(factorize.factorize_ffn(copy.deepcopy(teacher), rank), rank)
+        spec = {**base, "method": "svd", "rank": rank}
+        model, record = recover(cfg, factorised, f"svd_r{rank}", spec, data, out_dir, c.recovery_epochs, bf16)
+        add(f"teacher, FFN and embeddings at rank {rank}", "factorization", "truncated SVD + KD recovery", model,
+            f"rank {rank}", record)
+    albert = share.albert_student(teacher, c.albert_embedding_size, c.albert_layers or None)
+    spec = {**base, "method": "albert", "embedding_size": c.albert_embedding_size, "layers": c.albert_layers}
+    model, record = recover(cfg, albert, "albert", spec, data, out_dir, c.recovery_epochs, bf16)
+    depth = len(pruning.encoder_layers(albert))
+    add(f"ALBERT-style student ({depth} shared layers, E={c.albert_embedding_size})", "weight sharing",
+        "one teacher layer shared by all positions, factorised embeddings, KD", model,
+        f"E {c.albert_embedding_size}", record)
+
+    half = students["half_depth"]
+    student_importance = torch.tensor(head_importance_unit(cfg, half, "half_depth", data, out_dir)["importance"])
+    fraction = c.head_prune_fractions[0]
+    heads = pruning.heads_to_prune(student_importance, fraction)
+    spec = {"student": model_fingerprint(half)[:16], "method": "head_pruning",
+            "heads": {str(k): v for k, v in heads.items()}}
+    model, record = recover(cfg, pruning.prune_heads(copy.deepcopy(half), heads), f"student_heads_{fraction:g}",
+                            spec, data, out_dir, c.recovery_epochs, bf16)
+    add(f"half-depth student, {sum(len(h) for h in heads.values())} heads pruned", "KD + pruning",
+        "03's half-depth student, heads pruned by importance + KD recovery", model, f"fraction {fraction:g}", record)
+    return models, pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------------------------
+# measuring
+
+
+def routes(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """The (runtime, precision) pairs the profile asks for that ROUTES offers; an unknown runtime keeps
+    its pairs (it becomes refused rows, so a typo shows in the table)."""
+
+    return [(r, p) for r in runtimes for p in precisions if r not in ROUTES or p in ROUTES[r]]
+
+
+def _prepare(model, runtime, precision, workdir, threads, calibration):
+    """runtimes.prepare, passing calibration inputs to routes whose prepare takes them (static int8)."""
+
+    kwargs = {}
+    accepted = inspect.signature(rt.prepare).parameters
+    for name in ("calibration", "calibration_inputs", "calibration_data"):
+        if name in accepted and calibration is not None:
+            kwargs[name] = calibration
+    return rt.prepare(model, runtime, precision, workdir, threads, **kwargs)
+
+
+def _measure_one(model, name, runtime, precision, bench, test_ds, collate, workdir, calibration) -> dict:
+    row = {"name": name, "runtime": runtime, "precision": precision, "status": "ok", "reason": None}
+    threads = bench.threads or torch.get_num_threads()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runner = _prepare(model, runtime, precision, workdir, threads, calibration)
+        row.update(size_mb=runner.size_mb, runtime_version=runner.version, threads=threads)
+        for b in bench.batch_sizes:
+            settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds)
+            timing = time_runner(runner, settings, model.config.vocab_size)
+            row.update({f"latency_bs{b}_ms_median": timing["latency_ms_median"],
+                        f"latency_bs{b}_ms_p95": timing["latency_ms_p95"]})
+        t0 = time.perf_counter()
+        logits, labels = predict(runner, test_ds, max(bench.batch_sizes), collate)
+        row["test_prediction_seconds"] = time.perf_counter() - t0
+        row.update(classification_metrics(logits.argmax(axis=-1), labels))
+    except Exception as error:  # a route that breaks on this model is a row, not a crash
+        text = str(error).strip().splitlines()
+        row.update(status="failed", reason=f"{type(error).__name__}: {text[0] if text else ''}")
+    finally:
+        torch.set_num_threads(previous)
+    row["cpu_flags"] = machine.cpu_info()["flags"]
+    return row
+
+
+def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_ds, tokenizer, max_length: int,
+            cache_dir: Path, calibration=None) -> pd.DataFrame:
+    """One row per (model, route): size, latency (median, p95) at each benchmark batch size, accuracy,
+    macro-F1 and wall seconds to predict the whole test split (batches of the largest batch size, padded
+    to `max_length` so every route sees the same shapes). Each route is a memoised unit of all its models,
+    timed one after another in one process; a refused route gives rows with the reason."""
+
+
+
+    collate = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length, return_tensors="pt")
+    sizes = {n: {"params": count_parameters(m)["total"], "params_nonzero": pruning.count_nonzero(m)}
+             for n, m in named_models.items()}
+    rows = []
+    for runtime, precision in route_list:
+        reason = refusal(runtime, precision)
+        if reason:
+            rows += [{"name": n, "runtime": runtime, "precision": precision, "status": "refused", "reason": reason,
+                      "cpu_flags": machine.cpu_info()["flags"]} for n in named_models]
+            continue
+        params = {"models": {n: model_fingerprint(m)[:16] for n, m in named_models.items()}, "runtime": runtime,
+                  "precision": precision, "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len,
+                  "threads": bench.threads, "warmup": bench.warmup, "repeats": bench.repeats,
+                  "max_seconds": bench.max_seconds,
+                  "test": dataset_fingerprint(test_ds)[:16], "max_length": max_length,
+                  "calibration": None if calibration is None else len(calibration)}
+        key = memo.unit_key("compare_route", (*MEASURE_CODE, measure, _measure_one, _prepare), params,
+                            memo.machine())
+
+        def block(_folder, runtime=runtime, precision=precision):
+            with tempfile.TemporaryDirectory(prefix="kd-compare-") as work:
+                return {"rows": [_measure_one(m, n, runtime, precision, bench, test_ds, collate,
+                                              Path(work) / f"{i}", calibration)
+                                 for i, (n, m) in enumerate(named_models.items())]}
+
+        rows += memo.run_unit(cache_dir / f"{runtime}-{precision}", key, block, params=params)["rows"]
+    return pd.DataFrame([{**r, **sizes[r["name"]]} for r in rows])
+
+
+def calibration_inputs(test_or_train_ds, tokenizer, size: int, max_length: int) -> list[dict]:
+    """`size` rows (the first ones) as int64 numpy batches of 1, padded to max_length: what a static
+    quantiser reads to fix its activation ranges."""
+
+    collate = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length, return_tensors="np")
+    cols = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in test_or_train_ds.column_names]
+    rows = test_or_train_ds.select_columns(cols).select(range(min(size, len(test_or_train_ds))))
+    return [{k: np.asarray(v, dtype=np.int64) for k, v in collate([rows[i]]).items()} for i in range(len(rows))]
+
+
+
+def upstream_records(cfg) -> dict:
+    """What 01, 02 and 03 recorded that this step reads: the teacher's metrics and run summary, 02's runs,
+    03's summary and metrics."""
+    return {"teacher": read_json(step_dir(cfg.profile, "01_teacher", create=False) / "metrics.json"),
+            "teacher_run": read_json(step_dir(cfg.profile, "01_teacher", create=False) / "runs" / "summary.json"),
+            "distill": read_json(step_dir(cfg.profile, "02_distill", create=False) / "runs" / "summary.json"),
+            "grid": read_json(step_dir(cfg.profile, GRID_STEP, create=False) / "runs" / "summary.json"),
+            "grid_metrics": read_json(step_dir(cfg.profile, GRID_STEP, create=False) / "metrics.json")}

@@ -1,0 +1,254 @@
+"""Step 04's tables, built from the rows kdlib.studies.compare.models measured: speed-ups over the two baselines, each row's
+family, table6 (ours, with seed 000's Table 6 and seed 001's comparison in attributed columns), the Pareto
+front, the headline metrics, seed 002's taxonomy with our measured row per family, and a generated
+conclusion per family."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from kdlib.studies import papers
+
+BASELINE = "teacher"
+
+
+def with_speedups(measured: pd.DataFrame, batch_sizes, baseline: str = BASELINE) -> pd.DataFrame:
+    """Add, per batch size, the speed-up over the PyTorch fp32 baseline and over the baseline on the
+    same runtime and precision (what the compression alone buys there), and % of the baseline's accuracy
+    (its PyTorch fp32 accuracy)."""
+    frame = measured.copy()
+    base = frame[frame["name"] == baseline].set_index(["runtime", "precision"])
+    ref = ("torch", "fp32")
+    for b in batch_sizes:
+        col = f"latency_bs{b}_ms_median"
+        if col not in frame:
+            continue
+        torch_fp32 = base[col].get(ref, math.nan)
+        frame[f"speedup_vs_torch_fp32_teacher_bs{b}"] = torch_fp32 / frame[col]
+        same = [base[col].get((r, p), math.nan) for r, p in zip(frame["runtime"], frame["precision"])]
+        frame[f"speedup_vs_same_route_teacher_bs{b}"] = np.asarray(same, dtype=float) / frame[col]
+    if "accuracy" in frame and ref in base.index:
+        frame["pct_of_teacher"] = 100 * frame["accuracy"] / base.loc[ref, "accuracy"]
+    return frame
+
+
+ROLE_LABELS = {"half_depth": "half-depth student {} (03)", "one_layer": "1-layer student {} (03)",
+               "fast": "fastest student within 97% {} (03)"}
+
+
+def student_rows(picked: dict[str, str]) -> dict[str, str]:
+    """{role: row name} for pick_students' choice; a student picked for two roles is one row (its first)."""
+    rows, seen = {}, set()
+    for role, name in picked.items():
+        if name not in seen:
+            rows[role] = ROLE_LABELS[role].format(name)
+            seen.add(name)
+    return rows
+
+
+def label_rows(measured: pd.DataFrame, catalogue: pd.DataFrame, student_names: list[str]) -> pd.DataFrame:
+    """Each measured row's family and method: from the catalogue for compressed models, "knowledge
+    distillation" for the students, "teacher" for the teacher. A row on another precision than fp32 adds
+    the precision to its family ("knowledge distillation + int8"); the teacher's such rows are "quantization"."""
+    info = catalogue.set_index("name")
+    upstream = {"teacher": ("teacher", "fine-tuned (01)"),
+                "KD student (02)": ("knowledge distillation", "soft-target KD, layer copy (02)"),
+                **{n: ("knowledge distillation", "soft-target KD from 03's grid") for n in student_names}}
+    frame = measured.copy()
+    frame["family"] = [upstream[n][0] if n in upstream else info.loc[n, "family"] for n in frame["name"]]
+    frame["method"] = [upstream[n][1] if n in upstream else info.loc[n, "method"] for n in frame["name"]]
+    other = frame["precision"] != "fp32"
+    frame.loc[other & (frame["name"] != BASELINE), "family"] = frame["family"] + " + " + frame["precision"]
+    frame.loc[other & (frame["name"] == BASELINE), "family"] = "quantization"
+    return frame
+
+
+def no_kd_twin_row(measured: pd.DataFrame, nokd_test: dict) -> pd.DataFrame:
+    """02's no-KD twin as a row: 02 does not save it, so its accuracy is 02's record and its size and speed
+    are those of the same architecture (02's KD student, PyTorch fp32); the `note` column says so."""
+    twin = measured[(measured["name"] == "KD student (02)") & (measured["runtime"] == "torch")
+                    & (measured["precision"] == "fp32")].copy()
+    return twin.assign(name="no-KD twin (02)", method="fine-tuned without a teacher (02)",
+                       accuracy=nokd_test["accuracy"], macro_f1=nokd_test["macro_f1"], test_prediction_seconds=np.nan,
+                       note="accuracy from 02's record; latency and size of the same architecture (02's KD student)")
+
+
+
+TABLE6_COLUMNS = ["name", "family", "method", "runtime", "precision", "status", "accuracy", "macro_f1",
+                  "pct_of_teacher", "params", "params_nonzero", "size_mb", "latency_bs1_ms_median",
+                  "latency_bs1_ms_p95", "latency_bs32_ms_median", "latency_bs32_ms_p95", "test_prediction_seconds",
+                  "speedup_vs_torch_fp32_teacher_bs1", "speedup_vs_torch_fp32_teacher_bs32",
+                  "speedup_vs_same_route_teacher_bs1", "speedup_vs_same_route_teacher_bs32", "threads",
+                  "runtime_version", "cpu_flags", "reason", "note"]
+
+
+def _analog_rows(frame: pd.DataFrame, analogs: dict[str, str]) -> dict[str, int]:
+    """Which row of ours stands beside each paper analog key: {key: row index}."""
+    found = {}
+    for key, name in analogs.items():
+        if key == "teacher_int8":  # the teacher's first measured int8 route
+            hits = frame[(frame["name"] == analogs.get("teacher")) & frame["precision"].str.startswith("int8")
+                         & (frame["status"] == "ok")]
+        else:
+            hits = frame[(frame["name"] == name) & (frame["runtime"] == "torch") & (frame["precision"] == "fp32")]
+        if len(hits):
+            found[key] = hits.index[0]
+    return found
+
+
+def table6(frame: pd.DataFrame, analogs: dict[str, str]) -> pd.DataFrame:
+    """Our rows (TABLE6_COLUMNS) with seed 000's Table 6 and seed 001's comparison in their own columns
+    (seed000_*, seed001_*), each paper model beside the row of ours that is its analog (`analogs`:
+    {"teacher": row name, "half_depth": ..., "one_layer": ..., "albert": ..., "heads": ...}); a paper
+    model without an analog here gets a row of its own with only the paper's columns."""
+    ours = frame.reindex(columns=TABLE6_COLUMNS).reset_index(drop=True)
+    ours.insert(0, "source", "measured here")
+    where = _analog_rows(ours, {**analogs, "teacher_int8": None})
+    extra = []
+    for seed, table, fields in (("seed000", papers.SEED000_TABLE6, ("model", "accuracy", "total_time_s")),
+                                ("seed001", papers.SEED001_TABLE, ("model", "params", "speed", "glue"))):
+        for col in fields:
+            ours[f"{seed}_{col}"] = None
+        for paper in table:
+            values = {f"{seed}_{col}": paper[col] for col in fields}
+            index = where.get(paper["analog"]) if paper["analog"] else None
+            if index is not None and ours.loc[index, f"{seed}_model"] is None:
+                for col, value in values.items():
+                    ours.loc[index, col] = value
+            else:
+                extra.append({"source": f"{seed} (published)", **values})
+    return pd.concat([ours, pd.DataFrame(extra)], ignore_index=True)
+
+
+def pareto_front(accuracy, latency) -> np.ndarray:
+    """True for the rows no other row beats: none is at least as accurate and at least as fast, and
+    better in one of the two. NaNs are never on the front."""
+    acc, lat = np.asarray(accuracy, dtype=float), np.asarray(latency, dtype=float)
+    ok = ~(np.isnan(acc) | np.isnan(lat))
+    front = np.zeros(len(acc), dtype=bool)
+    for i in np.flatnonzero(ok):
+        dominated = ok & (acc >= acc[i]) & (lat <= lat[i]) & ((acc > acc[i]) | (lat < lat[i]))
+        front[i] = not dominated.any()
+    return front
+
+
+def headline_metrics(frame: pd.DataFrame, baseline: str = BASELINE, batch: int = 1) -> dict:
+    """metrics.json: speed-ups over the PyTorch fp32 teacher at `batch` (and the same numbers at batch 32)
+    for the best int8 row, the fastest row within 1 point of the teacher's accuracy and the fastest within
+    97% of it. "Best quantized" is the fastest int8 row (dynamic or static) of any model."""
+    ok = frame[frame["status"] == "ok"]
+    teacher = ok[(ok["name"] == baseline) & (ok["runtime"] == "torch") & (ok["precision"] == "fp32")].iloc[0]
+    acc0 = teacher["accuracy"]
+    col = f"speedup_vs_torch_fp32_teacher_bs{batch}"
+
+    def fastest(rows):
+        return rows.loc[rows[col].idxmax()] if len(rows) else None
+
+    def route(row):
+        return f"{row['name']} on {row['runtime']}/{row['precision']}"
+
+    metrics = {"teacher_accuracy": float(acc0), "speedup_batch_size": batch}
+    quantized = fastest(ok[ok["precision"].str.startswith("int8")])
+    within_1pp = fastest(ok[ok["accuracy"] >= acc0 - 0.01])
+    within_3pct = fastest(ok[ok["accuracy"] >= 0.97 * acc0])
+    metrics.update({
+        "best_quantized_speedup": float(quantized[col]) if quantized is not None else None,
+        "best_quantized_speedup_bs32": float(quantized["speedup_vs_torch_fp32_teacher_bs32"])
+        if quantized is not None else None,
+        "best_quantized_route": route(quantized) if quantized is not None else None,
+        "best_quantized_accuracy_drop_pp": float(100 * (acc0 - quantized["accuracy"])) if quantized is not None
+        else None,
+        "best_speedup_within_1pp": float(within_1pp[col]),
+        "best_speedup_within_1pp_bs32": float(within_1pp["speedup_vs_torch_fp32_teacher_bs32"]),
+        "best_route_within_1pp": route(within_1pp),
+        "best_speedup_within_3pct": float(within_3pct[col]),
+        "best_speedup_within_3pct_bs32": float(within_3pct["speedup_vs_torch_fp32_teacher_bs32"]),
+        "best_route_within_3pct": route(within_3pct),
+        "n_rows": int(len(frame)), "n_refused": int((frame["status"] == "refused").sum()),
+        "n_failed": int((frame["status"] == "failed").sum()),
+    })
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------
+# seed 002's taxonomy and the per-family conclusions
+
+
+
+def _ratio(row, col):
+    value = row.get(col)
+    return float(value) if value is not None and not pd.isna(value) else math.nan
+
+
+def family_rows(frame: pd.DataFrame, catalogue: dict[str, str]) -> dict[str, pd.Series]:
+    """The row that measures each family here: {family: row}. `catalogue`: {family: row name}; quantization
+    picks the fastest int8 row of the teacher."""
+    ok = frame[frame["status"] == "ok"]
+    picked = {}
+    for family, name in catalogue.items():
+        if family == "quantization":
+            rows = ok[(ok["name"] == name) & ok["precision"].str.startswith("int8")]
+            if len(rows):
+                picked[family] = rows.loc[rows["latency_bs1_ms_median"].idxmin()]
+            continue
+        rows = ok[(ok["name"] == name) & (ok["runtime"] == "torch") & (ok["precision"] == "fp32")]
+        if len(rows):
+            picked[family] = rows.iloc[0]
+    return picked
+
+
+def taxonomy_table(frame: pd.DataFrame, catalogue: dict[str, str], general_distill_gain_pp: float | None) -> pd.DataFrame:
+    """Seed 002's six families, each with its quoted figures and the row of ours that measures it:
+    params and size relative to the teacher, speed-ups at batch 1 and 32, % of teacher accuracy."""
+    teacher = frame[(frame["name"] == BASELINE) & (frame["runtime"] == "torch") & (frame["precision"] == "fp32")].iloc[0]
+    picked = family_rows(frame, catalogue)
+    rows = []
+    for family, quote in papers.SEED002_QUOTES.items():
+        row = {"family": family, "seed002_quote": quote, "our_row": None}
+        if family in picked:
+            r = picked[family]
+            row.update(our_row=f"{r['name']} ({r['runtime']}/{r['precision']})",
+                       params_vs_teacher=_ratio(r, "params") / teacher["params"],
+                       nonzero_vs_teacher=_ratio(r, "params_nonzero") / teacher["params_nonzero"],
+                       size_vs_teacher=_ratio(r, "size_mb") / teacher["size_mb"],
+                       speedup_bs1=_ratio(r, "speedup_vs_torch_fp32_teacher_bs1"),
+                       speedup_bs32=_ratio(r, "speedup_vs_torch_fp32_teacher_bs32"),
+                       pct_of_teacher=_ratio(r, "pct_of_teacher"))
+        if family == "pre-training versus downstream" and general_distill_gain_pp is not None:
+            row.update(our_row="03_grid: general distillation before task KD vs task KD alone",
+                       accuracy_gain_pp=general_distill_gain_pp)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def conclusions(taxonomy: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    """One sentence per family, generated from the taxonomy's numbers (nothing typed in)."""
+    out = []
+    for _, r in taxonomy.iterrows():
+        family = r["family"]
+        if family == "pre-training versus downstream":
+            gain = r.get("accuracy_gain_pp")
+            text = ("not measured" if gain is None or pd.isna(gain) else
+                    f"General distillation before task KD changed the half-depth student's test accuracy by "
+                    f"{gain:+.1f} points against task KD alone (03_grid, one seed).")
+        elif r["our_row"] is None:
+            text = "not measured in this run (its rows were refused or failed; see table6.csv)."
+        else:
+            text = (f"{r['our_row']}: {r['params_vs_teacher']:.0%} of the teacher's parameters "
+                    f"({r['nonzero_vs_teacher']:.0%} of its nonzero ones), {r['size_vs_teacher']:.0%} of its size "
+                    f"on disk, {r['speedup_bs1']:.2f}x / {r['speedup_bs32']:.2f}x its PyTorch fp32 speed at batch "
+                    f"1 / 32, {r['pct_of_teacher']:.1f}% of its accuracy.")
+            if family == "pruning":
+                sparse = frame[frame["method"].fillna("").str.startswith("unstructured")
+                               & (frame["status"] == "ok")]
+                for _, s in sparse.iterrows():
+                    text += (f" Unstructured sparsity ({s['name']}) leaves {s['params_nonzero'] / s['params']:.0%} "
+                             f"of the weights nonzero but runs at {s['speedup_vs_torch_fp32_teacher_bs1']:.2f}x / "
+                             f"{s['speedup_vs_torch_fp32_teacher_bs32']:.2f}x and is {s['size_mb']:.1f} MB on disk: "
+                             "dense kernels multiply the zeros too.")
+        out.append({"family": family, "conclusion": text})
+    return pd.DataFrame(out)
+
+

@@ -1,0 +1,367 @@
+"""Seed 003 (Yu & Kim 2022): heterogeneous KD with small dense networks on cached document embeddings.
+
+Models (all `kdlib.core.heads.DenseTwoHead`):
+- teachers, trained from scratch: coarse (6 newsgroup families) and fine (20 newsgroups);
+- students with a prediction head (20 labels) and, for A and B, a distillation head:
+  A learns from the coarse teacher (6 outputs), B from the fine teacher (20 outputs), C has no
+  distillation head and learns from hard labels only.
+The loss is the `hetero` entry of kdlib.core.losses, in either convention ("ours": alpha*CE + (1-alpha)*T^2*KL;
+"paper": seed 003's, no T^2, its Fig. 9).
+
+Training is a small plain-PyTorch loop: the data are ~9k x 384 floats held in memory, a step costs well under a
+millisecond of arithmetic, so a transformers.Trainer (data loaders, checkpoints, callbacks) would cost more
+than the training itself. Each run uses one thread, and the independent runs (teachers, search, seeds) are
+spread over worker processes (`map_jobs`). One run records every epoch's validation and test metrics, so a
+single run gives both the early-stopped result (the epoch with the best validation accuracy, patience as
+configured) and the per-epoch curves without early stopping that seed 003's Tables 5 and 6 show (runs last
+at least `curve_epochs`; the weights do not depend on whether stopping was on, so both views are exact).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import functools
+import math
+import multiprocessing
+import signal
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+from scipy import stats
+from tqdm.auto import tqdm
+
+from kdlib.core import data
+from kdlib.core.heads import DenseTwoHead, DenseTwoHeadConfig
+from kdlib.core.losses import get_loss
+from kdlib.core.metrics import classification_metrics
+from kdlib.pipeline import memo
+
+PAPER_INPUT_DIM = 768
+MODELS = ("A", "B", "C")
+# which teacher each student learns from, and the size of its distillation head
+TEACHER_OF = {"A": "coarse", "B": "fine", "C": None}
+
+
+def dense_model(input_dim: int, hidden: list[int], num_labels: int, num_distill_labels: int = 0) -> DenseTwoHead:
+    return DenseTwoHead(DenseTwoHeadConfig(input_dim=input_dim, hidden_sizes=hidden, num_labels=num_labels,
+                                           num_distill_labels=num_distill_labels))
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@dataclass
+class Split:
+    """One split of cached embeddings with its fine and coarse labels (torch tensors)."""
+    x: torch.Tensor
+    fine: torch.Tensor
+    coarse: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.fine)
+
+
+@dataclass
+class DenseRun:
+    history: list[dict]           # one row per epoch: train_loss, val_*, test_* (accuracy, macro_f1)
+    best_epoch: int               # the epoch early stopping keeps (best validation accuracy)
+    stop_epoch: int               # where early stopping would have stopped
+    params: int
+    model: DenseTwoHead | None = field(default=None, repr=False)  # best-epoch weights, when asked for
+
+    def at(self, epoch: int) -> dict:
+        return self.history[epoch - 1]
+
+    @property
+    def best(self) -> dict:
+        return self.at(self.best_epoch)
+
+
+def early_stop(val_accuracy: list[float], patience: int) -> tuple[int, int]:
+    """(best epoch, stop epoch), 1-based: training stops once `patience` epochs pass without a new best
+    validation accuracy (ties keep the earlier epoch)."""
+    best, best_epoch = -math.inf, 0
+    for epoch, acc in enumerate(val_accuracy, start=1):
+        if acc > best:
+            best, best_epoch = acc, epoch
+        elif epoch - best_epoch >= patience:
+            return best_epoch, epoch
+    return best_epoch, len(val_accuracy)
+
+
+@torch.no_grad()
+def _scores(model, split: Split, coarse: bool) -> dict:
+    model.eval()
+    pred = model(split.x).logits.argmax(-1).numpy()
+    return classification_metrics(pred, (split.coarse if coarse else split.fine).numpy())
+
+
+def train_dense(model: DenseTwoHead, train: Split, evals: dict[str, Split], *, seed: int, epochs: int,
+                patience: int, min_epochs: int = 0, batch_size: int = 128, learning_rate: float = 1e-3,
+                coarse: bool = False, teacher_logits: torch.Tensor | None = None, alpha: float = 1.0,
+                temperature: float = 1.0, convention: str = "ours", keep_best: bool = False) -> DenseRun:
+    """Adam on mini-batches in a seeded order; metrics on every split of `evals` ("val" decides) after each
+    epoch. Trains until early stopping would stop AND at least `min_epochs` have run (at most `epochs`).
+    `coarse`: the targets are the coarse labels (the coarse teacher). With `teacher_logits` (one row per
+    training row) the loss is kdlib.core.losses' `hetero`; without, plain CE."""
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=learning_rate, fused=True)  # one kernel: ~18% less time per run
+    loss_fn = get_loss("hetero")
+    targets = train.coarse if coarse else train.fine
+    history, best_acc, best_state = [], -math.inf, None
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total = 0.0
+        for rows in torch.randperm(len(train), generator=generator).split(batch_size):
+            out = model(train.x[rows])
+            teacher = None if teacher_logits is None else {"logits": teacher_logits[rows]}
+            terms = loss_fn({"logits": out.logits, "distill_logits": out.distill_logits}, teacher,
+                            {"labels": targets[rows]}, alpha=alpha, temperature=temperature, convention=convention)
+            optimiser.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimiser.step()
+            total += terms["loss"].item() * len(rows)
+        row = {"epoch": epoch, "train_loss": total / len(train)}
+        for name, split in evals.items():
+            row.update({f"{name}_{k}": v for k, v in _scores(model, split, coarse).items()})
+        history.append(row)
+        if keep_best and row["val_accuracy"] > best_acc:
+            best_acc, best_state = row["val_accuracy"], copy.deepcopy(model.state_dict())
+        _, stop = early_stop([h["val_accuracy"] for h in history], patience)
+        if stop < epoch and epoch >= min_epochs:
+            break
+    best_epoch, stop_epoch = early_stop([h["val_accuracy"] for h in history], patience)
+    if keep_best:
+        model.load_state_dict(best_state)
+    return DenseRun(history, best_epoch, stop_epoch, n_params(model), model if keep_best else None)
+
+
+@torch.no_grad()
+def logits_of(model, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return model(x).logits
+
+
+# ----------------------------------------------------------------------------------------------------
+# statistics
+
+
+def paired_test(a, b) -> dict:
+    """Paired t-test of a vs b across seeds (scipy's ttest_rel): mean and std of the differences, t, p.
+    With fewer than 2 pairs, or identical pairs, t and p are NaN."""
+
+    d = np.asarray(a, float) - np.asarray(b, float)
+    out = {"n": len(d), "mean_diff": float(d.mean()) if len(d) else math.nan,
+           "std_diff": float(d.std(ddof=1)) if len(d) > 1 else math.nan, "t": math.nan, "p": math.nan}
+    if len(d) > 1 and np.ptp(d) > 0:
+        res = stats.ttest_rel(a, b)
+        out.update(t=float(res.statistic), p=float(res.pvalue))
+    return out
+
+
+def epochs_to_target(curves: pd.DataFrame, targets) -> pd.DataFrame:
+    """For each model, seed and target accuracy: the first epoch whose test accuracy reaches it (NaN if none).
+    `curves` has columns model, seed, epoch, test_accuracy."""
+    rows = []
+    for (model, seed), run in curves.sort_values("epoch").groupby(["model", "seed"]):
+        acc, epochs = run["test_accuracy"].to_numpy(), run["epoch"].to_numpy()
+        for target in targets:
+            hit = np.flatnonzero(acc >= target)
+            rows.append({"model": model, "seed": seed, "target": float(target),
+                         "epochs": float(epochs[hit[0]]) if len(hit) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def ordering(values: dict[str, float]) -> str:
+    """'A > C > B' from {'A': .., 'B': .., 'C': ..}, highest first."""
+    return " > ".join(sorted(values, key=lambda k: -values[k]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+
+
+def load_data(hp, seed: int):
+    """The profile's 20 Newsgroups (cleaned as in seed 003), subset to hp's sizes (stratified, seeded)."""
+
+    dsd = data.load(hp.dataset)
+    sizes = {"train": hp.train_size, "validation": hp.validation_size, "test": hp.test_size}
+    return data.stratified_subset(dsd, sizes, seed=seed)
+
+
+def splits_from(dsd, embeddings: dict[str, np.ndarray]) -> dict[str, Split]:
+    """Cached embeddings and labels as Splits: train, val, test."""
+    names = {"train": "train", "validation": "val", "test": "test"}
+    return {names[s]: Split(torch.from_numpy(embeddings[s]), torch.tensor(dsd[s]["label"]),
+                            torch.tensor(dsd[s]["coarse_label"])) for s in names}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the experiment: teachers, the alpha/T search, the seeds
+
+
+def _threads(n: int):
+    """A context that runs a block with `n` torch threads (tiny matrices gain nothing from more)."""
+
+    @contextlib.contextmanager
+    def scope():
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    return scope()
+
+
+def _start_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the caller's to handle (map_jobs stops us)
+    torch.set_num_threads(1)
+
+
+@functools.lru_cache(maxsize=None)
+def _pool(workers: int):
+    """`workers` worker processes with one torch thread each, started once per process and kept: a worker
+    pays its imports (~5 s) once for every map_jobs call of the step."""
+
+    # spawn, not fork: a forked child of a process whose OpenMP threads ran (or of a notebook kernel) can hang
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
+
+
+def _run_job(fn, shared: dict, job: dict):
+    return fn(**shared, **job)
+
+
+def map_jobs(fn, jobs: list[dict], shared: dict, workers: int, desc: str | None = None) -> list:
+    """[fn(**shared, **job) for job in jobs], spread over `workers` processes. Every job runs with one torch
+    thread, in a worker or (workers <= 1) here, so its numbers do not depend on `workers`. The jobs are
+    independent single-threaded runs: on an idle machine two workers on two cores take half the time of one.
+    fn must be importable (module level); tensors in `shared` travel through shared memory, not copies."""
+
+    if workers <= 1 or len(jobs) <= 1:
+        with _threads(1):
+            return [fn(**shared, **job) for job in tqdm(jobs, desc=desc, disable=desc is None, mininterval=5)]
+    pool = _pool(workers)
+    try:
+        results = pool.map(_run_job, *zip(*[(fn, shared, job) for job in jobs]))
+        return list(tqdm(results, total=len(jobs), desc=desc, disable=desc is None, mininterval=5))
+    except BaseException:  # an interrupt or a failed job: stop the workers rather than let them run on
+        pool.shutdown(wait=False, cancel_futures=True)
+        _pool.cache_clear()
+        raise
+
+
+def train_teacher(hp, splits: dict[str, Split], name: str, seed: int) -> DenseRun:
+    """The coarse (6 labels) or the fine (20 labels) teacher, with its best epoch's weights."""
+    torch.manual_seed(seed)
+    model = dense_model(splits["train"].x.shape[1], hp.teacher_hidden, 6 if name == "coarse" else 20)
+    return train_dense(model, splits["train"], {"val": splits["val"], "test": splits["test"]}, seed=seed,
+                       epochs=hp.epochs, patience=hp.patience, batch_size=hp.batch_size,
+                       learning_rate=hp.learning_rate, coarse=name == "coarse", keep_best=True)
+
+
+def train_teachers(hp, splits: dict[str, Split], seed: int, workers: int = 1) -> dict:
+    """The coarse and the fine teacher (best-epoch weights) with their runs, side by side on `workers`."""
+    names = ("coarse", "fine")
+    runs = map_jobs(train_teacher, [{"name": name} for name in names], {"hp": hp, "splits": splits, "seed": seed},
+                    workers)
+    return dict(zip(names, runs))
+
+
+def train_student(hp, splits, kind: str, seed: int, teacher_logits: dict, alpha: float = 1.0,
+                  temperature: float = 1.0, convention: str = "ours", min_epochs: int = 0,
+                  test: bool = True) -> DenseRun:
+    """Student A, B or C (see TEACHER_OF). The same seed gives A, B and C the same body and prediction head.
+    `test=False` scores validation only (the search, which must not look at the test split anyway)."""
+    teacher = TEACHER_OF[kind]
+    torch.manual_seed(seed)
+    model = dense_model(splits["train"].x.shape[1], hp.student_hidden, 20,
+                        teacher_logits[teacher].shape[1] if teacher else 0)
+    evals = {"val": splits["val"], "test": splits["test"]} if test else {"val": splits["val"]}
+    return train_dense(model, splits["train"], evals, seed=seed,
+                       epochs=hp.epochs, patience=hp.patience, min_epochs=min_epochs, batch_size=hp.batch_size,
+                       learning_rate=hp.learning_rate, teacher_logits=teacher_logits[teacher] if teacher else None,
+                       alpha=alpha, temperature=temperature, convention=convention)
+
+
+def search_alpha_temperature(hp, splits, teacher_logits: dict, seed: int, progress: bool = True,
+                             workers: int = 1) -> pd.DataFrame:
+    """Validation accuracy (early-stopped) of A and B over hp.alphas x hp.temperatures, per convention."""
+    grid = [(c, k, a, t) for c in hp.conventions for k in ("A", "B") for a in hp.alphas for t in hp.temperatures]
+    jobs = [{"kind": k, "seed": seed, "alpha": a, "temperature": t, "convention": c, "test": False}
+            for c, k, a, t in grid]
+    shared = {"hp": hp, "splits": splits, "teacher_logits": teacher_logits}
+    runs = map_jobs(train_student, jobs, shared, workers, "alpha/T search" if progress else None)
+    return pd.DataFrame([{"convention": c, "model": k, "alpha": a, "temperature": t,
+                          "val_accuracy": run.best["val_accuracy"], "best_epoch": run.best_epoch}
+                         for (c, k, a, t), run in zip(grid, runs)])
+
+
+def best_settings(search: pd.DataFrame) -> pd.DataFrame:
+    """Per convention and model, the (alpha, T) with the highest validation accuracy (first on ties)."""
+    idx = search.groupby(["convention", "model"], sort=False)["val_accuracy"].idxmax()
+    return search.loc[idx].reset_index(drop=True)
+
+
+def run_seeds(hp, splits, teacher_logits: dict, chosen: pd.DataFrame, seeds, progress: bool = True,
+              workers: int = 1):
+    """A and B (per convention, at the chosen alpha/T) and C, for every seed, each trained at least
+    hp.curve_epochs. Returns (curves: one row per model, convention, seed and epoch; results: one row per
+    run at its early-stopped epoch)."""
+    plans = [(seed, "C", "none", 1.0, 1.0) for seed in seeds]
+    plans += [(seed, r.model, r.convention, r.alpha, r.temperature) for seed in seeds for r in chosen.itertuples()]
+    jobs = [{"kind": kind, "seed": seed, "alpha": alpha, "temperature": temperature,
+             "convention": convention if convention != "none" else "ours", "min_epochs": hp.curve_epochs}
+            for seed, kind, convention, alpha, temperature in plans]
+    shared = {"hp": hp, "splits": splits, "teacher_logits": teacher_logits}
+    runs = map_jobs(train_student, jobs, shared, workers, "seeds" if progress else None)
+    curves, results = [], []
+    for (seed, kind, convention, alpha, temperature), run in zip(plans, runs):
+        tag = {"model": kind, "convention": convention, "seed": seed}
+        curves += [{**tag, **row} for row in run.history]
+        results.append({**tag, "alpha": alpha, "temperature": temperature, "best_epoch": run.best_epoch,
+                        "stop_epoch": run.stop_epoch, "params": run.params,
+                        **{k: v for k, v in run.best.items() if k.startswith(("val_", "test_"))}})
+    return pd.DataFrame(curves), pd.DataFrame(results)
+
+
+def run_dense_study(hp, splits: dict[str, Split], seed: int, folder, embeddings_key: str,
+                    progress: bool = True) -> dict:
+    """Teachers, the alpha/T search and the seeds, as one memoised unit in `folder` (keyed by the embeddings,
+    the parameters and this code). Returns teachers (DenseRun, no weights), search, chosen, curves, results
+    (frames) and teacher_logits (train split, {"coarse", "fine"})."""
+
+
+
+    def build(unit: Path) -> dict:
+        unit.mkdir(parents=True, exist_ok=True)
+        # every run is small: one thread each, the runs spread over hp.workers processes
+        teachers = train_teachers(hp, splits, seed, hp.workers)
+        logits = {name: logits_of(run.model, splits["train"].x) for name, run in teachers.items()}
+        search = search_alpha_temperature(hp, splits, logits, seed, progress, hp.workers)
+        chosen = best_settings(search)
+        curves, results = run_seeds(hp, splits, logits, chosen, range(seed, seed + hp.seeds), progress, hp.workers)
+        save_file({k: v.contiguous() for k, v in logits.items()}, str(unit / "teacher_logits.safetensors"))
+        return {"teachers": {k: {"history": r.history, "best_epoch": r.best_epoch, "stop_epoch": r.stop_epoch,
+                                 "params": r.params} for k, r in teachers.items()},
+                **{name: frame.to_dict("records") for name, frame in
+                   (("search", search), ("chosen", chosen), ("curves", curves), ("results", results))}}
+
+
+    # the transformer runs are units of their own; the worker count changes no number
+    params = {k: v for k, v in dataclasses.asdict(hp).items() if k not in ("transformer", "workers")}
+    key = memo.unit_key("hetero_dense", ["studies.hetero.dense", "core.heads", "core.losses"], params, seed, embeddings_key)
+    done = memo.run_unit(Path(folder), key, build, files=("teacher_logits.safetensors",))
+    out = {name: pd.DataFrame(done[name]) for name in ("search", "chosen", "curves", "results")}
+    out["teachers"] = {k: DenseRun(**v) for k, v in done["teachers"].items()}
+    out["teacher_logits"] = load_file(str(Path(folder) / "teacher_logits.safetensors"))
+    out["reused"] = done["reused"]
+    return out

@@ -1,0 +1,154 @@
+"""Turn the training steps' summaries into the tables, figures' data and metrics that notebooks write."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from kdlib.core.distill import model_fingerprint
+from kdlib.core.metrics import confusion_matrix_frame
+from kdlib.inference.machine import cpu_info
+from kdlib.inference.runtimes import ROUTES
+from kdlib.inference.timing import ROW_COLUMNS, Benchmark, BenchmarkSettings, results_frame
+from kdlib.pipeline import memo
+
+RUN_LABELS = {"kd_cached": "KD (cached teacher)", "kd_online": "KD (online teacher)", "nokd": "no KD (twin)",
+              "teacher": "teacher"}
+
+
+def history_frame(runs: dict[str, dict]) -> pd.DataFrame:
+    """Per-epoch validation metrics of several runs, long format (run, epoch, accuracy, macro_f1, ...)."""
+    frames = [pd.DataFrame(r["history"]).assign(run=RUN_LABELS.get(name, name)) for name, r in runs.items()]
+    return pd.concat(frames, ignore_index=True)[["run", "epoch", "accuracy", "macro_f1", "loss", "train_loss"]]
+
+
+def runs_table(runs: dict[str, dict], baseline: str = "nokd") -> pd.DataFrame:
+    """One row per run: test accuracy and macro-F1, training time, and cost relative to `baseline`."""
+    rows = []
+    for name, r in runs.items():
+        rows.append({
+            "run": RUN_LABELS.get(name, name),
+            "best_epoch": r.get("best_epoch"),
+            "test_accuracy": r["test"]["accuracy"],
+            "test_macro_f1": r["test"]["macro_f1"],
+            "train_step_seconds": r["train_step_seconds"],
+            "train_wall_seconds": r["train_wall_seconds"],
+        })
+    table = pd.DataFrame(rows)
+    if baseline in runs:
+        base = runs[baseline]["train_step_seconds"]
+        table["cost_vs_nokd"] = table["train_step_seconds"] / base
+    return table
+
+
+def confusion_from_predictions(path: str | Path, label_names: list[str]) -> pd.DataFrame:
+    """The confusion matrix of a run's test_predictions.csv."""
+    pred = pd.read_csv(path)
+    return confusion_matrix_frame(pred["prediction"].to_numpy(), pred["label"].to_numpy(), label_names)
+
+
+def schema_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Benchmark rows with their columns in the schema's order (evaluate.ROW_COLUMNS, then the CPU's), whatever
+    the rows' key order: rows read back from a memoised unit come with sorted keys."""
+
+    schema = [*ROW_COLUMNS, *(f"cpu_{k}" for k in cpu_info())]
+    first = [c for c in schema if c in frame.columns]
+    return frame[first + sorted(c for c in frame.columns if c not in first)]
+
+
+def benchmark_models(named_models: dict, bench, baseline: str | None = None, cache_dir=None) -> pd.DataFrame:
+    """Latency and size of several models on each runtime, precision and batch size of `bench` (BenchmarkParams).
+
+    A row per (model, runtime, precision, batch size), for the precisions each runtime offers
+    (`runtimes.ROUTES`); a route this machine cannot run is a row with status "refused" and the reason.
+    Each route is prepared once per model and reused across batch sizes. Models are measured one after
+    another inside the same loop, so the speed-up columns compare numbers taken in one process on one
+    machine: `speedup_vs_<baseline>` = baseline median / model median on the same runtime, precision and
+    batch size; `speedup_vs_<baseline>_torch_fp32` = the baseline's PyTorch fp32 median at that batch size
+    / model median (the gain of model and route together).
+
+    With `cache_dir`, each route's block (every model, every batch size) is a memoised unit keyed by the
+    models' weights, the route, the settings, the machine and the benchmark code: a rerun with nothing
+    changed re-times nothing, and a changed model re-times the whole block, so that every ratio still
+    compares numbers measured together.
+    """
+
+
+    runtimes = getattr(bench, "runtimes", None) or ["torch"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="kd-bench-") as workdir:
+        for runtime in runtimes:
+            # An unknown runtime gets (refused) rows for every precision, so a typo shows in the table.
+            precisions = [p for p in bench.precisions if runtime not in ROUTES or p in ROUTES[runtime]]
+            if not precisions:
+                print(f"{runtime} offers none of the precisions {list(bench.precisions)}: skipped")
+            for precision in precisions:
+                def block(_folder=None, runtime=runtime, precision=precision) -> dict:
+                    # One Benchmark per model and route: the route is prepared once, then freed after its block.
+                    benches = {name: Benchmark(model, name, workdir=f"{workdir}/{name}")
+                               for name, model in named_models.items()}
+                    out = []
+                    for batch_size in bench.batch_sizes:
+                        settings = BenchmarkSettings(batch_size=batch_size, seq_len=bench.seq_len,
+                                                     threads=bench.threads, warmup=bench.warmup, repeats=bench.repeats)
+                        out.extend(b.run(settings, runtime, precision) for b in benches.values())
+                    return {"rows": out}
+
+                if cache_dir is None:
+                    rows.extend(block()["rows"])
+                    continue
+
+                params = {"models": {name: model_fingerprint(m)[:16] for name, m in named_models.items()},
+                          "runtime": runtime, "precision": precision, "batch_sizes": list(bench.batch_sizes),
+                          "seq_len": bench.seq_len, "threads": bench.threads, "warmup": bench.warmup,
+                          "repeats": bench.repeats}
+                key = memo.unit_key("benchmark", ("inference.timing", "inference.runtimes"), params, memo.machine())
+                unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params)
+                rows.extend(unit["rows"])
+    frame = schema_order(results_frame(rows))
+    if baseline is not None and len(frame):
+        base = frame[frame["name"] == baseline].set_index(["runtime", "precision", "batch_size"])["latency_ms_median"]
+        same_route = [base.get((r, p, b), float("nan")) for r, p, b in
+                      zip(frame["runtime"], frame["precision"], frame["batch_size"])]
+        frame["speedup_vs_" + baseline] = same_route / frame["latency_ms_median"]
+        torch_fp32 = [base.get(("torch", "fp32", b), float("nan")) for b in frame["batch_size"]]
+        frame[f"speedup_vs_{baseline}_torch_fp32"] = torch_fp32 / frame["latency_ms_median"]
+    return frame
+
+
+def distill_metrics(summary: dict, bench: pd.DataFrame, teacher_accuracy: float) -> dict:
+    """The headline numbers of step 02 (its metrics.json), from the distillation summary and the benchmark.
+
+    Training costs are optimisation-step seconds (forward, backward, update; not evaluation), and ratios
+    to the no-KD twin. `cache_build_seconds` is the time the teacher-output cache took to build (recorded
+    when it was built, so a rerun that reads it reports the same), `cache_built_now` whether this run
+    built it. Speed-ups are the PyTorch fp32 student against the PyTorch fp32 teacher at each batch size.
+    """
+    runs = summary["runs"]
+
+    def seconds(name):
+        return runs[name]["train_step_seconds"] if name in runs else float("nan")
+
+    kd, nokd = runs["kd_cached"]["test"], runs["nokd"]["test"]
+    student = bench[(bench["name"] == "student") & (bench["runtime"] == "torch") & (bench["precision"] == "fp32")
+                    & (bench["status"] == "ok")].set_index("batch_size")
+    return {
+        "student_test_accuracy": kd["accuracy"],
+        "student_test_macro_f1": kd["macro_f1"],
+        "nokd_test_accuracy": nokd["accuracy"],
+        "nokd_test_macro_f1": nokd["macro_f1"],
+        "online_kd_test_accuracy": runs["kd_online"]["test"]["accuracy"] if "kd_online" in runs else None,
+        "student_params": summary["student_params"]["total"],
+        "teacher_params": summary["teacher_params"]["total"],
+        "student_retention": kd["accuracy"] / teacher_accuracy,
+        "kd_gain_pp": 100 * (kd["accuracy"] - nokd["accuracy"]),
+        "cached_kd_train_seconds": seconds("kd_cached"),
+        "online_kd_train_seconds": seconds("kd_online"),
+        "nokd_train_seconds": seconds("nokd"),
+        "cache_build_seconds": summary["cache"]["build_seconds"],
+        "cache_built_now": bool(summary["cache"]["built_now"]),
+        "cached_over_nokd_cost": seconds("kd_cached") / seconds("nokd"),
+        "online_over_nokd_cost": seconds("kd_online") / seconds("nokd"),
+        **{f"student_speedup_fp32_bs{b}": float(student.loc[b, "speedup_vs_teacher"]) for b in student.index},
+    }
