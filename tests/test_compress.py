@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from safetensors.torch import save_model
 
 from kdlib.compress import factorize, pruning, share
 from kdlib.core.models import count_parameters
@@ -164,9 +165,12 @@ def test_factorized_embeddings_counts_and_full_rank_identity(tiny):
 # ---------------------------------------------------------------------------------------------------- sharing
 
 
-def test_shared_layers_are_one_tensor_counted_and_stored_once(tiny, tmp_path):
-    from kdlib.inference.timing import size_on_disk_mb
+def size_on_disk_mb(model, path) -> float:
+    save_model(model, str(path))  # safetensors, as the torch route stores a model
+    return path.stat().st_size / 1e6
 
+
+def test_shared_layers_are_one_tensor_counted_and_stored_once(tiny, tmp_path):
     per_layer = sum(p.numel() for p in pruning.encoder_layers(tiny)[0].parameters())
     before = count_parameters(tiny)["total"]
     shared = share.share_layers(copy.deepcopy(tiny), 3)
@@ -176,7 +180,7 @@ def test_shared_layers_are_one_tensor_counted_and_stored_once(tiny, tmp_path):
     assert len(ptrs) == 1
     assert count_parameters(shared)["total"] == before - (LAYERS - 1) * per_layer
     # stored once: the safetensors file shrinks by the dropped layer's fp32 bytes (give or take headers)
-    saved = size_on_disk_mb(tiny) - size_on_disk_mb(shared)
+    saved = size_on_disk_mb(tiny, tmp_path / "a") - size_on_disk_mb(shared, tmp_path / "b")
     assert saved == pytest.approx(per_layer * 4 / 1e6, rel=0.05)
     assert _logits(shared).shape == (3, 3)
 

@@ -92,7 +92,7 @@ def test_trainer_loss_is_the_documented_mix(tiny_data, tmp_path):
     t_logits = torch.randn(4, 3)
     with torch.no_grad():
         s_logits = student(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        loss = trainer.compute_loss(student, {**batch, distill.TEACHER_LOGITS: t_logits})
+        loss = trainer.compute_loss(student, {**batch, f"{distill.TEACHER_PREFIX}logits": t_logits})
         plain = trainer.compute_loss(student, dict(batch))
     expected = 0.3 * losses.hard_ce(s_logits, batch["labels"]) + 0.7 * losses.soft_target_kd(s_logits, t_logits, 3.0)
     torch.testing.assert_close(loss, expected)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 import pytest
@@ -107,35 +106,6 @@ def test_parameter_count_by_hand(tiny_model):
     expected = embeddings + layers * per_layer + pooler + classifier
     assert expected == 37955
     assert ev.Benchmark(tiny_model, "tiny").run(ev.BenchmarkSettings(**FAST))["params"] == expected
-
-
-def test_size_on_disk_close_to_fp32_bytes(tiny_model):
-    n = sum(p.numel() for p in tiny_model.parameters())
-    n_tensors = len(tiny_model.state_dict())
-    size_bytes = ev.size_on_disk_mb(tiny_model) * 1e6
-    assert size_bytes >= n * 4  # every float must be on disk
-    # Within 2% of the raw floats, plus a JSON header of < 150 bytes per tensor
-    # (about 4 kB here, which alone is ~3% of this tiny model).
-    assert size_bytes <= n * 4 * 1.02 + 150 * n_tensors
-
-
-def test_size_on_disk_stores_tied_weights_once():
-    emb = torch.nn.Embedding(1000, 64)
-    head = torch.nn.Linear(64, 1000, bias=False)
-    head.weight = emb.weight  # tied, as in language-model heads
-    model = torch.nn.Sequential(emb, head)
-    assert ev.size_on_disk_mb(model) == pytest.approx(1000 * 64 * 4 / 1e6, rel=0.02)
-
-
-def test_size_on_disk_handles_dynamic_quantisation(tiny_model):
-    quantize_dynamic = getattr(getattr(torch, "ao", None), "quantization", None)
-    if quantize_dynamic is None or not hasattr(quantize_dynamic, "quantize_dynamic"):
-        pytest.skip("torch has no eager dynamic quantisation")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        q = torch.ao.quantization.quantize_dynamic(tiny_model, {torch.nn.Linear}, dtype=torch.qint8)
-    # int8 Linear weights make the file smaller than the fp32 one.
-    assert 0 < ev.size_on_disk_mb(q) < ev.size_on_disk_mb(tiny_model)
 
 
 # ---------------------------------------------------------------- settings

@@ -39,7 +39,6 @@ from kdlib.core.adaptors import MASK_VALUE, get_adaptor
 from kdlib.core.io import atomic_path, write_csv
 
 TEACHER_PREFIX = "teacher_"  # batch columns teacher_<output> hold the teacher's outputs
-TEACHER_LOGITS = "teacher_logits"
 TOKEN_KEYS = ("input_ids", "token_type_ids", "attention_mask")
 MODEL_INPUT_KEYS = (*TOKEN_KEYS, "embeddings")
 

@@ -76,8 +76,6 @@ def _no_normalisation(text: str) -> str:
     return text
 
 
-def _strip_only(text: str) -> str:
-    return text.strip()
 
 
 # Ways to get SQuAD's EM/F1 wrong, each a plausible shortcut, scored on the same predictions.

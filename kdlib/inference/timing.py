@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -30,7 +28,6 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from safetensors.torch import save_model
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding
 
@@ -68,23 +65,6 @@ LABEL_KEYS = ("label", "labels")
 # --------------------------------------------------------------------------
 
 
-def size_on_disk_mb(model: torch.nn.Module) -> float:
-    """Size of the model's state_dict saved with safetensors, in MB (1e6 bytes).
-
-    Shared (tied) tensors are stored once. State dicts safetensors cannot
-    hold (e.g. torch's dynamically quantised Linear layers, which keep
-    packed params) fall back to `torch.save`.
-    """
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.bin")
-        try:
-            # save_model drops duplicate names of shared storage and makes
-            # tensors contiguous, which save_file alone would refuse.
-            save_model(model, path)
-        except (AttributeError, TypeError, ValueError, RuntimeError):
-            torch.save(model.state_dict(), path)
-        return os.path.getsize(path) / 1e6
 
 
 # --------------------------------------------------------------------------

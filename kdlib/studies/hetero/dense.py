@@ -42,7 +42,6 @@ from kdlib.core.losses import get_loss
 from kdlib.core.metrics import classification_metrics
 from kdlib.pipeline import memo
 
-PAPER_INPUT_DIM = 768
 MODELS = ("A", "B", "C")
 # which teacher each student learns from, and the size of its distillation head
 TEACHER_OF = {"A": "coarse", "B": "fine", "C": None}
