@@ -13,9 +13,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shlex
 import sys
 
 from kdlib.inference import bench as standalone_bench
+from kdlib.pipeline.lock import ProfileLocked, profile_lock
+
+# The commands that write reports/<profile>/ (train, time, render): one at a time per profile.
+LOCKED = ("run", "verdicts", "report")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,42 +62,18 @@ def main(argv=None) -> int:
     if args.command == "bench":  # only what the benchmark needs: it runs alone on small devices
         return standalone_bench.run_from_args(args)
     # The study's own modules import torch, transformers and datasets, which a device that only runs the
-    # benchmark lacks: they are imported here, past the benchmark's branch, and nowhere else in this file.
-    from kdlib.inference.export import export
-    from kdlib.pipeline import runner, steps
+    # benchmark lacks: they are imported past the benchmark's branch (here and in _study), nowhere else.
     from kdlib.pipeline.config import ParamsError, load_params
-    from kdlib.report import render
-    from kdlib.studies import verdicts
 
     try:
-        if args.command == "check":
-            cfg = load_params(args.params)
-            print(f"{args.params}: valid (profile {cfg.profile}, fingerprint {cfg.fingerprint()})")
-        elif args.command == "steps":
-            for step in steps.STEPS:
-                print(f"{step.stem:<20} {step.title}  (needs: {', '.join(step.needs) or '-'}; "
-                      f"parameters: {', '.join(step.sections)})")
-        elif args.command == "verdicts":
-            for claim, path in verdicts.run(load_params(args.params), args.train_only, args.claim).items():
-                print(f"{claim}: {path}")
-        elif args.command == "export":
-            cfg = load_params(args.params) if args.params else None
-            manifest = export(args.model, args.runtime, args.precision, args.out, cfg, args.threads)
-            accuracy = manifest["accuracy"]
-            measured = (f"accuracy {accuracy['accuracy']:.4f} on {accuracy['n']} test examples" if accuracy
-                        else manifest["accuracy_note"])
-            print(f"{args.out}: {manifest['route']['runtime']}/{manifest['route']['precision']}, "
-                  f"{manifest['size_mb']:.1f} MB, {measured}")
-        elif args.command == "report":
-            built = render.build(load_params(args.params))
-            print(f"{built['pdf']} ({built['n_pages']} pages) and {built['html']}; sections with a step not run: "
-                  f"{built['sections_not_run']}")
-        elif args.command == "status":
-            for row in runner.status(args.params):
-                state = "up to date" if row["up_to_date"] else "stale: " + "; ".join(row["reasons"])
-                print(f"{row['step']:<20} {state}")
-        else:
-            runner.run(args.params, only=args.only, force=args.force)
+        # Taken before _study's slower imports, so that a second process is turned away at once.
+        lock = (profile_lock(load_params(args.params, check_models=False).profile, _command_line(argv)) if args.command in LOCKED
+                else contextlib.nullcontext())
+        with lock:
+            _study(args)
+    except ProfileLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -109,6 +91,49 @@ def main(argv=None) -> int:
             return 1
         raise
     return 0
+
+
+def _command_line(argv) -> str:
+    """The command as typed, for the lock's record."""
+    return shlex.join(["kdstudy", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _study(args) -> None:
+    """Every command but the benchmark."""
+    from kdlib.inference.export import export
+    from kdlib.pipeline import runner, steps
+    from kdlib.pipeline.config import load_params
+    from kdlib.report import render
+    from kdlib.studies import verdicts
+
+    if args.command == "check":
+        cfg = load_params(args.params)
+        print(f"{args.params}: valid (profile {cfg.profile}, fingerprint {cfg.fingerprint()})")
+    elif args.command == "steps":
+        for step in steps.STEPS:
+            print(f"{step.stem:<20} {step.title}  (needs: {', '.join(step.needs) or '-'}; "
+                  f"parameters: {', '.join(step.sections)})")
+    elif args.command == "verdicts":
+        for claim, path in verdicts.run(load_params(args.params), args.train_only, args.claim).items():
+            print(f"{claim}: {path}")
+    elif args.command == "export":
+        cfg = load_params(args.params, check_models=False) if args.params else None  # data only
+        manifest = export(args.model, args.runtime, args.precision, args.out, cfg, args.threads)
+        accuracy = manifest["accuracy"]
+        measured = (f"accuracy {accuracy['accuracy']:.4f} on {accuracy['n']} test examples" if accuracy
+                    else manifest["accuracy_note"])
+        print(f"{args.out}: {manifest['route']['runtime']}/{manifest['route']['precision']}, "
+              f"{manifest['size_mb']:.1f} MB, {measured}")
+    elif args.command == "report":
+        built = render.build(load_params(args.params, check_models=False))  # reads results only
+        print(f"{built['pdf']} ({built['n_pages']} pages) and {built['html']}; sections with a step not run: "
+              f"{built['sections_not_run']}")
+    elif args.command == "status":
+        for row in runner.status(args.params):
+            state = "up to date" if row["up_to_date"] else "stale: " + "; ".join(row["reasons"])
+            print(f"{row['step']:<20} {state}")
+    else:
+        runner.run(args.params, only=args.only, force=args.force)
 
 
 if __name__ == "__main__":

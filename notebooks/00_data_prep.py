@@ -24,15 +24,9 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib.core.io import save_figure, write_csv, write_metrics
-from kdlib.pipeline import steps
-from kdlib.pipeline.config import load_params
-from kdlib.pipeline.paths import step_dir
+from kdlib.pipeline.notebook import save_figure, start, write_csv, write_metrics
 
-STEP = steps.get("00_data_prep")
-cfg = load_params(params_file)
-out = step_dir(cfg.profile, STEP.stem)
-print(f"profile {cfg.profile}: writing to {out}")
+STEP, cfg, out = start("00_data_prep", params_file)
 
 # %%
 from kdlib.core import data, models

@@ -31,15 +31,9 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib.core.io import read_json, save_figure, write_csv, write_metrics
-from kdlib.pipeline import steps
-from kdlib.pipeline.config import load_params
-from kdlib.pipeline.paths import step_dir
+from kdlib.pipeline.notebook import read_json, save_figure, start, step_dir, write_csv, write_metrics
 
-STEP = steps.get("02_distill")
-cfg = load_params(params_file)
-out = step_dir(cfg.profile, STEP.stem)
-print(f"profile {cfg.profile}: writing to {out}")
+STEP, cfg, out = start("02_distill", params_file)
 
 # %%
 from kdlib.studies import plots, results, train
@@ -83,8 +77,9 @@ save_figure(fig, out, "history")
 # %% [markdown]
 # ## Speed on this machine
 #
-# Size and inference latency of the teacher and the student, measured one after the other in this process
-# (warm-up passes, then timed repeats; median and p95). The CPU and thread count are part of every row.
+# Size and inference latency of the teacher and the student, timed in turn, call by call, on each route
+# (warm-up passes, then timed rounds; median and p95): the speed-up is the median over rounds of the
+# teacher's time over the student's in the same round. The CPU and thread count are part of every row.
 
 # %%
 from transformers import AutoModelForSequenceClassification

@@ -26,7 +26,8 @@
 #
 # What we change, and why: the paper's 768-d BERT embeddings (checkpoint and pooling unstated) become
 # MiniLM's 384-d mean-pooled embeddings offline (`full` uses bert-base-uncased); its typo correction is not
-# reproduced (the cleaning is otherwise the same, and gives its exact split sizes: 8,765 / 2,192 / 7,274).
+# reproduced (the cleaning is otherwise the same; the paper's split sizes, 8,765 / 2,192 / 7,274, are
+# printed beside ours below).
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values; see params/*.yaml)
@@ -35,25 +36,20 @@ params_file = "../params/quick.yaml"
 # %%
 import time
 
-from kdlib.core.io import save_figure, write_csv, write_metrics, write_text
-from kdlib.pipeline import steps
-from kdlib.pipeline.config import load_params
-from kdlib.pipeline.paths import cache_root, step_dir
+from kdlib.pipeline.notebook import cache_root, save_figure, start, write_csv, write_metrics, write_text
 
-STEP = steps.get("05_hetero_kd")
-cfg = load_params(params_file)
-hp = cfg.hetero
-out = step_dir(cfg.profile, STEP.stem)
 started = time.perf_counter()
-print(f"profile {cfg.profile}: writing to {out}")
+STEP, cfg, out = start("05_hetero_kd", params_file)
+hp = cfg.hetero
 
 # %% [markdown]
 # ## The documents and their length
 #
 # Encoding every document once is the expensive part of this step, and its cost grows with the number of
 # tokens kept. The table gives, per split, how many documents each candidate `max_length` truncates and how
-# many tokens per document it keeps. On the whole data the median post has about 100 tokens and 40% are
-# longer than 128: the quick profile keeps 128 (most of a post's topic words come early), `full` keeps 512.
+# many tokens per document it keeps, beside the median and 90th percentile of the token counts. The profile's
+# `hetero.max_length` is the one kept (printed below with the share of posts it cuts): the quick profile
+# keeps fewer tokens than `full`, since most of a post's topic words come early.
 
 # %%
 from kdlib.core.models import load_tokenizer
@@ -64,7 +60,12 @@ dsd = hetero.load_data(hp, cfg.seed)
 texts = {split: list(dsd[split]["text"]) for split in ("train", "validation", "test")}
 lengths = hetero_embed.token_length_table(texts, load_tokenizer(hp.encoder))
 write_csv(out / "tables" / "token_lengths.csv", lengths)
-print({split: len(t) for split, t in texts.items()})
+print("documents:", {split: len(t) for split, t in texts.items()}, "(seed 003: train 8,765, validation 2,192, "
+      "test 7,274)")
+train_lengths = lengths[lengths["split"] == "train"]
+cut = train_lengths[train_lengths["max_length"] == hp.max_length]
+print(f"max_length {hp.max_length}; median training post {train_lengths['median_tokens'].iloc[0]:.0f} tokens"
+      + (f"; {cut['truncated_share'].iloc[0]:.0%} of training posts are cut" if len(cut) else ""))
 lengths.pivot_table(index="max_length", columns="split", values=["truncated_share", "kept_tokens_per_doc"]).round(3)
 
 # %% [markdown]
@@ -73,9 +74,9 @@ lengths.pivot_table(index="max_length", columns="split", values=["truncated_shar
 # Each document becomes the mean of the encoder's last hidden states over its tokens. The route (runtime and
 # precision) is chosen by measuring: every candidate encodes the same few documents, and the fastest whose
 # embeddings agree with PyTorch fp32's (cosine ≥ 0.995 on every document) encodes all of them, longest first
-# so that each batch carries little padding. On a CPU with native bf16, OpenVINO computing in bf16 has been
-# the fastest: about 1.3x PyTorch's bf16 autocast per core, more on a busy machine. The result is cached
-# under a key of encoder, texts, length and route: a rerun reads it back.
+# so that each batch carries little padding. The probe's table below gives each candidate's speed and
+# agreement on this machine. The result is cached under a key of encoder, texts, length and route: a rerun
+# reads it back.
 
 # %%
 emb = hetero_embed.embed_splits(texts, hp.encoder, hp.max_length, cache_root() / STEP.stem,
@@ -90,22 +91,22 @@ emb["probe"]
 #
 # Dense networks on the cached embeddings, trained with Adam at batch 128 and early stopping on validation
 # accuracy. The teachers have the paper's hidden layers (700-512-256-64, which reproduce its parameter counts
-# exactly on 768-d input); the **student** has one hidden layer of 64 units (the teachers' last width): about
-# 26k parameters, some 30 times fewer than a teacher, the paper's "far fewer" made concrete.
+# exactly on 768-d input); the **student** has one hidden layer of 64 units (the teachers' last width): the
+# paper's "far fewer" parameters made concrete (the counts are printed under Table 3).
 #
 # α and T are searched on **validation** accuracy, for A and B and each convention, at the profile's seed.
 # Then A and B (at their chosen α, T) and C are trained on several seeds; one seed gives A, B and C the same
 # initial body and prediction head, so the comparisons are paired. Every run trains at least 22 epochs
 # (the span of the paper's Tables 5 and 6) and records each epoch; its early-stopped result is the epoch with
 # the best validation accuracy, exactly as if stopping had been on. The runs are independent and tiny: each
-# runs on one thread, and they are spread over `workers` processes (two on two cores, half the time of one).
+# runs on one thread, and they are spread over `workers` processes (two on two cores).
 
 # %%
 import torch
 
 splits = hetero.splits_from(dsd, emb["embeddings"])
 torch.manual_seed(cfg.seed)
-study = hetero.run_dense_study(hp, splits, cfg.seed, out / "runs" / "dense", emb["key"])
+study = hetero.run_dense_study(hp, splits, cfg.seed, out / "runs" / "dense")
 print("dense runs read from disk" if study["reused"] else "dense runs trained now")
 
 # %% [markdown]
@@ -118,6 +119,10 @@ from kdlib.studies.hetero import tables as hetero_report
 
 table3 = hetero_report.table3(study["teachers"], hp, splits["train"].x.shape[1])
 write_csv(out / "tables" / "table3.csv", table3)
+student_params = study["results"].groupby("model")["params"].first()
+print("student parameters: " + ", ".join(f"{m} {n:,}" for m, n in student_params.items())
+      + f"; the smaller teacher has {table3['params'].min():,}, "
+      f"{table3['params'].min() / student_params.max():.0f} times the largest student's")
 table3
 
 # %% [markdown]
@@ -202,16 +207,14 @@ print(text)
 # seed gives both the same start, so the comparison is paired by seed. The teachers are read on the cached
 # embeddings, so their logits cost nothing.
 #
-# A first version stayed at chance (test accuracy 0.07 on 20 labels): its heads read the pooler on [CLS], and
-# after one layer [CLS] is nearly the same vector for every post (pairwise cosine 1.0000). The heads now read
-# the mean over the tokens, as the encoder's own embeddings do, and learn at a higher rate than the body
-# (they start from random weights); the word embeddings are frozen. To fit the step's budget the quick
-# profile trains on half of the training posts, cut to 64 tokens, for one epoch (`hetero.transformer` in the
-# parameters; the table gives the sizes). At that size the student reaches about 0.53-0.56 accuracy, below
-# the dense students on full-length embeddings (~0.68): it sees 64 tokens of half the posts, once. For
-# context, a development run of the same student without KD (α = 1, seeds 42-44, the same 2,000 test posts)
-# reached 0.558 ± 0.014: at this size the dense teachers, which fit their training posts almost perfectly,
-# add little to the gold labels.
+# A first version stayed at chance: its heads read the pooler on [CLS], and after one layer [CLS] is nearly
+# the same vector for every post. The heads now read the mean over the tokens, as the encoder's own
+# embeddings do, and learn at a higher rate than the body (they start from random weights); the word
+# embeddings are frozen. To fit the step's budget the quick profile trains on part of the training posts,
+# cut short, for few epochs (`hetero.transformer` in the parameters; the verdict below gives the sizes): it
+# sees fewer posts, and may see fewer tokens of each, than the dense students' embeddings (`hetero.max_length`
+# tokens); the cell prints both accuracies. No transformer student without KD is run here: this section
+# compares the two teachers, not KD against none.
 
 # %%
 import pandas as pd
@@ -230,6 +233,9 @@ if len(transformer):
     write_text(out / "verdict.md", text + "\n" + transformer_text)
     print(transformer_text)
     transformer_table = hetero_report.transformer_summary(transformer)
+    dense_c = table4.set_index(["model", "convention"]).loc[("C", "none"), "accuracy_mean"]
+    print(f"dense student C (no KD, {hp.max_length}-token embeddings, all {len(texts['test']):,} test posts): "
+          f"{dense_c:.4f}")
 else:
     transformer_table = transformer
 transformer_table

@@ -18,7 +18,7 @@
 # The sections are declared once, in `kdlib/report/sections.py`. A step that has not run for this profile is
 # reported as "not run" rather than skipped in silence, so the report can be built at any point of the study.
 #
-# The PDF needs only pip: Jinja2 templates (`kdlib/templates/`) render Typst source, which the `typst`
+# The PDF needs only pip: Jinja2 templates (`kdlib/report/templates/`) render Typst source, which the `typst`
 # wheel compiles. No browser, no TeX. The same context renders the HTML, so the two hold the same content,
 # and two builds from the same results give the same bytes (no clock time in them).
 
@@ -27,15 +27,9 @@
 params_file = "../params/quick.yaml"
 
 # %%
-from kdlib.core.io import write_metrics
-from kdlib.pipeline import steps
-from kdlib.pipeline.config import load_params
-from kdlib.pipeline.paths import step_dir
+from kdlib.pipeline.notebook import start, write_metrics
 
-STEP = steps.get("07_report")
-cfg = load_params(params_file)
-out = step_dir(cfg.profile, STEP.stem)
-print(f"profile {cfg.profile}: writing to {out}")
+STEP, cfg, out = start("07_report", params_file, check_models=False)  # the report loads no model
 
 # %% [markdown]
 # ## What has run
@@ -59,10 +53,9 @@ pd.DataFrame([{"section": s["title"], "not run": ", ".join(s["not_run"]) or "–
 # without that file a finding shows this profile's single run.
 
 # %%
-from kdlib.pipeline.paths import reports_root
 from kdlib.report import render
 
-pd.DataFrame(render.findings_rows(out.parent, reports_root() / "verdicts"))
+pd.DataFrame(render.findings_rows(out.parent, out.parent / "verdicts", cfg))
 
 # %% [markdown]
 # ## Building the PDF and the HTML

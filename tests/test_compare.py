@@ -37,10 +37,25 @@ def _frame():
     ]
     frame = pd.DataFrame(rows, columns=["name", "runtime", "precision", "accuracy", "latency_bs1_ms_median",
                                         "latency_bs32_ms_median"])
+    frame["val_accuracy"] = frame["accuracy"]  # validation agrees with test here; see the test after
     frame["status"] = "ok"
+    # The speed-ups a measurement writes (ratios over rounds timed in turn); here, as the latencies imply.
+    for b in (1, 32):
+        lat = frame[f"latency_bs{b}_ms_median"]
+        base = frame[frame["name"] == "teacher"].set_index("runtime")[f"latency_bs{b}_ms_median"]
+        frame[f"speedup_vs_torch_fp32_teacher_bs{b}"] = base["torch"] / lat
+        frame[f"speedup_vs_same_route_teacher_bs{b}"] = frame["runtime"].map(base) / lat
     refused = {"name": "teacher", "runtime": "openvino", "precision": "int8", "status": "refused",
                "reason": "package(s) not installed: nncf"}
     return pd.concat([frame, pd.DataFrame([refused])], ignore_index=True)
+
+
+def test_speedups_come_from_the_measurement_never_from_dividing_rows():
+    measured = _frame().drop(columns=["speedup_vs_same_route_teacher_bs32"])
+    frame = compare_report.with_speedups(measured, [1, 32])
+    # a column the measurement did not write stays empty: no ratio of timings from two units is made up
+    assert frame["speedup_vs_same_route_teacher_bs32"].isna().all()
+    assert frame["speedup_vs_torch_fp32_teacher_bs1_p25"].isna().all()
 
 
 def test_speedups_against_both_baselines():
@@ -69,6 +84,25 @@ def test_headline_metrics_by_hand():
     assert metrics["best_speedup_within_3pct"] == pytest.approx(10.0)
     assert metrics["best_speedup_within_3pct_bs32"] == pytest.approx(5.0)
     assert metrics["n_refused"] == 1
+
+
+def test_headline_choices_are_made_on_validation_and_scored_on_test():
+    frame = _frame()
+    # The student's int8 row passes the 1-point bound on test but not on validation; the teacher's int8 row
+    # the other way round. Chosen on validation (teacher 0.82, bound 0.81): the teacher's int8 row, reported
+    # with its own test accuracy even though that is below the bound.
+    frame["val_accuracy"] = [0.82, 0.815, 0.80, 0.805, 0.70, np.nan]
+    frame.loc[1, "accuracy"], frame.loc[3, "accuracy"] = 0.785, 0.795
+    metrics = compare_report.headline_metrics(compare_report.with_speedups(frame, [1, 32]))
+    assert metrics["best_route_within_1pp"] == "teacher on onnxruntime/int8"
+    assert metrics["best_speedup_within_1pp"] == pytest.approx(2.5)
+    assert metrics["best_test_accuracy_within_1pp"] == pytest.approx(0.785)
+    # within 97% of 0.82 (>= 0.7954): the student's int8 row (0.805), 10x, test 0.795
+    assert metrics["best_route_within_3pct"] == "student on onnxruntime/int8"
+    assert metrics["best_test_accuracy_within_3pct"] == pytest.approx(0.795)
+    assert metrics["teacher_val_accuracy"] == pytest.approx(0.82)
+    with pytest.raises(ValueError, match="val_accuracy"):
+        compare_report.headline_metrics(compare_report.with_speedups(_frame().drop(columns="val_accuracy"), [1]))
 
 
 def test_table6_puts_each_paper_figure_beside_its_analog_and_attributes_it():
@@ -141,8 +175,9 @@ def test_label_rows_and_the_no_kd_twin():
     labelled = compare_report.label_rows(measured, catalogue, ["S"])
     assert list(labelled["family"]) == ["teacher", "quantization", "knowledge distillation + int8",
                                         "knowledge distillation", "pruning"]
-    twin = compare_report.no_kd_twin_row(labelled, {"accuracy": 0.6, "macro_f1": 0.5})
+    twin = compare_report.no_kd_twin_row(labelled, {"accuracy": 0.6, "macro_f1": 0.5}, 0.62)
     assert len(twin) == 1 and twin.iloc[0]["name"] == "no-KD twin (02)" and twin.iloc[0]["accuracy"] == 0.6
+    assert twin.iloc[0]["val_accuracy"] == 0.62
     assert np.isnan(twin.iloc[0]["test_prediction_seconds"]) and "02's record" in twin.iloc[0]["note"]
 
 
@@ -162,7 +197,8 @@ def test_measure_a_tiny_model_on_torch_and_a_refused_route(tiny_bert_config, tin
                               "attention_mask": [[1] * 6] * 10, "label": list(rng.integers(0, 3, size=10))})
     bench = BenchmarkParams(batch_sizes=[1, 4], seq_len=8, threads=1, warmup=1, repeats=2)
     routes = [("torch", "fp32"), ("no_such_runtime", "fp32")]
-    frame = compare.measure({"m": model}, routes, bench, test, tiny_tokenizer, 8, tmp_path)
+    validation = test.select(range(4))
+    frame = compare.measure({"m": model}, routes, bench, test, tiny_tokenizer, 8, tmp_path, validation_ds=validation)
     ok = frame[frame["status"] == "ok"].iloc[0]
     assert ok["params"] == sum(p.numel() for p in model.parameters())
     assert ok["latency_bs1_ms_median"] > 0 and ok["latency_bs4_ms_p95"] > 0 and ok["size_mb"] > 0
@@ -170,7 +206,35 @@ def test_measure_a_tiny_model_on_torch_and_a_refused_route(tiny_bert_config, tin
         expected = model(input_ids=torch.tensor(test["input_ids"]),
                          attention_mask=torch.tensor(test["attention_mask"])).logits.argmax(-1).numpy()
     assert ok["accuracy"] == pytest.approx(float((expected == np.array(test["label"])).mean()))
+    assert ok["val_accuracy"] == pytest.approx(float((expected[:4] == np.array(test["label"][:4])).mean()))
     refused = frame[frame["runtime"] == "no_such_runtime"].iloc[0]
     assert refused["status"] == "refused" and "unknown runtime" in refused["reason"]
-    again = compare.measure({"m": model}, routes[:1], bench, test, tiny_tokenizer, 8, tmp_path)
+    again = compare.measure({"m": model}, routes[:1], bench, test, tiny_tokenizer, 8, tmp_path,
+                            validation_ds=validation)
     assert again.iloc[0]["latency_bs1_ms_median"] == ok["latency_bs1_ms_median"]  # reused, not re-timed
+
+
+def test_every_route_is_timed_in_turn_with_the_pytorch_fp32_teacher(tiny_bert_config, tiny_tokenizer, tmp_path):
+    """Each route's unit times its models and the teacher's PyTorch fp32 runner call by call: the speed-ups
+    are ratios within that unit (the teacher against itself exactly 1), with their spread over rounds."""
+    import torch
+    from datasets import Dataset
+    from transformers import BertForSequenceClassification
+
+    from kdlib.inference.routes import refusal
+    from kdlib.pipeline.config import BenchmarkParams
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=3)).eval()
+    student = BertForSequenceClassification(tiny_bert_config(num_labels=3, num_hidden_layers=1)).eval()
+    test = Dataset.from_dict({"input_ids": [[101, 7, 8, 102]] * 4, "attention_mask": [[1] * 4] * 4,
+                              "label": [0, 1, 2, 0]})
+    bench = BenchmarkParams(batch_sizes=[1], seq_len=8, threads=1, warmup=1, repeats=4)
+    routes = [("torch", "fp32")] + ([("onnxruntime", "fp32")] if refusal("onnxruntime", "fp32") is None else [])
+    frame = compare.measure({"teacher": teacher, "student": student}, routes, bench, test, tiny_tokenizer, 8, tmp_path)
+    ok = frame[frame["status"] == "ok"].set_index(["name", "runtime"])
+    assert ok.loc[("teacher", "torch"), "speedup_vs_torch_fp32_teacher_bs1"] == 1.0
+    assert ok.loc[("teacher", "torch"), "speedup_vs_same_route_teacher_bs1"] == 1.0
+    assert (ok["speedup_vs_torch_fp32_teacher_bs1_p25"] <= ok["speedup_vs_torch_fp32_teacher_bs1"]).all()
+    assert (ok["speedup_vs_torch_fp32_teacher_bs1"] <= ok["speedup_vs_torch_fp32_teacher_bs1_p75"]).all()
+    assert ok["speedup_vs_torch_fp32_teacher_bs1"].notna().all() and len(ok) == 2 * len(routes)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,13 +12,36 @@ import yaml
 from kdlib.pipeline.config import ParamsError, deep_merge, load_params
 
 REPO = Path(__file__).resolve().parents[1]
+# Profiles whose models are all local (the minilm alias) load as `kdstudy check` loads them. `full` names hub
+# models: its schema is validated with the look-up skipped (check_models=False), and offline it is refused.
+OFFLINE_PROFILES = ("smoke", "quick", "korean")
+
+
+@pytest.fixture
+def hub_off(tmp_path, monkeypatch):
+    """The hub off and an empty Hugging Face cache: the outcome does not depend on this machine's cache."""
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.mark.parametrize("profile", ["smoke", "quick", "full", "korean"])
-def test_shipped_profiles_validate(profile):
-    cfg = load_params(REPO / "params" / f"{profile}.yaml")
+def test_shipped_profiles_validate(profile, hub_off):
+    cfg = load_params(REPO / "params" / f"{profile}.yaml", check_models=profile in OFFLINE_PROFILES)
     assert cfg.profile == profile
     assert len(cfg.fingerprint()) == 16
+
+
+def test_full_is_refused_offline_at_once(hub_off):
+    path = REPO / "params" / "full.yaml"
+    start = time.perf_counter()
+    with pytest.raises(ParamsError) as err:
+        load_params(path)
+    assert time.perf_counter() - start < 5  # no retries against an unreachable hub
+    assert str(err.value).startswith(f"{path}: teacher.model: 'bert-base-uncased' is not an alias (minilm), not a "
+                                     f"local folder and not in the Hugging Face cache, and the hub is off "
+                                     f"(HF_HUB_OFFLINE=1)")
 
 
 def test_quick_profile_is_the_offline_default():
@@ -29,7 +53,7 @@ def test_quick_profile_is_the_offline_default():
 
 
 def test_full_grid_is_seed_000s_and_korean_is_quick_in_korean():
-    full = load_params(REPO / "params" / "full.yaml")
+    full = load_params(REPO / "params" / "full.yaml", check_models=False)
     assert {(s.layers, s.ffn) for s in full.grid.students} == {(l, f) for l in (1, 3, 6) for f in (192, 768, 3072)}
     korean, quick = (load_params(REPO / "params" / f"{p}.yaml").to_dict() for p in ("korean", "quick"))
     assert korean["data"]["dataset"] == "fin_sentiment_ko"
@@ -69,7 +93,23 @@ BASE = {"profile": "t", "data": {"dataset": "fin_sentiment"}, "teacher": {"model
     ({"compute": {"precision": "fp16"}}, "compute.precision: 'fp16' is not one of"),
     ({"compute": {"bf16": True}}, "compute.bf16: unknown key"),
     ({"data": {"dataset": "imdb"}}, "data.dataset: unknown dataset 'imdb'"),
-    ({"teacher": {"model": "minlm"}}, "teacher.model: unknown model 'minlm'"),
+    ({"teacher": {"model": "minlm"}}, "teacher.model: 'minlm' is not an alias (minilm), not a local folder"),
+    ({"teacher": {"model": "no-such-org/no-such-model-xyz"}},
+     "teacher.model: 'no-such-org/no-such-model-xyz' is not an alias (minilm), not a local folder and not in the "
+     "Hugging Face cache, and the hub is off (HF_HUB_OFFLINE=1)"),
+    ({"edge": {"teacher": "../nowhere"}}, "edge.teacher: '../nowhere' is not an alias (minilm), not a local folder "
+                                          "and not a valid hub id; a relative folder is read from"),
+    # lists that a step reads the first or the largest item of, or builds a table from, must not be empty
+    ({"grid": {"students": []}}, "grid.students: must not be empty"),
+    ({"edge": {"students": []}}, "edge.students: must not be empty"),
+    ({"benchmark": {"batch_sizes": []}}, "benchmark.batch_sizes: must not be empty"),
+    ({"benchmark": {"precisions": []}}, "benchmark.precisions: must not be empty"),
+    ({"compare": {"head_prune_fractions": []}}, "compare.head_prune_fractions: must not be empty"),
+    ({"compare": {"svd_ranks": []}}, "compare.svd_ranks: must not be empty"),
+    ({"hetero": {"alphas": []}}, "hetero.alphas: must not be empty"),
+    ({"hetero": {"temperatures": []}}, "hetero.temperatures: must not be empty"),
+    ({"hetero": {"conventions": []}}, "hetero.conventions: must not be empty"),
+    ({"verdicts": {"seeds": []}}, "verdicts.seeds: must not be empty"),
     ({"benchmark": {"precisions": ["fp32", "int4"]}}, "benchmark.precisions[1]: 'int4' is not one of"),
     ({"benchmark": {"runtimes": ["tensorrt"]}}, "benchmark.runtimes[0]: 'tensorrt' is not one of"),
     # lists of sections are validated item by item, naming the item
@@ -90,12 +130,78 @@ BASE = {"profile": "t", "data": {"dataset": "fin_sentiment"}, "teacher": {"model
     ({"edge": {"stride": 256, "max_length": 256}}, "edge.stride: 256 must be below edge.max_length"),
     ({"profile": "a b"}, "profile: 'a b' must be letters"),
 ])
-def test_each_mistake_names_the_file_and_key(tmp_path, change, message):
+def test_each_mistake_names_the_file_and_key(tmp_path, hub_off, change, message):
     path = write(tmp_path, deep_merge(BASE, change))
     with pytest.raises(ParamsError) as err:
         load_params(path)
-    assert str(err.value).startswith(f"{path}: ")
-    assert message in str(err.value)
+    assert str(err.value).startswith(f"{path}: {message}")
+    assert "\n" not in str(err.value)
+
+
+def test_lists_that_may_be_empty(tmp_path):
+    """Empty means none here: no general distillation, no extra routes, a linear dense student."""
+    cfg = load_params(write(tmp_path, deep_merge(BASE, {
+        "grid": {"general_distill": {"students": []}}, "compare": {"runtimes": [], "magnitude_sparsities": []},
+        "edge": {"runtimes": []}, "hetero": {"encode_routes": [], "student_hidden": []}})))
+    assert cfg.grid.general_distill.students == [] and cfg.hetero.student_hidden == []
+
+
+def save_tiny(folder: Path, config) -> Path:
+    """A tiny model saved like a hub model (config.json and weights)."""
+    from transformers import AutoModel
+
+    AutoModel.from_config(config).save_pretrained(folder)
+    return folder
+
+
+def test_a_relative_folder_is_read_from_the_parameter_files_folder(tmp_path, monkeypatch, tiny_bert_config):
+    teacher = save_tiny(tmp_path / "my_teacher", tiny_bert_config())
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "p.yaml"
+    path.write_text(yaml.safe_dump(deep_merge(BASE, {"teacher": {"model": "../my_teacher"},
+                                                     "edge": {"teacher": "../my_teacher"}})))
+    for cwd in (tmp_path, tmp_path / "sub", REPO / "notebooks"):  # the kernel runs in notebooks/
+        monkeypatch.chdir(cwd)
+        cfg = load_params(path)
+        assert cfg.teacher.model == cfg.edge.teacher == str(teacher.resolve())
+        assert cfg.hetero.encoder == "minilm"  # an alias stays an alias
+    # Not beside the file, only beside the working directory: not a folder, so a hub id, refused offline.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path.write_text(yaml.safe_dump(deep_merge(BASE, {"teacher": {"model": "my_teacher"}})))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError, match=f"a relative folder is read from {tmp_path / 'sub'}$"):
+        load_params(path)
+
+
+def test_a_teacher_that_cannot_make_students_is_refused(tmp_path, tiny_bert_config):
+    from transformers import DistilBertConfig
+
+    save_tiny(tmp_path / "distil", DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64))
+    folder = (tmp_path / "distil").resolve()
+    refusal = "is a distilbert; students are built from BERT-style teachers only (bert)"
+    for key, change in (("teacher.model", {"teacher": {"model": "distil"}}),
+                        ("edge.teacher", {"edge": {"teacher": "distil"}}),
+                        ("hetero.encoder", {"hetero": {"encoder": "distil"}})):  # 05's transformer student
+        path = write(tmp_path, deep_merge(BASE, change))
+        with pytest.raises(ParamsError) as err:
+            load_params(path)
+        assert str(err.value) == f"{path}: {key}: '{folder}' {refusal}"
+    # Without 05's transformer student, the encoder only embeds: any model that loads will do.
+    cfg = load_params(write(tmp_path, deep_merge(BASE, {"hetero": {"encoder": "distil",
+                                                                   "transformer": {"enabled": False}}})))
+    assert cfg.hetero.encoder == str(folder)
+
+
+def test_reading_a_profile_without_running_it_skips_the_look_up(tmp_path, hub_off, tiny_bert_config):
+    """check_models=False (the report, schema tests): no model is looked up, the path rule still applies."""
+    save_tiny(tmp_path / "teacher", tiny_bert_config())
+    path = write(tmp_path, deep_merge(BASE, {"teacher": {"model": "teacher"}, "edge": {"teacher": "no-such/model"}}))
+    with pytest.raises(ParamsError, match="edge.teacher: 'no-such/model'"):
+        load_params(path)
+    cfg = load_params(path, check_models=False)
+    assert cfg.teacher.model == str((tmp_path / "teacher").resolve()) and cfg.edge.teacher == "no-such/model"
+    with pytest.raises(ParamsError, match="grid.students: must not be empty"):  # the schema is still checked
+        load_params(path, overrides={"grid": {"students": []}}, check_models=False)
 
 
 def test_missing_profile_and_bad_yaml(tmp_path):

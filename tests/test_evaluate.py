@@ -283,3 +283,28 @@ def test_minilm_package_model_offline(monkeypatch):
     assert 0 < result["latency_ms_median"] <= result["latency_ms_p95"]
     assert 0 <= result["accuracy"] <= 1
 
+
+
+# ---------------------------------------------------------------- timings in turn
+
+
+def test_runners_timed_in_turn_give_the_ratio_of_their_calls():
+    """Rounds call every runner once, the order reversed every other round; the ratio is taken round by round."""
+    import time
+
+    calls = []
+
+    def runner(name, seconds):
+        def call(inputs):
+            calls.append(name)
+            time.sleep(seconds)
+        return call
+
+    settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=6)
+    stats = ev.time_interleaved({"slow": runner("slow", 0.004), "fast": runner("fast", 0.002)}, settings, 100,
+                                {"slow": ["input_ids"], "fast": ["input_ids"]})
+    timed = calls[2:]  # after one warm-up call each
+    assert timed[:4] == ["slow", "fast", "fast", "slow"]  # the order alternates
+    assert len(stats["slow"]["rounds"]) == len(stats["fast"]["rounds"]) == 6
+    ratio = ev.round_ratios(stats["slow"]["rounds"], stats["fast"]["rounds"])
+    assert 1.5 < ratio["median"] < 2.5 and ratio["p25"] <= ratio["median"] <= ratio["p75"] and ratio["rounds"] == 6

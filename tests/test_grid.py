@@ -54,6 +54,43 @@ def test_time_fit_recovers_known_costs():
     assert f["layer_vs_ffn_time_ratio"] == pytest.approx((1.5 + 0.384) / 1.44)
 
 
+def _summary_and_bench():
+    """Two half-depth students and a 1-layer one: the best on test (L3_F96) is not the best on validation."""
+    import pandas as pd
+
+    def run(layers, ffn, vals, test):
+        return {"layers": layers, "ffn": ffn, "route": "layer copy", "param_count": 1000 * layers + ffn,
+                "params": {"bf16": False}, "best_epoch": 1.0, "test": {"accuracy": test, "macro_f1": test - 0.1},
+                "history": [{"epoch": e + 1.0, "accuracy": v} for e, v in enumerate(vals)]}
+
+    runs = {"L3_F96": run(3, 96, [0.80, 0.81], 0.83), "L3_F1536": run(3, 1536, [0.84, 0.83], 0.81),
+            "L1_F96": run(1, 96, [0.70, 0.72], 0.71)}
+    bench = pd.DataFrame([{"name": n, "batch_size": b, "status": "ok", "runtime": "torch", "precision": "fp32",
+                           "size_mb": 1.0, "latency_ms_median": float(b), "latency_ms_p95": 2.0 * b,
+                           "throughput_per_s": 1000.0} for n in runs for b in (1, 32)])
+    return {"runs": runs}, bench
+
+
+def test_table4_records_each_students_validation_accuracy_at_its_kept_epoch():
+    summary, bench = _summary_and_bench()
+    table = grid.table4(summary, bench, {}, teacher_accuracy=0.85, seq_len=8, hidden=32, num_labels=3)
+    assert table.set_index("student")["val_accuracy"].to_dict() == pytest.approx(
+        {"L3_F96": 0.81, "L3_F1536": 0.84, "L1_F96": 0.72})
+
+
+def test_best_half_depth_is_chosen_on_validation_and_scored_on_test():
+    summary, bench = _summary_and_bench()
+    table = grid.table4(summary, bench, {}, teacher_accuracy=0.85, seq_len=8, hidden=32, num_labels=3)
+    best = grid.best_student(table, layers=3)
+    # L3_F96 has the best test accuracy (0.83), L3_F1536 the best validation accuracy (0.84): the latter is
+    # chosen, and its retention is its own test accuracy over the teacher's.
+    assert best.student == "L3_F1536"
+    assert best.retention == pytest.approx(0.81 / 0.85)
+    assert grid.best_student(table).student == "L3_F1536"
+    with pytest.raises(ValueError, match="6-layer"):
+        grid.best_student(table, layers=6)
+
+
 def test_the_papers_own_table_supports_its_advice():
     finding = grid.fit_time(*zip(*[(l, f, s) for (l, f), (_, s) in papers.SEED000_TABLE4.items()]))
     assert finding["layer_vs_ffn_time_ratio"] > 1

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from kdlib.core import fingerprint
 from kdlib.pipeline import memo
 from kdlib.pipeline.config import DistillParams
 
@@ -12,7 +13,7 @@ from kdlib.pipeline.config import DistillParams
 def digest(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)
-    return memo._digest(memo._module_tree(path, path.stat().st_mtime_ns))
+    return fingerprint._digest(fingerprint._module_tree(path, path.stat().st_mtime_ns))
 
 
 CODE = '''"""Module docstring."""

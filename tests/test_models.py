@@ -1,9 +1,16 @@
 """Teacher loading, student construction and parameter counts."""
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+)
 
 from kdlib.core import models
 
@@ -157,11 +164,73 @@ def test_two_head_student_copies_both_heads():
     assert torch.equal(same(input_ids=x).logits, teacher(input_ids=x).logits)
 
 
-def test_model_names():
-    assert models.check_model_name("minilm") is None
-    assert models.check_model_name("bert-base-uncased") is None
-    assert models.check_model_name("beomi/kcbert-base") is None
-    assert "unknown model 'minlm'" in models.check_model_name("minlm")
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, hub off; the returned function caches a config.json as the hub would."""
+    import huggingface_hub
+
+    root = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def add(repo_id: str, config) -> None:
+        repo = root / ("models--" + repo_id.replace("/", "--"))
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text("abc123")
+        (repo / "snapshots" / "abc123").mkdir(parents=True)
+        config.to_json_file(repo / "snapshots" / "abc123" / "config.json")
+
+    return add
+
+
+def test_aliases_and_folders_are_found_offline(hub_cache, tmp_path):
+    assert models.check_model_name("minilm", students=True) is None
+    folder = tmp_path / "teacher"
+    tiny_bert(layers=1).save_pretrained(folder)
+    assert models.check_model_name(str(folder), students=True) is None
+    (tmp_path / "empty").mkdir()
+    assert models.check_model_name(str(tmp_path / "empty")) == f"the folder {tmp_path / 'empty'} has no config.json"
+    assert models.check_model_name("../nowhere") == ("'../nowhere' is not an alias (minilm), not a local folder "
+                                                     "and not a valid hub id")
+
+
+def test_a_hub_id_is_found_in_the_cache_else_refused_while_the_hub_is_off(hub_cache):
+    hub_cache("bert-base-uncased", BertConfig())
+    assert models.check_model_name("bert-base-uncased", students=True) is None
+    for name in ("beomi/kcbert-base", "minlm"):
+        assert models.check_model_name(name) == (
+            f"{name!r} is not an alias (minilm), not a local folder and not in the Hugging Face cache, and the hub "
+            f"is off (HF_HUB_OFFLINE=1)")
+
+
+def test_only_bert_teachers_can_make_students(hub_cache):
+    hub_cache("distilbert-base-uncased", DistilBertConfig())
+    assert models.check_model_name("distilbert-base-uncased") is None  # loadable: an encoder is fine
+    assert models.check_model_name("distilbert-base-uncased", students=True) == (
+        "'distilbert-base-uncased' is a distilbert; students are built from BERT-style teachers only (bert)")
+    with pytest.raises(ValueError, match="BERT students"):  # what the check spares a run from
+        models.make_student(DistilBertForSequenceClassification(
+            DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64)), 1)
+
+
+def test_with_the_hub_on_an_uncached_id_is_asked_for_with_a_timeout(hub_cache, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    asked = []
+
+    class FakeApi:
+        def model_info(self, name, timeout):
+            asked.append((name, timeout))
+            if name == "org/roberta":
+                return types.SimpleNamespace(config={"model_type": "roberta"})
+            raise ConnectionError("Name or service not known\nmore detail")
+
+    monkeypatch.setattr(models, "HfApi", FakeApi)
+    assert models.check_model_name("org/roberta") is None
+    assert "is a roberta; students are built" in models.check_model_name("org/roberta", students=True)
+    assert models.check_model_name("no-such-org/no-such-model-xyz") == (
+        "'no-such-org/no-such-model-xyz' is not an alias (minilm), not a local folder and not in the Hugging Face "
+        "cache, and the hub lookup failed (ConnectionError: Name or service not known)")
+    assert {t for _, t in asked} == {models.HUB_TIMEOUT_S} and models.HUB_TIMEOUT_S <= 10
 
 
 def test_minilm_alias_loads_offline(monkeypatch):

@@ -16,6 +16,7 @@ from kdlib.pipeline import steps
 from kdlib.pipeline.config import load_params
 from kdlib.report import findings, render
 from kdlib.report import sections as report
+from kdlib.studies import verdicts
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,11 +26,12 @@ CLASS_BALANCE = pd.DataFrame({  # the label column carries every character Typst
 TABLE4 = pd.DataFrame({
     "student": ["L1_F96", "L3_F384"], "layers": [1, 3], "ffn": [96, 384], "route": ["layer copy"] * 2,
     "params": [12734691, 14733315], "size_mb": [50.941484, 58.939676], "latency_bs1_ms_median": [1.3211, 3.6265],
-    "latency_bs32_ms_median": [20.0, 83.2], "test_accuracy": [0.675, 0.8125], "test_macro_f1": [0.4949, 0.7773],
-    "retention": [0.8139, 0.9798]})
-BENCH = pd.DataFrame({"name": ["teacher", "teacher"], "batch_size": [1, 32], "latency_ms_median": [13.4, 260.0],
+    "latency_bs32_ms_median": [20.0, 83.2], "val_accuracy": [0.66, 0.80], "test_accuracy": [0.675, 0.8125],
+    "test_macro_f1": [0.4949, 0.7773], "retention": [0.8139, 0.9798]})
+BENCH = pd.DataFrame({"name": ["teacher", "teacher"], "runtime": ["torch"] * 2, "precision": ["fp32"] * 2,
+                      "status": ["ok"] * 2, "batch_size": [1, 32], "latency_ms_median": [13.4, 260.0],
                       "cpu_model": ["Test CPU"] * 2, "cpu_flags": ["avx2"] * 2, "threads": [2, 2], "seq_len": [64, 64]})
-RETENTION_SEEDS = [0.975, 0.978, 0.980, 0.976, 0.979]  # 5 seeds, all above 0.97
+RETENTION_SEEDS = [0.975, 0.978, 0.980, 0.976, 0.979]  # 5 seeds, all close to 0.97 (within its ± 0.02)
 
 
 def _write(folder: Path, rel: str, content) -> None:
@@ -56,8 +58,9 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def write_results(profile_dir: Path, verdicts_dir: Path) -> None:
-    """Steps 00-03 as if they had run (hand-made numbers); 04, 05 and 06 not run."""
+def write_results(profile_dir: Path, verdicts_dir: Path, cfg) -> None:
+    """Steps 00-03 as if they had run (hand-made numbers); 04, 05 and 06 not run. Two verdict CSVs, each with
+    its record of `cfg`'s parameters (as `kdstudy verdicts` writes them)."""
     _write(profile_dir, "00_data_prep/metrics.json", {"dataset": "fin_sentiment", "n_test": 60})
     _write(profile_dir, "00_data_prep/tables/class_balance.csv", CLASS_BALANCE)
     _write(profile_dir, "01_teacher/metrics.json", {"teacher_model": "minilm", "teacher_params": 22714371,
@@ -71,9 +74,10 @@ def write_results(profile_dir: Path, verdicts_dir: Path) -> None:
     _write(profile_dir, "03_grid/tables/table4.csv", TABLE4)
     _write(profile_dir, "03_grid/tables/benchmark.csv", BENCH)
     _write(profile_dir, "03_grid/figures/history.png", _png())
-    _write(verdicts_dir, "half_depth_retention.csv", pd.DataFrame({"seed": range(5), "student_retention": RETENTION_SEEDS}))
-    _write(verdicts_dir, "layer_vs_ffn.csv", pd.DataFrame({"seed": range(3), "layer_ms": [10.0, 11.0, 9.0],
-                                                           "ffn_widening_ms": [4.0, 5.0, 12.0]}))
+    verdicts.write_rows(cfg, verdicts_dir, "half_depth_retention",
+                        pd.DataFrame({"seed": range(5), "student_retention": RETENTION_SEEDS}), {})
+    verdicts.write_rows(cfg, verdicts_dir, "layer_vs_ffn", pd.DataFrame(
+        {"repeat": range(1, 4), "layer_ms": [10.0, 11.0, 9.0], "ffn_widening_ms": [4.0, 5.0, 12.0]}), {})
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +86,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("report") / "reports"
     mp.setenv("KD_REPORTS_DIR", str(root))
     cfg = load_params(REPO / "params" / "smoke.yaml")
-    write_results(root / cfg.profile, root / cfg.profile / "verdicts")
+    write_results(root / cfg.profile, root / cfg.profile / "verdicts", cfg)
     first = render.build(cfg, data_dir="")
     texts = {k: Path(first[k]).read_bytes() for k in ("typ", "html", "pdf")}
     second = render.build(cfg, data_dir="")
@@ -127,30 +131,44 @@ def test_a_step_that_has_not_run_is_reported_as_not_run(built):
     # a file a finished step did not write is "missing", not "not run"
     assert "Missing: 03_grid ran but did not write tables/table3.csv." in html
     rows = render.findings_rows(Path(first["pdf"]).parent, Path(first["pdf"]).parent / "verdicts")
-    hetero = next(r for r in rows if r["claim"].startswith("Heterogeneous KD (A) beats traditional KD (B)"))
+    hetero = next(r for r in rows if "heterogeneous knowledge distillation method" in r["claim"])
     assert hetero["overall"] == "cannot tell (not run)" and hetero["source"] == "not run (05_hetero_kd)"
 
 
 def test_findings_read_the_seeds_and_need_five(built):
-    _, profile_dir, first, _, _ = built
-    rows = {r["quantity"]: r for r in render.findings_rows(profile_dir, profile_dir / "verdicts")}
+    cfg, profile_dir, first, _, _ = built
+    rows = {r["quantity"]: r for r in render.findings_rows(profile_dir, profile_dir / "verdicts", cfg)}
     retention = rows["student accuracy ÷ teacher accuracy"]
     mean = sum(RETENTION_SEEDS) / 5
-    assert retention["n"] == "5" and retention["mean_std"].startswith(report.cell(mean)) and retention["verdict"] == "holds"
+    assert retention["n"] == "5 seeds" and retention["mean_std"].startswith(report.cell(mean))
+    assert retention["threshold"] == "≈ 0.97" and retention["margin"].startswith("± 2 points")
+    assert retention["test"].startswith("TOST") and retention["verdict"] == "holds"
     layer = rows["ms of one more layer − ms of widening the FFN from smallest to largest (batch 32)"]
-    assert layer["n"] == "3" and layer["verdict"] == "cannot tell (3 seeds)"
+    assert layer["n"] == "3 repeated timings, not seeds" and layer["verdict"] == "cannot tell (3 timings)"
+    assert layer["p"] == "–" and layer["test"].startswith("repeated timings, not seeds")
     assert rows["accuracy points lost"]["verdict"] == "cannot tell (1 seed)"  # this profile's own single run
+    html = Path(first["html"]).read_text()
+    assert "<th>threshold</th><th>margin</th>" in html and str(escape("3 repeated timings, not seeds")) in html
 
 
-def test_verdict_rules_and_the_t_test():
-    # [1..5] against 0: t = 3 / (1.5811 / sqrt 5) = 4.243 with 4 degrees of freedom, two-sided p = 0.01324
-    assert findings.t_test([1, 2, 3, 4, 5], 0.0) == pytest.approx(0.01324, abs=2e-5)
-    assert findings.verdict_of(4, 3.0, 0.001, 0.0, ">") == "cannot tell (4 seeds)"
-    assert findings.verdict_of(5, 3.0, 0.01, 0.0, ">") == "holds"
-    assert findings.verdict_of(5, 3.0, 0.01, 0.0, "<") == "does not hold"
-    assert findings.verdict_of(5, 3.0, 0.2, 0.0, ">") == "cannot tell (within seed-to-seed noise)"
+def test_findings_without_parameters_call_every_verdict_file_stale(built):
+    _, profile_dir, _, _, _ = built
+    rows = {r["quantity"]: r for r in render.findings_rows(profile_dir, profile_dir / "verdicts")}
+    assert rows["student accuracy ÷ teacher accuracy"]["n"] == "1 seed"  # 02's single run
+    assert rows["student accuracy ÷ teacher accuracy"]["source"].startswith("stale: rerun `kdstudy verdicts`")
+
+
+def test_verdict_rules_and_the_one_sided_t_test():
+    # [1..5] against 0: t = 3 / (1.5811 / sqrt 5) = 4.243 with 4 degrees of freedom, one-sided p = 0.00662
+    assert findings.one_sided_p([1, 2, 3, 4, 5], 0.0, ">") == pytest.approx(0.00662, abs=2e-5)
+    assert findings.one_sided_p([1, 2, 3, 4, 5], 0.0, "<") == pytest.approx(1 - 0.00662, abs=2e-5)
+    assert findings.verdict_of(4, 0.001, 0.999) == "cannot tell (4 seeds)"
+    assert findings.verdict_of(5, 0.01, 0.99) == "holds"
+    assert findings.verdict_of(5, 0.99, 0.01) == "does not hold"
+    assert findings.verdict_of(5, 0.2, 0.8) == "cannot tell (within seed-to-seed noise)"
     assert findings.combine(["holds", "does not hold"]) == "does not hold"
     assert findings.combine(["holds", "cannot tell (3 seeds)"]) == "cannot tell (3 seeds)"
+    assert findings.combine(["holds", "cannot tell (within seed-to-seed noise)"]) == "cannot tell"
 
 
 def test_two_builds_give_the_same_bytes(built):

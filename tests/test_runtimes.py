@@ -415,11 +415,11 @@ def test_benchmark_models_rows_and_refusals(monkeypatch, tiny):
         assert len(ok) == 2 * 2 * 2
     assert (ok.threads == 1).all() and (ok.cpu_flags == "avx2").all()
 
-    # Speed-ups: baseline median / row median on the same runtime, precision and batch size ...
-    base = frame[frame.name == "a"].set_index(["runtime", "precision", "batch_size"]).latency_ms_median
-    for _, row in ok.iterrows():
-        key = (row.runtime, row.precision, row.batch_size)
-        assert row.speedup_vs_a == pytest.approx(base[key] / row.latency_ms_median)
-        assert row.speedup_vs_a_torch_fp32 == pytest.approx(base[("torch", "fp32", row.batch_size)] / row.latency_ms_median)
+    # Speed-ups are taken round by round from one timing in turn: the baseline against itself is exactly 1,
+    # and each spread brackets its median.
     assert (ok[ok.name == "a"].speedup_vs_a == 1.0).all()
+    assert (ok[(ok.name == "a") & (ok.runtime == "torch") & (ok.precision == "fp32")].speedup_vs_a_torch_fp32 == 1.0).all()
+    assert ok.speedup_vs_a_torch_fp32.notna().all() and (ok.speedup_vs_a_torch_fp32 > 0).all()
+    assert (ok.speedup_vs_a_torch_fp32_p25 <= ok.speedup_vs_a_torch_fp32).all()
+    assert (ok.speedup_vs_a_torch_fp32 <= ok.speedup_vs_a_torch_fp32_p75).all()
     assert frame[frame.status == "refused"].speedup_vs_a.isna().all()

@@ -2,6 +2,8 @@
 student distilled once per seed, scored, and timed beside the teacher; the report reads the rows."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -42,8 +44,17 @@ def test_edge_speedup_repeats_step_06s_student_over_seeds(data_dir, reports_dir)
     again = verdicts.run(cfg, claims=["edge_speedup"])
     assert pd.read_csv(again["edge_speedup"]).equals(rows.reset_index())
 
-    # The report reads the file; two seeds are too few for a verdict.
+    # Beside the CSV, the record of what made it: the parameters' fingerprint and each seed's units.
+    record = json.loads(written["edge_speedup"].with_suffix(".json").read_text())
+    assert record["fingerprint"] == cfg.fingerprint(verdicts.claim_sections("edge_speedup"))
+    assert set(record["units"]) == {str(s) for s in cfg.verdicts.seeds}
+    assert all(set(u) == {"teacher", "student", "timing"} and all(u.values()) for u in record["units"].values())
+
+    # The report reads the file while its parameters are the report's; two seeds are too few for a verdict.
     claim = next(c for c in findings.CLAIMS if c.key == "edge_speedup")
-    found = findings.finding(claim, step.parent, verdicts.verdicts_dir(cfg))
-    assert found["source"] == f"verdicts/edge_speedup.csv ({len(cfg.verdicts.seeds)} seeds)"
-    assert found["verdict"] == f"cannot tell ({len(cfg.verdicts.seeds)} seeds)"
+    found = findings.finding(claim, step.parent, verdicts.verdicts_dir(cfg), cfg)
+    n = len(cfg.verdicts.seeds)
+    assert found["source"] == f"verdicts/edge_speedup.csv ({n} seeds)"
+    assert [t["verdict"] for t in found["tests"]] == [f"cannot tell ({n} timings)", f"cannot tell ({n} seeds)"]
+    other = dataclasses.replace(cfg, edge=dataclasses.replace(cfg.edge, alpha=0.9))
+    assert findings.finding(claim, step.parent, verdicts.verdicts_dir(cfg), other)["stale"]

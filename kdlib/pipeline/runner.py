@@ -37,7 +37,8 @@ def _sha(data: bytes) -> str:
 
 
 def library_digests() -> dict[str, str]:
-    """A hash per kdlib source file and report template, by its path in the package (raw bytes: any edit makes the step re-run; units decide what is redone)."""
+    """A hash per kdlib source file and report template, by its path in the package (raw bytes: any edit makes
+    the step re-run; units decide what is redone)."""
     kdlib = Path(__file__).resolve().parents[1]
     files = [p for p in kdlib.rglob("*") if p.suffix in (".py", ".j2") and "__pycache__" not in p.parts]
     return {p.relative_to(kdlib).as_posix(): _sha(p.read_bytes()) for p in sorted(files)}
@@ -167,7 +168,7 @@ def select(only: list[str] | None) -> list[Step]:
 
 def status(params_file: str | Path) -> list[dict]:
     """Every step: up to date, or stale with its reasons."""
-    cfg = load_params(params_file)
+    cfg = load_params(params_file, check_models=False)  # status reads stamps, loads no model
     return [{"step": s.stem, "up_to_date": not reasons, "reasons": reasons} for s, _, reasons in plan(cfg)]
 
 
@@ -191,9 +192,11 @@ def run(params_file: str | Path, only: list[str] | None = None, force: bool = Fa
         t0 = time.perf_counter()
         execute(step, cfg, params_file, root)
         seconds = time.perf_counter() - t0
+        # `params`: the resolved sections the step ran with, as values, so the report's manifest can show
+        # them (and flag a step that ran with other values than the file the report is built from).
         write_json(step_dir(cfg.profile, step.stem) / STAMP,
                    {"fingerprint": fingerprint(parts), "parts": parts, "seconds": round(seconds, 1),
-                    "params": str(params_file)})
+                    "params_file": str(params_file), "params": {s: cfg.to_dict()[s] for s in parts["params"]}})
         log(f"[{cfg.profile}] {step.stem}: done in {seconds:.0f} s")
         report.append({"step": step.stem, "status": "ran", "seconds": seconds, "reasons": reasons})
     return report

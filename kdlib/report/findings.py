@@ -1,20 +1,28 @@
-"""The report's findings (the seeds' claims, each with a verdict over seeds) and the places where the
-seeds disagree with themselves (each with our evidence).
+"""The report's findings (the seeds' claims, each in its own words and tested as it is stated) and the places
+where the seeds disagree with themselves (each with our evidence).
 
-Multi-seed results live in ``reports/<profile>/verdicts/<claim>.csv``: one row per seed, a ``seed`` column and
-the columns the claim names (``Claim.columns``). ``kdstudy verdicts`` (kdlib/studies/verdicts.py) repeats each
-claim's runs over the profile's ``verdicts.seeds`` and writes them; the report only reads them. Without that file a finding
-falls back to this profile's own single run (or, for seed 003, to 05's multi-seed metrics) and its
-verdict says "cannot tell (n seeds)". A verdict needs at least ``MIN_SEEDS`` seeds.
+Multi-seed results live in ``reports/<profile>/verdicts/<claim>.csv``: one row per seed (a ``seed`` column),
+or, for a claim whose quantities seeds cannot change, one row per repeated timing (a ``repeat`` column), and
+the columns the claim names (``Claim.columns``). ``kdstudy verdicts`` (kdlib/studies/verdicts.py) writes them
+with a record of the parameters that made them; the report uses a CSV only while that record matches the
+parameters it is built with, and otherwise says it is stale and falls back to this profile's own single run
+(or, for seed 003, to 05's multi-seed metrics), whose verdict is "cannot tell (1 seed)".
 
-Each claim is tested one quantity at a time: the per-seed value (a column, or the difference of two
-columns: then the test is a paired t-test) against a threshold, two-sided, at ``ALPHA``. It holds when
-every quantity is significantly on the claim's side, does not hold when one is significantly on the
-other side, and otherwise we cannot tell. The papers' numbers are typed in once, here, each attributed.
+Each claim is tested one quantity at a time (a column, or the difference of two columns: then paired), at
+``ALPHA``, with at least ``MIN_SEEDS`` values:
+- "N× faster", "more accurate", "at most 3 points lost": a one-sided t-test against the claim's own N.
+- "about N", "97% of": an equivalence, by two one-sided tests (TOST) within the margin stated beside it.
+- a timing of fixed shapes (``Test.timing``): seeds cannot change it, so its values are repeated timings,
+  shown with their spread and judged by it (every timing on the claim's side, or every one on the other
+  side), not by a t-test over seeds.
+A quantity holds when significantly on the claim's side (inside the margin), does not hold when
+significantly on the other side (outside it); otherwise we cannot tell. A claim holds when all its
+quantities hold and does not hold when one does not.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +30,12 @@ import pandas as pd
 from scipy import stats
 
 from kdlib.core.io import read_json
-from kdlib.studies import papers
+from kdlib.pipeline.config import StudyParams
+from kdlib.studies import papers, verdicts
 
 MIN_SEEDS = 5
 ALPHA = 0.05
-
+ALTERNATIVE = {">": "greater", "<": "less"}
 
 
 def _metrics(root: Path, step: str) -> dict | None:
@@ -34,27 +43,96 @@ def _metrics(root: Path, step: str) -> dict | None:
     return read_json(path) if path.exists() else None
 
 
+def _on_side(x: float, threshold: float, side: str) -> bool:
+    return x > threshold if side == ">" else x < threshold
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def one_sided_p(values: list[float], threshold: float, side: str) -> float:
+    """p-value of a one-sample t-test of H1: mean > threshold (side ">") or mean < threshold ("<"). Without
+    spread: 0 when the values are on that side, else 1. NaN below two values."""
+    if len(values) < 2:
+        return math.nan
+    if pd.Series(values).std() == 0:
+        return 0.0 if _on_side(values[0], threshold, side) else 1.0
+    return float(stats.ttest_1samp(values, threshold, alternative=ALTERNATIVE[side]).pvalue)
+
+
+def tost(values: list[float], low: float, high: float) -> tuple[float, float]:
+    """Two one-sided tests of equivalence: (p of low < mean < high, the larger of its two one-sided p-values;
+    p of the mean lying outside [low, high], the smaller of the two tests the other way)."""
+    if len(values) < 2:
+        return math.nan, math.nan
+    inside = max(one_sided_p(values, low, ">"), one_sided_p(values, high, "<"))
+    outside = min(one_sided_p(values, low, "<"), one_sided_p(values, high, ">"))
+    return inside, outside
+
+
 @dataclass(frozen=True)
 class Test:
-    """One quantity of a claim: column `a` (minus column `b` if given) compared with `threshold`."""
+    """One quantity of a claim: column `a` (minus column `b` if given) against `threshold`. `side` is ">" or
+    "<" (one-sided: where the claim holds) or "≈" (equivalence within ± `margin`, stated in `margin_text`)."""
     a: str
     b: str | None
     threshold: float
-    side: str  # ">" or "<": the side on which the claim holds
+    side: str
     label: str
+    margin: float | None = None
+    margin_text: str = ""
+    timing: bool = False  # a timing of fixed shapes: its values are repeated timings, whatever the rows are
 
     def values(self, rows: pd.DataFrame) -> list[float]:
         v = rows[self.a] - (rows[self.b] if self.b else 0)
         return [float(x) for x in v.dropna()]
 
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.threshold - self.margin, self.threshold + self.margin
+
+    @property
+    def threshold_text(self) -> str:
+        return f"{self.side} {self.threshold:g}"
+
+    def p_values(self, values: list[float]) -> tuple[float, float]:
+        """(p for the claim, p against it)."""
+        if self.side == "≈":
+            return tost(values, *self.band)
+        other = "<" if self.side == ">" else ">"
+        return one_sided_p(values, self.threshold, self.side), one_sided_p(values, self.threshold, other)
+
+    def holds_at(self, x: float) -> bool:
+        if self.side == "≈":
+            return self.band[0] <= x <= self.band[1]
+        return _on_side(x, self.threshold, self.side)
+
+    def fails_at_all(self, values: list[float]) -> bool:
+        """Every value on the other side (for an equivalence: all above the band, or all below it)."""
+        if self.side == "≈":
+            return all(x > self.band[1] for x in values) or all(x < self.band[0] for x in values)
+        return not any(self.holds_at(x) for x in values)
+
+    def description(self) -> str:
+        if self.timing:
+            where = (f"within {self.band[0]:g} to {self.band[1]:g}" if self.side == "≈"
+                     else f"{self.side} {self.threshold:g}")
+            return f"repeated timings, not seeds: holds when every timing is {where}"
+        if self.side == "≈":
+            return f"TOST (two one-sided t-tests), H1: {self.band[0]:g} < mean < {self.band[1]:g}"
+        return f"{'paired ' if self.b else ''}one-sided t-test, H1: mean {self.side} {self.threshold:g}"
+
 
 @dataclass(frozen=True)
 class Claim:
-    key: str        # reports/<profile>/verdicts/<key>.csv
-    source: str     # whose claim
-    text: str       # the claim, as the source makes it
+    key: str         # reports/<profile>/verdicts/<key>.csv
+    source: str      # whose claim, and where
+    words: str       # the claim in its own words (translated where the seed is Korean)
     tests: tuple[Test, ...]
     single_run: str  # what this profile's own run gives (the fallback), as "step: where"
+    reading: str = ""  # how its words become the tests, where that needs saying
+    by: str = "seed"   # the column that labels its rows: "seed", or "repeat" for repeated timings
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -62,20 +140,11 @@ class Claim:
 
 
 def _grid_fast_student(root: Path) -> dict | None:
-    """03's most accurate student at least 5x faster than the teacher (batch 32): accuracy points lost."""
-    table, bench = root / "03_grid/tables/table4.csv", root / "03_grid/tables/benchmark.csv"
-    m = _metrics(root, "03_grid")
-    if m is None or not table.exists() or not bench.exists():
+    """03's fast student (chosen on validation, verdicts.grid_choice): its speed-up and test points lost."""
+    choice, m = verdicts.grid_choice(root), _metrics(root, "03_grid")
+    if choice is None or m is None:
         return None
-    b = pd.read_csv(bench)
-    teacher_ms = b[(b["name"] == "teacher") & (b["batch_size"] == 32)]["latency_ms_median"].median()
-    t = pd.read_csv(table)
-    t = t.assign(speedup=teacher_ms / t["latency_bs32_ms_median"])
-    fast = t[t["speedup"] >= 5]
-    if fast.empty:
-        return None
-    best = fast.loc[fast["test_accuracy"].idxmax()]
-    return {"points_lost": 100 * (m["teacher_test_accuracy"] - best["test_accuracy"]), "speedup": best["speedup"]}
+    return {**choice, "points_lost": 100 * (m["teacher_test_accuracy"] - choice["test_accuracy"])}
 
 
 def _grid_timing_finding(root: Path) -> dict | None:
@@ -98,34 +167,45 @@ def _from_metrics(step: str, **columns: str):
 
 
 CLAIMS: tuple[Claim, ...] = (
-    Claim("layer_vs_ffn", "seed 000", "Adding layers costs more time than widening the FFN.",
+    Claim("layer_vs_ffn", "seed 000 (Jang 2021), on its Table 4; translated",
+          "prediction time rises sharply as the number of layers grows, more than the dimension",
           # A difference, not the ratio: under timing noise the widening cost can come out <= 0, where the
-          # ratio is infinite or negative and a t-test on it means nothing.
+          # ratio is infinite or negative.
           (Test("layer_ms", "ffn_widening_ms", 0.0, ">",
-                "ms of one more layer − ms of widening the FFN from smallest to largest (batch 32)"),),
-          "03_grid: tables/timing_finding.csv (large batch)"),
-    Claim("kd_beats_twin", "seed 000 (after Hinton et al. 2015)", "A student distilled from the teacher is more "
-          "accurate than the same student trained on the labels alone.",
+                "ms of one more layer − ms of widening the FFN from smallest to largest (batch 32)", timing=True),),
+          "03_grid: tables/timing_finding.csv (large batch)", by="repeat"),
+    Claim("kd_beats_twin", "seed 000, after Hinton et al. (2015); translated",
+          "training on the teacher's softmax output trains the model more efficiently",
           (Test("kd_accuracy", "nokd_accuracy", 0.0, ">", "accuracy KD − no-KD twin (half-depth student)"),),
-          "02_distill: metrics.json student_test_accuracy, nokd_test_accuracy"),
-    Claim("fast_student", "seed 000", "The distilled student is many times faster at a few points of "
-          "accuracy (\"7× faster, 3% lower\").",
-          (Test("speedup", None, 5.0, ">", "speed-up over the teacher (batch 32)"),
+          "02_distill: metrics.json student_test_accuracy, nokd_test_accuracy",
+          reading="more accurate than the same student trained on the labels alone"),
+    Claim("fast_student", "seed 000, on its Table 6; translated",
+          "7× faster than KcBERT [...] a 3% difference in accuracy",
+          (Test("speedup", None, verdicts.FAST_STUDENT_SPEEDUP, ">", "speed-up over the teacher (batch 32)",
+                timing=True),
            Test("points_lost", None, 3.0, "<", "accuracy points lost")),
-          "03_grid: the most accurate student ≥ 5× faster (tables/table4.csv, tables/benchmark.csv)"),
-    Claim("half_depth_retention", "DistilBERT (Sanh et al. 2019)", "A half-depth student keeps about 97% "
-          "of the teacher's accuracy.",
-          (Test("student_retention", None, 0.97, ">", "student accuracy ÷ teacher accuracy"),),
+          f"03_grid: the student chosen on validation among those ≥ {verdicts.FAST_STUDENT_SPEEDUP:g}× faster "
+          "(tables/table4.csv, tables/benchmark.csv)",
+          reading="its own Table 6 gives 6.6× and 4.3 points; 3% read as at most 3 points"),
+    Claim("half_depth_retention", "DistilBERT (Sanh et al. 2019), quoted by seed 001 as \"97% of BERT\"",
+          "retaining 97% of its language understanding capabilities",
+          (Test("student_retention", None, 0.97, "≈", "student accuracy ÷ teacher accuracy", margin=0.02,
+                margin_text="± 2 points (95% to 99%): the seeds quote distilled students at 96% to 97% of BERT"),),
           "02_distill: metrics.json student_retention"),
-    Claim("hetero_kd", "seed 003", "Heterogeneous KD (A) beats traditional KD (B), which beats no KD (C).",
+    Claim("hetero_kd", "seed 003 (Yu & Kim 2022), abstract and §4",
+          "the heterogeneous knowledge distillation method showed superior performance [...] compared to the "
+          "traditional knowledge distillation",
           (Test("acc_A", "acc_B", 0.0, ">", "accuracy A − B"), Test("acc_B", "acc_C", 0.0, ">", "accuracy B − C")),
-          "05_hetero_kd: metrics.json (its own seeds)"),
-    Claim("edge_speedup", "seed 004", "DistilBERT is about 2× faster at a small F1 loss on an edge CPU.",
-          # "Small" as a share of the teacher's F1, not in points: seed 004 keeps 97% (70.44 of 72.36), and our
-          # teachers' F1 is far lower, where 3 points would already be a tenth of it.
-          (Test("student_speedup", None, 1.8, ">", "half-depth speed-up, pi5 profile"),
-           Test("student_f1_retention", None, 0.96, ">", "student F1 ÷ teacher F1 (half-depth)")),
-          "06_edge_benchmark: metrics.json student_speedup, student_f1_retention"),
+          "05_hetero_kd: metrics.json (its own seeds)",
+          reading="A (heterogeneous) beats B (traditional KD), which beats C (no KD)"),
+    Claim("edge_speedup", "seed 004 (Im, Kim & Suh), its results; translated",
+          "DistilBERT's F1 is 3% lower [...] its inference is 50% faster",
+          (Test("student_speedup", None, 2.0, "≈", "half-depth speed-up, pi5 profile", margin=0.2,
+                margin_text="± 10% of 2× (1.8× to 2.2×)", timing=True),
+           Test("student_f1_retention", None, 0.97, ">", "student F1 ÷ teacher F1 (half-depth)")),
+          "06_edge_benchmark: metrics.json student_speedup, student_f1_retention",
+          reading="50% faster is half the time: about 2× (its Table 2: 2.03×); 3% lower read as at least 97% "
+                  "of the teacher's F1"),
 )
 
 _SINGLE_RUN = {
@@ -139,56 +219,79 @@ _SINGLE_RUN = {
 }
 
 
-def t_test(values: list[float], threshold: float) -> float:
-    """Two-sided one-sample t-test p-value of mean(values) against threshold (0 or 1 when the spread is 0)."""
-
-    if len(values) < 2:
-        return math.nan
-    if pd.Series(values).std() == 0:
-        return 1.0 if values[0] == threshold else 0.0
-    return float(stats.ttest_1samp(values, threshold).pvalue)
-
-
-def verdict_of(n: int, mean: float, p: float, threshold: float, side: str) -> str:
-    """holds / does not hold / cannot tell, for one quantity."""
+def verdict_of(n: int, p: float, p_against: float, noun: str = "seed") -> str:
+    """holds / does not hold / cannot tell, for one quantity tested over `n` seeds."""
     if n < MIN_SEEDS:
-        return f"cannot tell ({n} seed{'s' if n != 1 else ''})"
-    if math.isnan(p) or p >= ALPHA:
-        return "cannot tell (within seed-to-seed noise)"
-    right_side = mean > threshold if side == ">" else mean < threshold
-    return "holds" if right_side else "does not hold"
-
-
-def combine(verdicts: list[str]) -> str:
-    if "does not hold" in verdicts:
-        return "does not hold"
-    if verdicts and all(v == "holds" for v in verdicts):
+        return f"cannot tell ({_plural(n, noun)})"
+    if p < ALPHA:
         return "holds"
-    return next((v for v in verdicts if v.startswith("cannot tell (") and "seed" in v and "noise" not in v),
-                "cannot tell")
+    if p_against < ALPHA:
+        return "does not hold"
+    return "cannot tell (within seed-to-seed noise)"
+
+
+def timing_verdict(test: Test, values: list[float]) -> str:
+    """Repeated timings: holds when every one is on the claim's side, does not hold when every one is on the
+    other side; otherwise we cannot tell."""
+    if len(values) < MIN_SEEDS:
+        return f"cannot tell ({_plural(len(values), 'timing')})"
+    if all(test.holds_at(x) for x in values):
+        return "holds"
+    return "does not hold" if test.fails_at_all(values) else "cannot tell (timings on both sides)"
+
+
+def combine(per_test: list[str]) -> str:
+    if "does not hold" in per_test:
+        return "does not hold"
+    if per_test and all(v == "holds" for v in per_test):
+        return "holds"
+    counted = (v for v in per_test if re.match(r"cannot tell \(\d+ ", v))  # too few seeds or timings
+    return next(counted, "cannot tell")
 
 
 def _fmt(x: float) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
 
 
+def _count(n: int, by: str) -> str:
+    return _plural(n, "seed") if by == "seed" else f"{_plural(n, 'repeated timing')}, not seeds"
+
+
+def _test_row(t: Test, values: list[float], by: str) -> dict:
+    n = len(values)
+    mean = sum(values) / n if n else math.nan
+    std = float(pd.Series(values).std()) if n > 1 else math.nan
+    if t.timing:
+        p = p_against = math.nan
+        verdict = timing_verdict(t, values)
+        n_text = ("1 timing" if n == 1 else
+                  _plural(n, "repeated timing") + (", not seeds" if by == "repeat" else ", one per seed's run"))
+    else:
+        p, p_against = t.p_values(values)
+        verdict, n_text = verdict_of(n, p, p_against), _plural(n, "seed")
+    return {"quantity": t.label, "threshold": t.threshold_text, "margin": t.margin_text or "–",
+            "test": t.description(), "n": n, "n_text": n_text, "mean": mean, "std": std, "p": p,
+            "p_against": p_against, "verdict": verdict}
+
+
 def _test_rows(claim: Claim, rows: pd.DataFrame) -> list[dict]:
-    out = []
-    for t in claim.tests:
-        values = t.values(rows)
-        n = len(values)
-        mean = sum(values) / n if n else math.nan
-        std = float(pd.Series(values).std()) if n > 1 else math.nan
-        p = t_test(values, t.threshold)
-        kind = f"paired t-test ({t.a} vs {t.b})" if t.b else "one-sample t-test"
-        out.append({"quantity": t.label, "n": n, "mean": mean, "std": std, "p": p,
-                    "test": f"{kind} against {t.side} {t.threshold:g}",
-                    "verdict": verdict_of(n, mean, p, t.threshold, t.side)})
-    return out
+    by = claim.by if claim.by in rows else "seed"  # a single run is one seed
+    return [_test_row(t, t.values(rows), by) for t in claim.tests]
+
+
+def _hetero_std(root: Path, convention: str, comparison: str) -> float:
+    """The std of the per-seed differences, from 05's table4_tests.csv (NaN without it)."""
+    path = root / "05_hetero_kd/tables/table4_tests.csv"
+    if not path.exists():
+        return math.nan
+    t = pd.read_csv(path)
+    hit = t[(t["convention"] == convention) & (t["metric"] == "test_accuracy") & (t["comparison"] == comparison)]
+    return float(hit["std_diff"].iloc[0]) if len(hit) else math.nan
 
 
 def _hetero_from_metrics(claim: Claim, root: Path) -> list[dict] | None:
-    """05 runs its own seeds and writes means, stds and paired-test p-values; read them."""
+    """05 runs its own seeds and writes means, stds and two-sided paired-test p-values; the claim is
+    one-sided, so its p is half of 05's on the claim's side (and 1 − half on the other)."""
     m = _metrics(root, "05_hetero_kd")
     if m is None:
         return None
@@ -197,39 +300,58 @@ def _hetero_from_metrics(claim: Claim, root: Path) -> list[dict] | None:
     for t, p_key in zip(claim.tests, ("p_A_vs_B", "p_B_vs_C")):
         x, y = t.a[-1], t.b[-1]
         mean = m[f"acc_{x}_mean"] - m[f"acc_{y}_mean"]
-        p = m.get(p_key)
-        p = math.nan if p is None else float(p)
+        two = math.nan if m.get(p_key) is None else float(m[p_key])
+        p = two / 2 if _on_side(mean, t.threshold, t.side) else 1 - two / 2
         out.append({"quantity": f"{t.label} ({x} {_fmt(m[f'acc_{x}_mean'])} ± {_fmt(m[f'acc_{x}_std'])}, "
                                 f"{y} {_fmt(m[f'acc_{y}_mean'])} ± {_fmt(m[f'acc_{y}_std'])})",
-                    "n": n, "mean": mean, "std": math.nan, "p": p,
-                    "test": f"paired test across seeds, by 05 ({p_key})",
-                    "verdict": verdict_of(n, mean, p, t.threshold, t.side)})
+                    "threshold": t.threshold_text, "margin": "–",
+                    "test": f"paired one-sided t-test, H1: mean {t.side} {t.threshold:g} (05's {p_key}, halved)",
+                    "n": n, "n_text": _plural(n, "seed"), "mean": mean,
+                    "std": _hetero_std(root, m.get("convention", "ours"), f"{x} vs {y}"),
+                    "p": p, "p_against": 1 - p, "verdict": verdict_of(n, p, 1 - p)})
     return out
 
 
-def finding(claim: Claim, profile_dir: Path, verdicts_dir: Path) -> dict:
-    """One finding: where its numbers come from, a row per tested quantity, and the verdict."""
+def _verdict_rows(claim: Claim, csv: Path) -> tuple[list[dict], str]:
+    rows = pd.read_csv(csv)
+    missing = [c for c in (claim.by, *claim.columns) if c not in rows.columns]
+    if missing:
+        raise ValueError(f"{csv}: lacks columns {missing}")
+    return _test_rows(claim, rows), f"verdicts/{claim.key}.csv ({_count(len(rows), claim.by)})"
+
+
+def _single_run(claim: Claim, profile_dir: Path) -> list[dict] | None:
+    if claim.key == "hetero_kd":
+        return _hetero_from_metrics(claim, profile_dir)
+    one = _SINGLE_RUN[claim.key](profile_dir)
+    return _test_rows(claim, pd.DataFrame([one])) if one is not None else None
+
+
+def finding(claim: Claim, profile_dir: Path, verdicts_dir: Path, cfg: StudyParams | None = None) -> dict:
+    """One finding: where its numbers come from, a row per tested quantity, and the verdict. A verdicts CSV
+    counts only while its record matches `cfg` (without `cfg` nothing can be checked: it is stale)."""
     csv = verdicts_dir / f"{claim.key}.csv"
+    stale = ""
     if csv.exists():
-        rows = pd.read_csv(csv)
-        missing = [c for c in ("seed", *claim.columns) if c not in rows.columns]
-        if missing:
-            raise ValueError(f"{csv}: lacks columns {missing}")
-        tests, source = _test_rows(claim, rows), f"verdicts/{claim.key}.csv ({len(rows)} seeds)"
-    elif claim.key == "hetero_kd":
-        tests, source = _hetero_from_metrics(claim, profile_dir), claim.single_run
-    else:
-        one = _SINGLE_RUN[claim.key](profile_dir)
-        tests = _test_rows(claim, pd.DataFrame([one])) if one is not None else None
-        source = claim.single_run
+        stale = ("no parameters were given to check it against" if cfg is None
+                 else verdicts.staleness(cfg, claim.key, csv) or "")
+        if not stale:
+            tests, source = _verdict_rows(claim, csv)
+            return {"claim": claim, "source": source, "tests": tests, "stale": "",
+                    "verdict": combine([t["verdict"] for t in tests])}
+        stale = f"stale: rerun `kdstudy verdicts` (verdicts/{claim.key}.csv: {stale})"
+    tests = _single_run(claim, profile_dir)
     if tests is None:
-        return {"claim": claim, "source": f"not run ({claim.single_run.split(':')[0]})", "tests": [],
+        source = f"not run ({claim.single_run.split(':')[0]})"
+        return {"claim": claim, "source": "; ".join(filter(None, (stale, source))), "tests": [], "stale": stale,
                 "verdict": "cannot tell (not run)"}
-    return {"claim": claim, "source": source, "tests": tests, "verdict": combine([t["verdict"] for t in tests])}
+    source = f"{stale}; shown: this profile's single run, {claim.single_run}" if stale else claim.single_run
+    return {"claim": claim, "source": source, "tests": tests, "stale": stale,
+            "verdict": combine([t["verdict"] for t in tests])}
 
 
-def findings(profile_dir: Path, verdicts_dir: Path) -> list[dict]:
-    return [finding(c, profile_dir, verdicts_dir) for c in CLAIMS]
+def findings(profile_dir: Path, verdicts_dir: Path, cfg: StudyParams | None = None) -> list[dict]:
+    return [finding(c, profile_dir, verdicts_dir, cfg) for c in CLAIMS]
 
 
 # --------------------------------------------------------------------------
@@ -278,8 +400,9 @@ def disagreements(root: Path) -> list[dict]:
                 f"teacher (01_teacher/metrics.json).")
     fast = _grid_fast_student(root)
     if fast is not None:
-        ours += (f" The grid's most accurate student ≥ 5× faster (03_grid): {fast['speedup']:.1f}×, "
-                 f"{fast['points_lost']:.1f} points below the teacher.")
+        ours += (f" The grid's student chosen on validation among those ≥ {verdicts.FAST_STUDENT_SPEEDUP:g}× faster "
+                 f"(03_grid, {fast['student']}): {fast['speedup']:.1f}×, {fast['points_lost']:.1f} points below "
+                 f"the teacher on test.")
     items.append({"title": "Seed 000's \"7× faster, 3% lower\"",
                   "seed": f"Seed 000, Table 6: KcBERT-base {acc_k}% / {time_k} s, distil-KcBERT {acc_d}% / "
                           f"{time_d} s: {time_k / time_d:.1f}× faster and {acc_k - acc_d:.1f} points lower.",

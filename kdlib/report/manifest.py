@@ -1,8 +1,10 @@
-"""The run manifest: what produced a report's numbers (parameters, package versions, CPU, threads, data
-checksums, teacher source, wall time per step, git commit).
+"""The run manifest: what produced a report's numbers (the parameters each step ran with, package versions,
+CPU, threads, data checksums, teacher source, wall time per step, git commit).
 
-It holds no clock time of its own: the only times in it are the wall times the runner recorded for each
-step (reports/<profile>/<step>/.step.json), so the same results give the same manifest.
+The parameters are those the runner recorded for each step (reports/<profile>/<step>/.step.json), not the
+file the report is built from: a step that ran with other values than that file is flagged, key by key.
+It holds no clock time of its own: the only times in it are the wall times in those stamps, so the same
+results give the same manifest.
 """
 from __future__ import annotations
 
@@ -88,18 +90,80 @@ def teacher_source(cfg: StudyParams) -> str:
     return f"{name} (Hugging Face hub)"
 
 
-def wall_times(profile_dir: Path, upto: str) -> list[dict]:
-    """Each step before `upto`: the seconds its last run took (from the runner's stamp), or not run."""
+def _stamp(profile_dir: Path, stem: str) -> dict | None:
+    path = profile_dir / stem / ".step.json"
+    return read_json(path) if path.exists() else None
+
+
+def _recorded(stamp: dict | None) -> dict | None:
+    """The parameter sections a step ran with, as its stamp records them (None in a stamp that predates it)."""
+    params = (stamp or {}).get("params")
+    return params if isinstance(params, dict) else None
+
+
+def differences(cfg: StudyParams, stamp: dict | None) -> list[dict]:
+    """Where the parameters a step ran with differ from `cfg`'s: key by key from its recorded values, or,
+    in an older stamp, section by section from its fingerprints."""
+    if stamp is None:
+        return []
+    recorded = _recorded(stamp)
+    if recorded is None:
+        prints = stamp.get("parts", {}).get("params", {})
+        return [{"key": s, "ran": "(values not recorded)", "file": "differs"}
+                for s, fp in sorted(prints.items()) if fp != cfg.fingerprint([s])]
+    now = cfg.to_dict()
+    ran, file = flatten(recorded), flatten({s: now.get(s) for s in recorded})
+    return [{"key": k, "ran": ran.get(k, "(absent)"), "file": file.get(k, "(absent)")}
+            for k in sorted(set(ran) | set(file)) if ran.get(k) != file.get(k)]
+
+
+def _parameters_text(stamp: dict | None, differs: list[dict], source: str) -> str:
+    if stamp is None:
+        return "not recorded (no runner stamp)"
+    if not differs:
+        return f"as {source}" if _recorded(stamp) is not None else f"as {source} (by fingerprint; values not recorded)"
+    return f"DIFFER from {source}: " + "; ".join(f"{d['key']} ran with {d['ran']} ({source}: {d['file']})"
+                                                 for d in differs)
+
+
+def wall_times(profile_dir: Path, upto: str, cfg: StudyParams | None = None) -> list[dict]:
+    """Each step before `upto`: the seconds its last run took (from the runner's stamp), or not run, and,
+    given `cfg`, whether the parameters it ran with are `cfg`'s (`differs`: those that are not)."""
     rows = []
+    source = Path(cfg.source).name if cfg is not None else ""
     for step in steps.STEPS:
         if step.stem == upto:
             break
-        stamp = profile_dir / step.stem / ".step.json"
-        seconds = read_json(stamp).get("seconds") if stamp.exists() else None
+        stamp = _stamp(profile_dir, step.stem)
+        seconds = stamp.get("seconds") if stamp else None
         ran = (profile_dir / step.stem / "metrics.json").exists()
+        differs = differences(cfg, stamp) if cfg is not None else []
         rows.append({"step": step.stem, "seconds": seconds,
-                     "state": "ran" if seconds is not None else "ran (no runner stamp)" if ran else "not run"})
+                     "state": "ran" if seconds is not None else "ran (no runner stamp)" if ran else "not run",
+                     "differs": differs,
+                     "parameters": _parameters_text(stamp, differs, source) if ran or stamp else "–"})
     return rows
+
+
+def ran_parameters(cfg: StudyParams, profile_dir: Path, upto: str) -> dict[str, str]:
+    """Every parameter as the steps before `upto` ran with it (their stamps), one line each. Where no stamp
+    records it, or the steps disagree, or they differ from `cfg`'s file, the value says so."""
+    seen: dict[str, dict[str, list[str]]] = {}  # key -> value -> steps that ran with it
+    for step in steps.STEPS:
+        if step.stem == upto:
+            break
+        for k, v in flatten(_recorded(_stamp(profile_dir, step.stem)) or {}).items():
+            seen.setdefault(k, {}).setdefault(v, []).append(step.number)
+    source, out = Path(cfg.source).name, {}
+    for k, v in flatten(cfg.to_dict()).items():
+        ran = seen.get(k, {})
+        if not ran:
+            out[k] = f"{v} (from {source}; in no step's stamp)"
+        elif list(ran) == [v]:
+            out[k] = v
+        else:
+            out[k] = "; ".join(f"{value} (steps {', '.join(by)})" for value, by in ran.items()) + f" ({source}: {v})"
+    return out
 
 
 def git_commit(root: Path) -> str:
@@ -118,11 +182,12 @@ def git_commit(root: Path) -> str:
 
 def build(cfg: StudyParams, profile_dir: Path, data_dir: str | Path | None, upto: str = "07_report") -> dict:
     cpu = cpu_info()
-    times = wall_times(profile_dir, upto)
+    times = wall_times(profile_dir, upto, cfg)
     return {
         "profile": cfg.profile,
         "params_source": Path(cfg.source).name,
-        "parameters": flatten(cfg.to_dict()),
+        "parameters": ran_parameters(cfg, profile_dir, upto),
+        "params_differ": [{"step": r["step"], **d} for r in times for d in r["differs"]],
         "packages": package_versions(),
         "cpu": {"model": cpu["model"], "flags": cpu["flags"], "logical_cores": cpu["logical_cores"],
                 "bf16": cpu["bf16"]},

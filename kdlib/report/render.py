@@ -57,18 +57,29 @@ def _teacher_depth(profile_dir: Path) -> int:
     return 6  # all-MiniLM-L6-v2, the offline teacher
 
 
-def findings_rows(profile_dir: Path, verdicts_dir: Path) -> list[dict]:
-    """The findings as text cells: claim, source, quantity, n, mean ± std, test, p, verdict."""
+def _p_cell(t: dict) -> str:
+    """The claim's p; where the claim does not hold, also the p of the other side, which decided it."""
+    if t["verdict"] == "does not hold" and not math.isnan(t["p_against"]):
+        return f"{cell(t['p'])} (other side {cell(t['p_against'])})"
+    return cell(t["p"])
+
+
+def findings_rows(profile_dir: Path, verdicts_dir: Path, cfg: StudyParams | None = None) -> list[dict]:
+    """The findings as text cells: claim (its words), where its numbers come from, quantity, threshold, margin,
+    test, n, mean ± std, p, verdict. Verdict CSVs count only while they match `cfg` (findings.finding)."""
     out = []
-    for f in fnd.findings(profile_dir, verdicts_dir):
+    for f in fnd.findings(profile_dir, verdicts_dir, cfg):
         c = f["claim"]
-        tests = f["tests"] or [{"quantity": "–", "n": 0, "mean": math.nan, "std": math.nan, "p": math.nan,
-                                "test": "–", "verdict": f["verdict"]}]
+        tests = f["tests"] or [{"quantity": "–", "threshold": "–", "margin": "–", "test": "–", "n_text": "0",
+                                "mean": math.nan, "std": math.nan, "p": math.nan, "p_against": math.nan,
+                                "verdict": f["verdict"]}]
+        words = f"“{c.words}” ({c.source})" + (f"; tested as: {c.reading}" if c.reading else "")
         for i, t in enumerate(tests):
             spread = f"{cell(t['mean'])} ± {cell(t['std'])}" if not math.isnan(t["std"]) else cell(t["mean"])
-            out.append({"claim": f"{c.text} ({c.source})" if i == 0 else "", "source": f["source"] if i == 0 else "",
-                        "quantity": t["quantity"], "n": str(t["n"]), "mean_std": spread, "test": t["test"],
-                        "p": cell(t["p"]), "verdict": t["verdict"], "overall": f["verdict"] if i == 0 else ""})
+            out.append({"claim": words if i == 0 else "", "source": f["source"] if i == 0 else "",
+                        "quantity": t["quantity"], "threshold": t["threshold"], "margin": t["margin"],
+                        "n": t["n_text"], "mean_std": spread, "test": t["test"], "p": _p_cell(t),
+                        "verdict": t["verdict"], "overall": f["verdict"] if i == 0 else ""})
     return out
 
 
@@ -97,7 +108,7 @@ def context(cfg: StudyParams, profile_dir: Path, verdicts_dir: Path, data_dir) -
         "summary": summary(profile_dir),
         "sections": collect_sections(profile_dir),
         "disagreements": fnd.disagreements(profile_dir),
-        "findings": findings_rows(profile_dir, verdicts_dir),
+        "findings": findings_rows(profile_dir, verdicts_dir, cfg),
         "min_seeds": fnd.MIN_SEEDS, "alpha": fnd.ALPHA,
         "teaching": [x for item in TEACHING for x in read_item(profile_dir, item)],
         "manifest": mf.build(cfg, profile_dir, data_dir, upto=REPORT_STEP),

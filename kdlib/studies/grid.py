@@ -40,7 +40,8 @@ from transformers import (
 
 from kdlib.compress.flops import bert_flops
 from kdlib.core import data, models
-from kdlib.core.distill import compute_logits, fit, model_fingerprint, teacher_logits, with_teacher_logits
+from kdlib.core.distill import compute_logits, fit, teacher_logits, with_teacher_logits
+from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.io import write_json
 from kdlib.inference.runtimes import random_batch
 from kdlib.pipeline import memo
@@ -71,9 +72,9 @@ def paper_architecture_table() -> pd.DataFrame:
     rows = []
     with torch.device("meta"):  # shapes only: no memory, no time
         for (layers, ffn), (params_paper, seconds_paper) in papers.SEED000_TABLE4.items():
-            config = DistilBertConfig(vocab_size=papers.SEED000_TEACHER["vocab"], max_position_embeddings=papers.SEED000_TEACHER["max_positions"],
-                                      dim=papers.SEED000_TEACHER["hidden"], n_heads=papers.SEED000_TEACHER["heads"], n_layers=layers,
-                                      hidden_dim=ffn, num_labels=3)
+            t = papers.SEED000_TEACHER
+            config = DistilBertConfig(vocab_size=t["vocab"], max_position_embeddings=t["max_positions"], dim=t["hidden"],
+                                      n_heads=t["heads"], n_layers=layers, hidden_dim=ffn, num_labels=3)
             mlm = models.count_parameters(DistilBertForMaskedLM(config))["total"]
             classifier = models.count_parameters(DistilBertForSequenceClassification(config))["total"]
             rows.append({"layers": layers, "ffn": ffn, "params": mlm, "params_paper": params_paper,
@@ -121,8 +122,8 @@ def _general_distill(cfg, out_dir, name, student, teacher_dir, tok, names, token
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, attn_implementation="eager")
     student = copy.deepcopy(student)
     student.set_attn_implementation("eager")
-    params = {**train.student_spec(cfg, student, gd, gd.loss, 0.0, 1.0, "online", cfg.compute.bf16), "texts": len(texts),
-              "labels_used": False}
+    params = {**train.student_spec(cfg, student, gd, gd.loss, 0.0, 1.0, "online", cfg.compute.bf16, teacher=teacher),
+              "texts": len(texts), "labels_used": False}
     gd_name = f"{name}_general"
     _train_student(cfg, out_dir, gd_name, student, params, tok, texts, names, tokenizer, teacher=teacher, hp=gd,
                    loss=gd.loss, alpha=0.0)
@@ -139,7 +140,8 @@ def train_shape(cfg: StudyParams, out_dir: Path, shape, teacher, tok, cached_ds,
     out_dir. Returns (the untrained student, the run's result)."""
     g = cfg.grid
     student = models.make_student(teacher, shape.layers, shape.ffn, init=g.init, seed=cfg.seed)
-    params = train.student_spec(cfg, student, g, g.loss, g.alpha, g.temperature, cache_name, cfg.compute.bf16)
+    params = train.student_spec(cfg, student, g, g.loss, g.alpha, g.temperature, cache_name, cfg.compute.bf16,
+                                teacher=teacher)
     name = shape_name(shape.layers, shape.ffn)
     return student, _train_student(cfg, out_dir, name, student, params, tok, cached_ds, names, tokenizer)
 
@@ -170,7 +172,7 @@ def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:
             name = shape_name(shape.layers, shape.ffn)
             distilled, gd_key = _general_distill(cfg, out_dir, name, students[name], teacher_dir, tok, names, tokenizer)
             params = {**train.student_spec(cfg, distilled, g, g.loss, g.alpha, g.temperature, cache.path.name,
-                                           cfg.compute.bf16),
+                                           cfg.compute.bf16, teacher=teacher),
                       "init_from": gd_key}
             runs[f"{name}_gd"] = {"layers": shape.layers, "ffn": shape.ffn, "route": "general distillation",
                                   "param_count": runs[name]["param_count"],
@@ -184,7 +186,7 @@ def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     for shape in (min(g.students, key=lambda s: (s.layers, s.ffn)), max(g.students, key=lambda s: (s.layers, s.ffn))):
         name = shape_name(shape.layers, shape.ffn)
         params = train.student_spec(cfg, students[name], probe_hp, g.loss, g.alpha, g.temperature, "online",
-                                    cfg.compute.bf16)
+                                    cfg.compute.bf16, teacher=teacher)
         r = _train_student(cfg, out_dir, f"{name}_online_probe", students[name], params, tok, tok["train"], names,
                            tokenizer, teacher=teacher, hp=probe_hp, save=False)
         probe[name] = {"online_seconds_per_epoch": r["train_step_seconds"] / g.online_probe_epochs,
@@ -288,17 +290,24 @@ def table3(teacher, students: dict, teacher_name: str) -> pd.DataFrame:
     return frame
 
 
+def validation_accuracy(run: dict) -> float:
+    """A run's validation accuracy at the epoch it keeps: the best epoch is picked on this same accuracy, so
+    it is the maximum over the run's history."""
+    return max(h["accuracy"] for h in run["history"])
+
+
 def table4(summary: dict, bench: pd.DataFrame, pred_seconds: dict, teacher_accuracy: float, seq_len: int,
            hidden: int, num_labels: int) -> pd.DataFrame:
     """One row per student: shape, size, time, accuracy, FLOPs, and the paper's numbers where the shape is
-    one of seed 000's."""
+    one of seed 000's. `val_accuracy` (the kept epoch's) is what choices read; the test columns only report."""
     ok = bench[(bench["status"] == "ok") & (bench["runtime"] == "torch") & (bench["precision"] == "fp32")]
     lat = ok.set_index(["name", "batch_size"])
     rows = []
     for name, r in summary["runs"].items():
         timed = shape_name(r["layers"], r["ffn"])  # a general-distillation student runs as its layer-copy twin
         b1, b32 = lat.loc[(timed, 1)], lat.loc[(timed, max(ok["batch_size"]))]
-        paper = papers.SEED000_TABLE4.get((r["layers"], r["ffn"]), (None, None)) if hidden == papers.SEED000_TEACHER["hidden"] else (None, None)
+        same_width = hidden == papers.SEED000_TEACHER["hidden"]  # the paper's numbers stand beside its own shapes
+        paper = papers.SEED000_TABLE4.get((r["layers"], r["ffn"]), (None, None)) if same_width else (None, None)
         rows.append({
             "student": name, "layers": r["layers"], "ffn": r["ffn"], "route": r["route"],
             "training_precision": "bf16" if r["params"]["bf16"] else "fp32",
@@ -308,12 +317,23 @@ def table4(summary: dict, bench: pd.DataFrame, pred_seconds: dict, teacher_accur
             "throughput_bs32_per_s_median": b32["throughput_per_s"],
             "throughput_bs32_per_s_p95": max(ok["batch_size"]) / (b32["latency_ms_p95"] / 1e3),
             "latency_bs32_ms_median": b32["latency_ms_median"],
+            "val_accuracy": validation_accuracy(r),
             "test_accuracy": r["test"]["accuracy"], "test_macro_f1": r["test"]["macro_f1"],
             "retention": r["test"]["accuracy"] / teacher_accuracy, "best_epoch": r["best_epoch"],
             "flops_per_sample": bert_flops(hidden, r["layers"], r["ffn"], seq_len, num_labels)["total"],
             "params_paper": paper[0], "time_paper_s": paper[1],
         })
     return pd.DataFrame(rows)
+
+
+def best_student(table: pd.DataFrame, layers: int | None = None) -> pd.Series:
+    """The row of table4 (of `layers` layers, if given) with the best validation accuracy, ties to the fewer
+    parameters. Picked on validation, its test accuracy and retention are an honest report: the best of many
+    test scores would not be."""
+    rows = table if layers is None else table[table["layers"] == layers]
+    if rows.empty:
+        raise ValueError(f"the grid has no {layers}-layer student")
+    return rows.sort_values(["val_accuracy", "params"], ascending=[False, True]).iloc[0]
 
 
 def fit_time(layers, ffn, seconds) -> dict:

@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdlib.core.distill import model_fingerprint
+from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.metrics import confusion_matrix_frame
 from kdlib.inference.machine import cpu_info
 from kdlib.inference.runtimes import ROUTES
-from kdlib.inference.timing import ROW_COLUMNS, Benchmark, BenchmarkSettings, results_frame
+from kdlib.inference.timing import (
+    ROW_COLUMNS,
+    Benchmark,
+    BenchmarkSettings,
+    results_frame,
+    round_ratios,
+    time_interleaved,
+)
 from kdlib.pipeline import memo
 
 RUN_LABELS = {"kd_cached": "KD (cached teacher)", "kd_online": "KD (online teacher)", "nokd": "no KD (twin)",
@@ -57,27 +64,28 @@ def schema_order(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[first + sorted(c for c in frame.columns if c not in first)]
 
 
+# The baseline's PyTorch fp32 runner, timed beside the models of every other route.
+REFERENCE = "baseline@torch/fp32"
+
+
 def benchmark_models(named_models: dict, bench, baseline: str | None = None, cache_dir=None) -> pd.DataFrame:
     """Latency and size of several models on each runtime, precision and batch size of `bench` (BenchmarkParams).
 
     A row per (model, runtime, precision, batch size), for the precisions each runtime offers
     (`runtimes.ROUTES`); a route this machine cannot run is a row with status "refused" and the reason.
-    Each route is prepared once per model and reused across batch sizes. Models are measured one after
-    another inside the same loop, so the speed-up columns compare numbers taken in one process on one
-    machine: `speedup_vs_<baseline>` = baseline median / model median on the same runtime, precision and
-    batch size; `speedup_vs_<baseline>_torch_fp32` = the baseline's PyTorch fp32 median at that batch size
-    / model median (the gain of model and route together).
+    Each route is prepared once per model and reused across batch sizes. On a route, every model (and the
+    baseline on PyTorch fp32) is timed in turn, call by call (`timing.time_interleaved`), so each speed-up is
+    a ratio of calls made side by side in one unit: `speedup_vs_<baseline>` = baseline / model on the same
+    route, `speedup_vs_<baseline>_torch_fp32` = the baseline's PyTorch fp32 / the model (the gain of model
+    and route together), each the median over rounds, with the 25th and 75th percentiles beside it.
 
     With `cache_dir`, each route's block (every model, every batch size) is a memoised unit keyed by the
-    models' weights, the route, the settings, the machine and the benchmark code: a rerun with nothing
-    changed re-times nothing, and a changed model re-times the whole block, so that every ratio still
-    compares numbers measured together.
+    models' weights, the route, the settings, the machine and the benchmark code.
     """
-
-
     runtimes = getattr(bench, "runtimes", None) or ["torch"]
     rows = []
     with tempfile.TemporaryDirectory(prefix="kd-bench-") as workdir:
+        benches = {name: Benchmark(model, name, workdir=f"{workdir}/{name}") for name, model in named_models.items()}
         for runtime in runtimes:
             # An unknown runtime gets (refused) rows for every precision, so a typo shows in the table.
             precisions = [p for p in bench.precisions if runtime not in ROUTES or p in ROUTES[runtime]]
@@ -85,36 +93,65 @@ def benchmark_models(named_models: dict, bench, baseline: str | None = None, cac
                 print(f"{runtime} offers none of the precisions {list(bench.precisions)}: skipped")
             for precision in precisions:
                 def block(_folder=None, runtime=runtime, precision=precision) -> dict:
-                    # One Benchmark per model and route: the route is prepared once, then freed after its block.
-                    benches = {name: Benchmark(model, name, workdir=f"{workdir}/{name}")
-                               for name, model in named_models.items()}
-                    out = []
-                    for batch_size in bench.batch_sizes:
-                        settings = BenchmarkSettings(batch_size=batch_size, seq_len=bench.seq_len,
-                                                     threads=bench.threads, warmup=bench.warmup, repeats=bench.repeats)
-                        out.extend(b.run(settings, runtime, precision) for b in benches.values())
-                    return {"rows": out}
+                    return {"rows": [row for b in bench.batch_sizes
+                                     for row in _route_rows(benches, baseline, runtime, precision, bench, b)]}
 
                 if cache_dir is None:
                     rows.extend(block()["rows"])
                     continue
-
                 params = {"models": {name: model_fingerprint(m)[:16] for name, m in named_models.items()},
-                          "runtime": runtime, "precision": precision, "batch_sizes": list(bench.batch_sizes),
-                          "seq_len": bench.seq_len, "threads": bench.threads, "warmup": bench.warmup,
-                          "repeats": bench.repeats}
-                key = memo.unit_key("benchmark", ("inference.timing", "inference.runtimes"), params, memo.machine())
-                unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params)
+                          "baseline": baseline, "runtime": runtime, "precision": precision,
+                          "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len, "threads": bench.threads,
+                          "warmup": bench.warmup, "repeats": bench.repeats}
+                key = memo.unit_key("benchmark", ("inference.timing", "inference.runtimes", _route_rows), params,
+                                    memo.machine(bench.threads))
+                unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params,
+                                     keep=lambda r: all(row["status"] != "failed" for row in r["rows"]))
                 rows.extend(unit["rows"])
-    frame = schema_order(results_frame(rows))
-    if baseline is not None and len(frame):
-        base = frame[frame["name"] == baseline].set_index(["runtime", "precision", "batch_size"])["latency_ms_median"]
-        same_route = [base.get((r, p, b), float("nan")) for r, p, b in
-                      zip(frame["runtime"], frame["precision"], frame["batch_size"])]
-        frame["speedup_vs_" + baseline] = same_route / frame["latency_ms_median"]
-        torch_fp32 = [base.get(("torch", "fp32", b), float("nan")) for b in frame["batch_size"]]
-        frame[f"speedup_vs_{baseline}_torch_fp32"] = torch_fp32 / frame["latency_ms_median"]
-    return frame
+    return schema_order(results_frame(rows))
+
+
+def _route_rows(benches: dict, baseline: str | None, runtime: str, precision: str, bench, batch_size: int) -> list:
+    """One route at one batch size: every model's row, timed in turn with the others and with the baseline's
+    PyTorch fp32 runner; the speed-ups are ratios over the rounds of that one timing."""
+    settings = BenchmarkSettings(batch_size=batch_size, seq_len=bench.seq_len, threads=bench.threads,
+                                 warmup=bench.warmup, repeats=bench.repeats)
+    rows, runners = {}, {}
+    for name, b in benches.items():
+        row, runner = b.prepare_row(settings, runtime, precision)
+        rows[name] = row
+        if runner is not None:
+            runners[name] = runner
+    reference = None
+    if baseline is not None:
+        try:
+            reference = benches[baseline].runner("torch", "fp32", settings.threads)
+        except Exception:  # noqa: BLE001 - without its reference the route has no speed-ups, only latencies
+            reference = None
+    timed = dict(runners)
+    if reference is not None and (runtime, precision) != ("torch", "fp32"):
+        timed[REFERENCE] = reference
+    vocab = next(iter(benches.values())).model.config.vocab_size
+    try:
+        stats = time_interleaved(timed, settings, vocab) if timed else {}
+    except Exception as error:  # noqa: BLE001 - a route that breaks while timing is a row, not a crash
+        reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
+        return [{**row, "status": "failed", "reason": reason} if row["status"] == "ok" else row for row in rows.values()]
+    ref_rounds = stats.get(REFERENCE, stats.get(baseline, {})).get("rounds")
+    same_rounds = stats.get(baseline, {}).get("rounds")
+    for name in runners:
+        rounds = stats[name].pop("rounds")
+        rows[name].update(stats[name])
+        if baseline is None:
+            continue
+        if same_rounds is not None:
+            rows[name][f"speedup_vs_{baseline}"] = round_ratios(same_rounds, rounds)["median"]
+        if ref_rounds is not None:
+            r = round_ratios(ref_rounds, rounds)
+            rows[name].update({f"speedup_vs_{baseline}_torch_fp32": r["median"],
+                               f"speedup_vs_{baseline}_torch_fp32_p25": r["p25"],
+                               f"speedup_vs_{baseline}_torch_fp32_p75": r["p75"]})
+    return list(rows.values())
 
 
 def distill_metrics(summary: dict, bench: pd.DataFrame, teacher_accuracy: float) -> dict:

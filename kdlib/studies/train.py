@@ -27,6 +27,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_
 
 from kdlib.core import data, models
 from kdlib.core.distill import fit, teacher_logits, with_teacher_logits
+from kdlib.core.fingerprint import model_fingerprint, weights_fingerprint
 from kdlib.core.io import read_json, write_csv, write_json
 from kdlib.pipeline import config as config_mod
 from kdlib.pipeline import memo
@@ -97,7 +98,8 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     tokenizer = models.load_tokenizer(cfg.teacher.model)
     dsd, names, tok = data.task_data(cfg, tokenizer)
     params = memo_params({"seed": cfg.seed, "data": cfg.data, "teacher": cfg.teacher, "bf16": cfg.compute.bf16,
-                          "group_by_length": cfg.compute.group_by_length})
+                          "group_by_length": cfg.compute.group_by_length,
+                          "source": source_fingerprint(cfg.teacher.model)})
     key = memo.unit_key("teacher", TRAINING_CODE, params)
     model_dir = out_dir / "model"
 
@@ -120,6 +122,14 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     }
     write_json(out_dir / "runs" / "summary.json", summary)
     return summary
+
+
+def source_fingerprint(name: str) -> str:
+    """What a pretrained model is, by content where it is on disk: a local folder (or an alias's, such as
+    `minilm`) by its files, so a retrained model saved at the same path is not reused stale; a hub id by
+    its name."""
+    folder = Path(models.resolve_model(name))
+    return weights_fingerprint(folder)[:16] if folder.is_dir() else name
 
 
 def memo_params(params: dict) -> dict:
@@ -166,7 +176,8 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     results = {}
     for name, plan in plans.items():
         params = student_spec(cfg, student, d, plan["loss"], plan["alpha"], d.temperature,
-                              "online" if "teacher" in plan else (cache.path.name if plan["alpha"] < 1 else None))
+                              "online" if "teacher" in plan else (cache.path.name if plan["alpha"] < 1 else None),
+                              teacher=teacher)
 
         def train(ckpt_dir, plan=plan, name=name):
             set_seed(cfg.seed)
@@ -193,12 +204,20 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     return summary
 
 
+def student_origin(teacher, student) -> dict:
+    """Where a student starts, by content: the weights of the teacher it is built from and its own initial
+    weights. Every student's key holds both (classification and QA alike): a retrained teacher, even one
+    made by the same recipe, retrains every student built from it, the no-KD twin included."""
+    return {"teacher": model_fingerprint(teacher)[:16], "init_weights": model_fingerprint(student)[:16]}
+
+
 def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, temperature: float,
-                 teacher_outputs: str | None, bf16: bool | None = None) -> dict:
+                 teacher_outputs: str | None, bf16: bool | None = None, *, teacher) -> dict:
     """Everything that decides a student run's numbers, in one canonical form, so that the same run
     asked for by two steps (02's student and the grid's student of the same shape) has one key.
 
-    `teacher_outputs`: the cache file the teacher logits come from, "online", or None (no teacher).
+    `teacher_outputs`: the cache file the teacher logits come from, "online", or None (no teacher);
+    `teacher`: the model the student was built from.
     """
 
     c = student.config
@@ -208,7 +227,7 @@ def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, tempera
             "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},
             "loss": loss, "alpha": alpha, "temperature": temperature if alpha < 1 else None,
             "teacher_outputs": teacher_outputs, "bf16": cfg.compute.bf16 if bf16 is None else bf16,
-            "group_by_length": cfg.compute.group_by_length}
+            "group_by_length": cfg.compute.group_by_length, **student_origin(teacher, student)}
 
 
 def make_configured_student(teacher, cfg: StudyParams):
@@ -231,7 +250,8 @@ def launch(step: str, cfg: StudyParams) -> dict:
     out_dir = step_dir(cfg.profile, folder)
     params_json = write_json(out_dir / "runs" / "params.json", {**cfg.to_dict(), "_source": cfg.source})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={cfg.compute.nproc_per_node}", "-m", "kdlib.studies.train", step, "--params", str(params_json)]
+           f"--nproc_per_node={cfg.compute.nproc_per_node}", "-m", "kdlib.studies.train", step,
+           "--params", str(params_json)]
     subprocess.run(cmd, check=True)
     return read_json(out_dir / "runs" / "summary.json")
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import torch
 
-from kdlib.core.distill import model_fingerprint
+from kdlib.core.fingerprint import model_fingerprint
 from kdlib.inference import routes
 from kdlib.inference.runtimes.base import Runner, _quiet, _tensor_outputs, example_inputs
 

@@ -30,25 +30,19 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from kdlib.compress import factorize, pruning, share
 from kdlib.core.data import task_data as profile_task_data
-from kdlib.core.distill import (
-    _pad_collator,
-    dataset_fingerprint,
-    fit,
-    model_fingerprint,
-    teacher_logits,
-    with_teacher_logits,
-)
+from kdlib.core.distill import _pad_collator, fit, teacher_logits, with_teacher_logits
+from kdlib.core.fingerprint import dataset_fingerprint, model_fingerprint
 from kdlib.core.io import read_json
 from kdlib.core.metrics import classification_metrics
 from kdlib.core.models import count_parameters
 from kdlib.inference import machine
 from kdlib.inference import runtimes as rt
 from kdlib.inference.runtimes import ROUTES, refusal
-from kdlib.inference.timing import BenchmarkSettings, predict, time_runner
+from kdlib.inference.timing import BenchmarkSettings, predict, round_ratios, time_interleaved
 from kdlib.pipeline import memo
 from kdlib.pipeline.config import TrainParams
 from kdlib.pipeline.paths import cache_root, step_dir
-from kdlib.studies import train
+from kdlib.studies import grid, train
 
 GRID_STEP = "03_grid"
 # Units are keyed by the modules that compute them and, from this module, by the syntax tree of the functions
@@ -67,7 +61,7 @@ def pick_students(grid_summary: dict, teacher_layers: int, teacher_validation_ac
     runs = {n: r for n, r in grid_summary["runs"].items() if r.get("history")}
 
     def val_accuracy(name):
-        return max(h["accuracy"] for h in runs[name]["history"])
+        return grid.validation_accuracy(runs[name])
 
     def best(layers):
         of_depth = [n for n in runs if runs[n]["layers"] == layers]
@@ -85,7 +79,7 @@ def pick_students(grid_summary: dict, teacher_layers: int, teacher_validation_ac
 
 def teacher_validation_accuracy(teacher_summary: dict) -> float:
     """The teacher's best validation accuracy (01's record): the yardstick of pick_students' "fast" role."""
-    return max(h["accuracy"] for h in teacher_summary["result"]["history"])
+    return grid.validation_accuracy(teacher_summary["result"])
 
 
 def load_classifier_dir(folder: Path):
@@ -246,6 +240,10 @@ def routes(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
     return [(r, p) for r in runtimes for p in precisions if r not in ROUTES or p in ROUTES[r]]
 
 
+# The teacher's PyTorch fp32 runner, timed beside the models of every route.
+REFERENCE = "teacher@torch/fp32"
+
+
 def _prepare(model, runtime, precision, workdir, threads, calibration):
     """runtimes.prepare, passing calibration inputs to routes whose prepare takes them (static int8)."""
 
@@ -257,41 +255,101 @@ def _prepare(model, runtime, precision, workdir, threads, calibration):
     return rt.prepare(model, runtime, precision, workdir, threads, **kwargs)
 
 
-def _measure_one(model, name, runtime, precision, bench, test_ds, collate, workdir, calibration) -> dict:
-    row = {"name": name, "runtime": runtime, "precision": precision, "status": "ok", "reason": None}
+def _prepare_one(model, name, runtime, precision, bench, workdir, calibration) -> tuple[dict, object]:
+    """A model's row on a route before timing, and the route's runner (None when preparing it failed)."""
+    row = {"name": name, "runtime": runtime, "precision": precision, "status": "ok", "reason": None,
+           "cpu_flags": machine.cpu_info()["flags"]}
     threads = bench.threads or torch.get_num_threads()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
         runner = _prepare(model, runtime, precision, workdir, threads, calibration)
-        row.update(size_mb=runner.size_mb, runtime_version=runner.version, threads=threads)
-        for b in bench.batch_sizes:
-            settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds)
-            timing = time_runner(runner, settings, model.config.vocab_size)
-            row.update({f"latency_bs{b}_ms_median": timing["latency_ms_median"],
-                        f"latency_bs{b}_ms_p95": timing["latency_ms_p95"]})
+    except Exception as error:  # a route that breaks on this model is a row, not a crash
+        return _failed(row, error), None
+    return {**row, "size_mb": runner.size_mb, "runtime_version": runner.version, "threads": threads}, runner
+
+
+def _failed(row: dict, error: Exception) -> dict:
+    text = str(error).strip().splitlines()
+    return {**row, "status": "failed", "reason": f"{type(error).__name__}: {text[0] if text else ''}"}
+
+
+def _time_route(runners: dict, reference, bench, vocab_size: int, baseline: str) -> dict[str, dict]:
+    """Every runner of a route timed in turn with the reference (the teacher on PyTorch fp32; None on that
+    route itself, where the baseline's runner is the reference), per batch size: latencies, and the speed-ups
+    over the reference and over the baseline on this route, as medians over the rounds of that one timing,
+    with their spread."""
+    timed = dict(runners)
+    ref_name = baseline if baseline in runners else None
+    if reference is not None:
+        timed[REFERENCE], ref_name = reference, REFERENCE
+    out = {name: {} for name in runners}
+    threads = bench.threads or torch.get_num_threads()
+    for b in bench.batch_sizes:
+        settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds)
+        stats = time_interleaved(timed, settings, vocab_size)
+        for name in runners:
+            s = stats[name]
+            out[name].update({f"latency_bs{b}_ms_median": s["latency_ms_median"],
+                              f"latency_bs{b}_ms_p95": s["latency_ms_p95"]})
+            if ref_name is not None:
+                r = round_ratios(stats[ref_name]["rounds"], s["rounds"])
+                out[name].update({f"speedup_vs_torch_fp32_teacher_bs{b}": r["median"],
+                                  f"speedup_vs_torch_fp32_teacher_bs{b}_p25": r["p25"],
+                                  f"speedup_vs_torch_fp32_teacher_bs{b}_p75": r["p75"]})
+            if baseline in runners:
+                out[name][f"speedup_vs_same_route_teacher_bs{b}"] = round_ratios(
+                    stats[baseline]["rounds"], s["rounds"])["median"]
+    return out
+
+
+def _score_one(runner, row: dict, bench, test_ds, validation_ds, collate) -> dict:
+    """Accuracy and macro-F1 on the test split through the route's runner, its wall time, and the validation
+    accuracy (what choices among rows read: the test split only reports)."""
+    try:
         t0 = time.perf_counter()
         logits, labels = predict(runner, test_ds, max(bench.batch_sizes), collate)
-        row["test_prediction_seconds"] = time.perf_counter() - t0
-        row.update(classification_metrics(logits.argmax(axis=-1), labels))
-    except Exception as error:  # a route that breaks on this model is a row, not a crash
-        text = str(error).strip().splitlines()
-        row.update(status="failed", reason=f"{type(error).__name__}: {text[0] if text else ''}")
-    finally:
-        torch.set_num_threads(previous)
-    row["cpu_flags"] = machine.cpu_info()["flags"]
+        row = {**row, "test_prediction_seconds": time.perf_counter() - t0,
+               **classification_metrics(logits.argmax(axis=-1), labels)}
+        if validation_ds is not None:
+            logits, labels = predict(runner, validation_ds, max(bench.batch_sizes), collate)
+            row["val_accuracy"] = classification_metrics(logits.argmax(axis=-1), labels)["accuracy"]
+    except Exception as error:  # noqa: BLE001
+        return _failed(row, error)
     return row
 
 
+def _measure_route(named_models: dict, runtime: str, precision: str, bench, test_ds, validation_ds, collate,
+                   calibration, baseline: str, workdir: Path) -> list[dict]:
+    """One route: every model prepared, timed in turn with the teacher on PyTorch fp32, then scored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(bench.threads or previous)
+    try:
+        prepared = {n: _prepare_one(m, n, runtime, precision, bench, workdir / f"{i}", calibration)
+                    for i, (n, m) in enumerate(named_models.items())}
+        runners = {n: runner for n, (_, runner) in prepared.items() if runner is not None}
+        reference = None
+        if baseline in named_models and (runtime, precision) != ("torch", "fp32"):
+            reference = _prepare_one(named_models[baseline], baseline, "torch", "fp32", bench, workdir / "reference",
+                                     None)[1]
+        vocab = next(iter(named_models.values())).config.vocab_size
+        try:
+            timings = _time_route(runners, reference, bench, vocab, baseline) if runners else {}
+        except Exception as error:  # noqa: BLE001 - a route that breaks while timing is a row, not a crash
+            return [_failed(row, error) if row["status"] == "ok" else row for row, _ in prepared.values()]
+        return [_score_one(runner, {**row, **timings[name]}, bench, test_ds, validation_ds, collate)
+                if runner is not None else row for name, (row, runner) in prepared.items()]
+    finally:
+        torch.set_num_threads(previous)
+
+
 def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_ds, tokenizer, max_length: int,
-            cache_dir: Path, calibration=None) -> pd.DataFrame:
+            cache_dir: Path, calibration=None, validation_ds=None, baseline: str = "teacher") -> pd.DataFrame:
     """One row per (model, route): size, latency (median, p95) at each benchmark batch size, accuracy,
     macro-F1 and wall seconds to predict the whole test split (batches of the largest batch size, padded
-    to `max_length` so every route sees the same shapes). Each route is a memoised unit of all its models,
-    timed one after another in one process; a refused route gives rows with the reason."""
-
-
-
+    to `max_length` so every route sees the same shapes), and, given `validation_ds`, `val_accuracy` through
+    the same runner (what a choice among rows reads). Each route is a memoised unit of all its models, timed
+    in turn, call by call, with `baseline` on PyTorch fp32, so each speed-up is a ratio within that one unit
+    (`speedup_vs_torch_fp32_teacher_bs<b>` with its 25th and 75th percentiles over rounds, and
+    `speedup_vs_same_route_teacher_bs<b>`); a refused route gives rows with the reason."""
     collate = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length, return_tensors="pt")
     sizes = {n: {"params": count_parameters(m)["total"], "params_nonzero": pruning.count_nonzero(m)}
              for n, m in named_models.items()}
@@ -307,17 +365,19 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
                   "threads": bench.threads, "warmup": bench.warmup, "repeats": bench.repeats,
                   "max_seconds": bench.max_seconds,
                   "test": dataset_fingerprint(test_ds)[:16], "max_length": max_length,
-                  "calibration": None if calibration is None else len(calibration)}
-        key = memo.unit_key("compare_route", (*MEASURE_CODE, measure, _measure_one, _prepare), params,
-                            memo.machine())
+                  "validation": None if validation_ds is None else dataset_fingerprint(validation_ds)[:16],
+                  "calibration": None if calibration is None else len(calibration), "baseline": baseline}
+        key = memo.unit_key("compare_route", (*MEASURE_CODE, measure, _measure_route, _prepare_one, _time_route,
+                                              _score_one, _prepare), params, memo.machine(bench.threads))
 
         def block(_folder, runtime=runtime, precision=precision):
             with tempfile.TemporaryDirectory(prefix="kd-compare-") as work:
-                return {"rows": [_measure_one(m, n, runtime, precision, bench, test_ds, collate,
-                                              Path(work) / f"{i}", calibration)
-                                 for i, (n, m) in enumerate(named_models.items())]}
+                return {"rows": _measure_route(named_models, runtime, precision, bench, test_ds, validation_ds,
+                                               collate, calibration, baseline, Path(work))}
 
-        rows += memo.run_unit(cache_dir / f"{runtime}-{precision}", key, block, params=params)["rows"]
+        # A route that failed on some model is kept out of the memo: the next run tries it again.
+        rows += memo.run_unit(cache_dir / f"{runtime}-{precision}", key, block, params=params,
+                              keep=lambda r: all(row["status"] != "failed" for row in r["rows"]))["rows"]
     return pd.DataFrame([{**r, **sizes[r["name"]]} for r in rows])
 
 

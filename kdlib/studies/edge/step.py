@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import torch
 from transformers import AutoModelForQuestionAnswering, BertForMaskedLM
 
 from kdlib.core import distill, models
+from kdlib.core.fingerprint import weights_fingerprint
 from kdlib.core.io import read_json, write_json, write_text
 from kdlib.core.losses import distilbert_triple_loss
 from kdlib.core.models import count_parameters, make_student, resolve_model
@@ -48,6 +50,7 @@ from kdlib.studies.edge.qa import (
     train_qa,
     window_datasets,
 )
+from kdlib.studies.train import student_origin
 
 STEP = "06_edge_benchmark"
 # What the training keys leave out: the benchmark settings do not change a trained model.
@@ -141,8 +144,8 @@ def train_student(cfg, inputs: StepInputs, teacher: Teacher, shape, kd: bool, se
 
     edge, ds = cfg.edge, inputs.datasets
     keys = {k: v for k, v in inputs.settings.items() if k != "students"}
-    parts = {"train": keys, "teacher": teacher.run["key"], "shape": dataclasses.asdict(shape)}
     student = models.make_student(teacher.model, shape.layers, shape.ffn, init=edge.student_init, seed=seed)
+    parts = {"train": keys, "shape": dataclasses.asdict(shape), **student_origin(teacher.model, student)}
     run = train_qa(student_name(shape, kd), out_dir, student, inputs.tokenizer,
                    teacher.kd_train if kd else ds["train"], ds["select"], student_schedule(edge), seed, parts,
                    inputs.bf16, teacher_cache=teacher.cache.path.name if kd else None,
@@ -245,6 +248,11 @@ def variant_routes(edge, role: str) -> list[tuple[str, str]]:
     return routes
 
 
+def bench_threads(edge) -> int:
+    """The threads `kdstudy bench` runs with: the profile's, capped at this machine's cores."""
+    return min(edge.threads, os.cpu_count() or 1)
+
+
 def _bench_unit(unit, key: str, model_path, args: list[str]) -> dict:
     """`kdstudy bench --model M ARGS` in a fresh process (so that its peak memory is its own), memoised in
     `unit`: its result JSON with status "ok", or status "failed: ..." (reported, not kept). `model_path`:
@@ -260,10 +268,7 @@ def _bench_unit(unit, key: str, model_path, args: list[str]) -> dict:
             return {"status": "failed: " + (done.stderr.strip().splitlines() or ["?"])[-1]}
         return {"status": "ok", **read_json(folder / "bench.json")}
 
-    result = memo.run_unit(unit, key, build)
-    if result["status"] != "ok":
-        (unit / "result.json").unlink(missing_ok=True)
-    return result
+    return memo.run_unit(unit, key, build, keep=lambda r: r["status"] == "ok")
 
 
 def benchmark_variants(trained: dict, edge, out_dir, questions_file, questions_sha: str,
@@ -290,8 +295,9 @@ def benchmark_variants(trained: dict, edge, out_dir, questions_file, questions_s
             if reason:
                 rows.append({**row, "status": f"not run: {reason}"})
                 continue
-            key = memo.unit_key("qa-bench", ("core.squad", "inference.bench", "inference.runtimes"), run["key"], runtime, precision,
-                                edge.threads, questions_sha)
+            key = memo.unit_key("qa-bench", ("core.squad", "inference.bench", "inference.runtimes"),
+                                weights_fingerprint(run["model_dir"]), runtime, precision, questions_sha,
+                                memo.machine(bench_threads(edge)))
 
             def model_path(run=run, runtime=runtime, precision=precision):
                 folder = Path(run["model_dir"])
@@ -330,8 +336,8 @@ def paired_speedups(trained: dict, variants: list[dict], edge, out_dir, question
             continue
         folder = Path(run["model_dir"])
         model = folder if route == ("torch", "fp32") else folder / "-".join(route) / v["artifact"]
-        key = memo.unit_key("qa-bench-pair", ("core.squad", "inference.bench"), run["key"], route, teacher["key"], edge.threads,
-                            questions_sha)
+        key = memo.unit_key("qa-bench-pair", ("core.squad", "inference.bench"), weights_fingerprint(folder), route,
+                            weights_fingerprint(teacher["model_dir"]), questions_sha, memo.machine(bench_threads(edge)))
         r = _bench_unit(Path(out_dir) / "bench" / f"{v['model']}-{'-'.join(route)}-vs-teacher", key, model,
                         ["--runtime", route[0], "--precision", route[1], "--baseline", teacher["model_dir"],
                          "--data", str(questions_file), "--threads", str(edge.threads)])

@@ -37,6 +37,7 @@ from scipy import stats
 from tqdm.auto import tqdm
 
 from kdlib.core import data
+from kdlib.core.fingerprint import arrays_fingerprint
 from kdlib.core.heads import DenseTwoHead, DenseTwoHeadConfig
 from kdlib.core.losses import get_loss
 from kdlib.core.metrics import classification_metrics
@@ -332,10 +333,17 @@ def run_seeds(hp, splits, teacher_logits: dict, chosen: pd.DataFrame, seeds, pro
     return pd.DataFrame(curves), pd.DataFrame(results)
 
 
-def run_dense_study(hp, splits: dict[str, Split], seed: int, folder, embeddings_key: str,
-                    progress: bool = True) -> dict:
-    """Teachers, the alpha/T search and the seeds, as one memoised unit in `folder` (keyed by the embeddings,
-    the parameters and this code). Returns teachers (DenseRun, no weights), search, chosen, curves, results
+def splits_fingerprint(splits: dict[str, Split]) -> str:
+    """The content of the embeddings and labels the dense runs train and score on."""
+    return arrays_fingerprint({f"{name}.{part}": getattr(s, part) for name, s in splits.items()
+                               for part in ("x", "fine", "coarse")})[:16]
+
+
+def run_dense_study(hp, splits: dict[str, Split], seed: int, folder, progress: bool = True) -> dict:
+    """Teachers, the alpha/T search and the seeds, as one memoised unit in `folder` (keyed by the content of
+    the embeddings and labels, the parameters and this code: embeddings recomputed on another CPU or route
+    differ slightly, and the runs on them are redone). Returns teachers (DenseRun, no weights), search, chosen,
+    curves, results
     (frames) and teacher_logits (train split, {"coarse", "fine"})."""
 
 
@@ -357,7 +365,8 @@ def run_dense_study(hp, splits: dict[str, Split], seed: int, folder, embeddings_
 
     # the transformer runs are units of their own; the worker count changes no number
     params = {k: v for k, v in dataclasses.asdict(hp).items() if k not in ("transformer", "workers")}
-    key = memo.unit_key("hetero_dense", ["studies.hetero.dense", "core.heads", "core.losses"], params, seed, embeddings_key)
+    key = memo.unit_key("hetero_dense", ["studies.hetero.dense", "core.heads", "core.losses"], params, seed,
+                         splits_fingerprint(splits))
     done = memo.run_unit(Path(folder), key, build, files=("teacher_logits.safetensors",))
     out = {name: pd.DataFrame(done[name]) for name in ("search", "chosen", "curves", "results")}
     out["teachers"] = {k: DenseRun(**v) for k, v in done["teachers"].items()}

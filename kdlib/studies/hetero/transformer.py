@@ -44,6 +44,7 @@ from kdlib.core.metrics import classification_metrics
 from kdlib.core.models import load_tokenizer, resolve_model
 from kdlib.pipeline import memo
 from kdlib.studies.hetero import dense as hetero
+from kdlib.studies.train import source_fingerprint
 
 VARIANTS = {"hetero KD": ("hetero", "coarse"), "plain KD": ("soft_target", "fine")}
 PAD_ID = 0  # padding is masked out of attention and of the mean, so its id does not matter
@@ -184,7 +185,8 @@ def run_unit(folder: Path, key: str, encoder: str, tp, variant: str, seed: int, 
 def run_transformer_students(tp, encoder: str, dsd, teacher_logits: dict[str, torch.Tensor], seed: int,
                              folder: Path, workers: int = 1, bf16: bool = False) -> pd.DataFrame:
     """Every variant x seed (tp: config.HeteroTransformerParams). `teacher_logits[name]` covers dsd["train"]
-    row for row; `bf16`: the profile's training precision (compute.bf16). One row per run: test accuracy and macro-F1 at the best validation epoch, training time."""
+    row for row; `bf16`: the profile's training precision (compute.bf16). One row per run: test accuracy and
+    macro-F1 at the best validation epoch, training time."""
 
     tokenizer = load_tokenizer(encoder)
     sizes = {"train": tp.train_size, "validation": tp.test_size, "test": tp.test_size}
@@ -197,8 +199,9 @@ def run_transformer_students(tp, encoder: str, dsd, teacher_logits: dict[str, to
     runs = [(variant, s) for variant in VARIANTS for s in range(seed, seed + tp.seeds)]
     jobs = []
     for variant, s in runs:
-        key = memo.unit_key("hetero_transformer", ["studies.hetero.transformer", "core.losses", "core.heads"], tp, encoder,
-                            variant, s, digest, [list(map(int, r)) for r in picks.values()], bf16)
+        key = memo.unit_key("hetero_transformer", ["studies.hetero.transformer", "core.losses", "core.heads"], tp,
+                            source_fingerprint(encoder), variant, s, digest, [list(map(int, r)) for r in picks.values()],
+                            bf16)
         jobs.append({"folder": Path(folder) / f"{variant.replace(' ', '_')}-seed{s}", "key": key,
                      "variant": variant, "seed": s})
     shared = {"encoder": encoder, "tp": tp, "data": data, "teacher_logits": logits, "bf16": bf16}
