@@ -9,6 +9,7 @@
     kdstudy verdicts --params params/quick.yaml       the runs behind the report's findings, once per seed
     kdstudy bench --model DIR --data Q.json --profile pi5 --out result.json   time one QA model (step 06)
     kdstudy export --model DIR --runtime onnx --precision int8 --out DIR [--params F]   a deployable artifact
+    kdstudy init --data FILE --text-column C --label-column C [--teacher M] [--name N]   a profile for your data
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import contextlib
 import shlex
 import sys
+import warnings
 
 from kdlib.inference import bench as standalone_bench
 from kdlib.pipeline.lock import ProfileLocked, profile_lock
@@ -52,13 +54,31 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--params", help="a profile: measure accuracy on its test split (and calibrate on its "
                                          "training split where the route needs it)")
     export.add_argument("--threads", type=int, help="threads of the runtime session (default: the runtime's)")
+    init = sub.add_parser("init", help="write params/NAME.yaml for your own labelled texts (from the quick profile)")
+    init.add_argument("--data", required=True, help="a .csv/.tsv/.jsonl/.parquet file, or a folder of train/"
+                                                    "validation/test files")
+    init.add_argument("--text-column", required=True)
+    init.add_argument("--label-column", required=True)
+    init.add_argument("--text-pair-column", help="the second text of a sentence pair")
+    init.add_argument("--encoding", help="the file's encoding (default: utf-8)")
+    init.add_argument("--drop-empty", action="store_true", help="drop rows with an empty text or label (counted)")
+    init.add_argument("--train-size", type=int, help="train on this many rows (a stratified subset): a first, faster run")
+    init.add_argument("--teacher", default="minilm", help="a local model folder, a hub id (online) or minilm")
+    init.add_argument("--name", help="the profile's name (default: from the file's name)")
+    init.add_argument("--force", action="store_true", help="replace params/NAME.yaml if it exists")
+    init.add_argument("--params-dir", help="write the profile into this folder (default: the project's params/)")
     bench = sub.add_parser("bench", help="time one QA model on SQuAD questions, batch 1 (e.g. on a Raspberry Pi)")
     standalone_bench.add_arguments(bench)
     return p
 
 
+def _one_line_warning(message, category, *args, **kwargs) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    warnings.formatwarning = _one_line_warning  # a user reads what happened, not where in kdlib
     if args.command == "bench":  # only what the benchmark needs: it runs alone on small devices
         return standalone_bench.run_from_args(args)
     # The study's own modules import torch, transformers and datasets, which a device that only runs the
@@ -103,12 +123,19 @@ def _study(args) -> None:
     from kdlib.inference.export import export
     from kdlib.pipeline import runner, steps
     from kdlib.pipeline.config import load_params
+    from kdlib.pipeline.scaffold import init_profile
     from kdlib.report import render
     from kdlib.studies import verdicts
 
     if args.command == "check":
         cfg = load_params(args.params)
         print(f"{args.params}: valid (profile {cfg.profile}, fingerprint {cfg.fingerprint()})")
+    elif args.command == "init":
+        path, facts = init_profile(args.data, args.text_column, args.label_column, args.teacher, args.name,
+                                   args.text_pair_column, args.encoding, args.drop_empty, args.train_size,
+                                   args.params_dir, force=args.force)
+        print(path.read_text(encoding="utf-8").split("\n\n")[0])
+        print(f"wrote {path}\nnext: kdstudy run --params {path}")
     elif args.command == "steps":
         for step in steps.STEPS:
             print(f"{step.stem:<20} {step.title}  (needs: {', '.join(step.needs) or '-'}; "
@@ -130,7 +157,8 @@ def _study(args) -> None:
               f"{built['sections_not_run']}")
     elif args.command == "status":
         for row in runner.status(args.params):
-            state = "up to date" if row["up_to_date"] else "stale: " + "; ".join(row["reasons"])
+            state = ("off in this profile" if row["off"] else "up to date" if row["up_to_date"]
+                     else "stale: " + "; ".join(row["reasons"]))
             print(f"{row['step']:<20} {state}")
     else:
         runner.run(args.params, only=args.only, force=args.force)

@@ -15,6 +15,8 @@
 # labelled by annotators, with the same three classes and the same neutral-heavy balance. A Korean
 # translation of it (`fin_sentiment_ko`) serves the Korean track.
 #
+# A profile on your own data (`kdstudy init`) reads your file instead; everything below applies to it as is.
+#
 # This notebook loads the profile's dataset, draws the profile's seeded, stratified subset, and records
 # what every later step trains on: the class balance (seed 000's Table 1) and the text lengths, which fix
 # how much a `max_length` truncates.
@@ -29,19 +31,18 @@ from kdlib.pipeline.notebook import save_figure, start, write_csv, write_metrics
 STEP, cfg, out = start("00_data_prep", params_file)
 
 # %%
-from kdlib.core import data, models
+from kdlib.core import data, datafile, models, task
 from kdlib.studies import plots
 
-full = data.load(cfg.data.dataset)
-dsd = data.prepare(cfg.data, cfg.seed)   # the profile's subset (stratified, seeded); the whole split when sizes are null
+dsd = task.prepare(cfg.data, cfg.seed)   # the profile's subset (stratified, seeded); the whole split when sizes are null
 dsd
 
 # %% [markdown]
 # ## Class balance
 #
-# Seed 000's Table 1 gives its class ratio (neutral : positive : negative ≈ 3 : 1 : 1). Financial PhraseBank
-# is even more neutral-heavy. A classifier that always answers "neutral" scores the majority share below, the
-# floor every model must beat.
+# Seed 000's Table 1 gives its class ratio (neutral : positive : negative ≈ 3 : 1 : 1); Financial PhraseBank
+# is even more neutral-heavy. On any dataset, a classifier that always answers the largest class scores the
+# majority share below: the floor every model must beat.
 
 # %%
 balance = data.class_balance(dsd)
@@ -51,6 +52,17 @@ balance.pivot(index="split", columns="label", values="count")
 # %%
 fig = plots.class_balance(balance, title=f"{cfg.data.dataset}: class share per split")
 save_figure(fig, out, "class_balance")
+
+# %% [markdown]
+# ## Duplicates and leaks
+#
+# A text that appears twice in train counts twice; one that appears in train and in test lets a model score
+# by memory. Nothing is dropped here (the sources' own rows are kept): the counts say how much it could matter.
+
+# %%
+overlaps = datafile.overlaps(dsd)
+write_csv(out / "tables" / "overlaps.csv", overlaps)
+overlaps
 
 # %% [markdown]
 # ## Text length
@@ -79,6 +91,8 @@ metrics = {
     "n_classes": len(dsd["train"].features["label"].names),
     "majority_share_test": float(test_counts["count"].max() / test_counts["count"].sum()),
     "truncated_share": truncated,
+    "duplicate_rows": int(overlaps["duplicate_rows"].sum()),
+    "texts_shared_between_splits": int(overlaps["shared_texts"].sum()),
 }
 write_metrics(out, metrics, required=STEP.metrics)
 metrics

@@ -47,7 +47,7 @@ STEP, cfg, out = start("03_grid", params_file)
 # %%
 import dataclasses
 
-from kdlib.core.data import task_data
+from kdlib.core.task import task_data
 from kdlib.studies import grid, plots, results, train
 
 paper_arch = grid.paper_architecture_table()

@@ -18,6 +18,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: str | Path, folder: bool) -> None:
+    """The mode a plain open() or mkdir() would give (temporary files and folders are private to their owner)."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temporary path beside `path`; on success rename it onto `path`, on error remove it."""
@@ -25,6 +36,7 @@ def atomic_path(path: str | Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    _usual_mode(tmp, folder=False)
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -41,6 +53,7 @@ def atomic_folder(folder: str | Path):
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    _usual_mode(tmp, folder=True)
     try:
         yield tmp
         old = None

@@ -31,21 +31,23 @@ class Predictor:
     def labels(self) -> list[str]:
         return self.manifest["labels"]
 
-    def logits(self, texts: list[str], batch_size: int = 32):
+    def logits(self, texts: list[str], batch_size: int = 32, pairs: list[str] | None = None):
+        """Logits per text (with `pairs`, per sentence pair: texts[i] with pairs[i])."""
         if isinstance(texts, str):
-            texts = [texts]
+            texts, pairs = [texts], None if pairs is None else [pairs]
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
         out = []
-        for start in range(0, len(texts), batch_size):
-            encodings = self.tokenizer.encode_batch(texts[start:start + batch_size])
+        for start in range(0, len(inputs), batch_size):
+            encodings = self.tokenizer.encode_batch(inputs[start:start + batch_size])
             fields = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
             feeds = {name: np.asarray([getattr(e, fields[name]) for e in encodings], dtype=np.int64)
                      for name in self.manifest["input_names"]}
             out.append(np.asarray(self.run(feeds), dtype=np.float32))
         return np.concatenate(out) if out else np.zeros((0, len(self.labels)), dtype=np.float32)
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
-        """The label name of each text."""
-        return [self.labels[i] for i in self.logits(texts, batch_size).argmax(axis=-1)]
+    def predict(self, texts: list[str], batch_size: int = 32, pairs: list[str] | None = None) -> list[str]:
+        """The label name of each text (or sentence pair)."""
+        return [self.labels[i] for i in self.logits(texts, batch_size, pairs).argmax(axis=-1)]
 
     __call__ = predict
 

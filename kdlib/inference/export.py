@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from kdlib.core.data import task_data
 from kdlib.core.io import write_json
 from kdlib.core.metrics import classification_metrics
+from kdlib.core.task import task_data
 from kdlib.inference import machine
 from kdlib.inference import runtimes as rt
 from kdlib.inference.artifact import MANIFEST, Predictor, load_artifact
@@ -132,7 +132,8 @@ def _accuracy(predictor: "Predictor", splits, labels: list[str], cfg) -> dict[st
     if list(splits["names"]) != labels:
         raise ValueError(f"the model's labels {labels} are not the dataset's {list(splits['names'])}")
     test = splits["raw"]["test"]
-    predicted = predictor.logits(list(test["text"])).argmax(axis=-1)
+    pairs = list(test["text_pair"]) if "text_pair" in test.column_names else None
+    predicted = predictor.logits(list(test["text"]), pairs=pairs).argmax(axis=-1)
     return {**classification_metrics(predicted, list(test["label"])), "n": len(test), "split": "test",
             "dataset": cfg.data.dataset}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -26,10 +27,13 @@ from typing import Any
 import torch
 import yaml
 
-from kdlib.core import data, models
+from kdlib.core import data, datafile, models, task
+from kdlib.core.fingerprint import code_fingerprint
 from kdlib.core.losses import LOSSES
 from kdlib.inference import machine
 from kdlib.inference.routes import ROUTES
+from kdlib.pipeline.steps import STEPS
+from kdlib.pipeline.steps import get as get_step
 
 
 class ParamsError(ValueError):
@@ -41,6 +45,11 @@ def _range(lo=None, hi=None, choices=None, check=None, min_items=None):
     "runtime", "precision", "loss") run against the registries of kdlib, and for a list the fewest items it
     may hold (1 where a reader takes its first or largest item, or builds a table from it)."""
     return {"lo": lo, "hi": hi, "choices": choices, "check": check, "min_items": min_items}
+
+
+# Fields left out of a record (to_dict, fingerprints, unit keys) while unset: options that only some
+# datasets or profiles read, so that adding them changed no existing key.
+_UNSET = {"omit_unset": True}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -59,13 +68,26 @@ class TrainParams:
 
 @dataclass
 class DataParams:
-    """The classification task of seed 000 (steps 00-04)."""
-    dataset: str = field(default="fin_sentiment", metadata=_range(check="dataset"))
+    """The classification task of steps 00-04: seed 000's, or the user's own."""
+    # A registered dataset (kdlib.core.data), a file (.csv, .tsv, .jsonl, .parquet) or a folder of train /
+    # validation / test files (relative: to this file's folder), or a hub dataset id (online only).
+    dataset: str = field(default="fin_sentiment")
     max_length: int = field(default=64, metadata=_range(8, 512))
     # Rows per split after a seeded, stratified subset; None keeps the whole split.
     train_size: int | None = field(default=None, metadata=_range(1))
     validation_size: int | None = field(default=None, metadata=_range(1))
     test_size: int | None = field(default=None, metadata=_range(1))
+    # A file's or hub dataset's columns (default: text, label) and its encoding (default: UTF-8). Unset, they
+    # are left out of the record (a registered dataset has its own columns).
+    text_column: str | None = field(default=None, metadata=_UNSET)
+    label_column: str | None = field(default=None, metadata=_UNSET)
+    text_pair_column: str | None = field(default=None, metadata=_UNSET)  # sentence pairs: the second text
+    encoding: str | None = field(default=None, metadata=_UNSET)
+    # Rows with an empty text or label stop the run, naming them; true drops them (00 counts them).
+    drop_empty: bool | None = field(default=None, metadata=_UNSET)
+    # Set on loading, never in a file: a hash of the file's bytes and of the code that reads it, so that
+    # every unit built on a user's data is keyed by what the data is, not by its path.
+    content: str | None = field(default=None, metadata={**_UNSET, "internal": True})
 
 
 @dataclass
@@ -304,13 +326,20 @@ class StudyParams:
     benchmark: BenchmarkParams = field(default_factory=BenchmarkParams)
     compute: ComputeParams = field(default_factory=ComputeParams)
     verdicts: VerdictsParams = field(default_factory=VerdictsParams)
+    # The steps this profile runs (numbers or names); unset: all. A profile on a user's own data runs the
+    # steps any classification task can (00-04 and the report); 05 and 06 reproduce papers on their data.
+    steps: list[str] | None = field(default=None, metadata={**_UNSET, "min_items": 1})
     # Where the file came from; not a parameter.
     source: str = field(default="<dict>", metadata={"internal": True})
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = _drop_unset(self, dataclasses.asdict(self))
         d.pop("source")
         return d
+
+    def runs(self, stem: str) -> bool:
+        """Whether the profile runs step `stem` (all steps unless `steps` names some)."""
+        return self.steps is None or stem in self.steps
 
     def fingerprint(self, sections: typing.Iterable[str] | None = None) -> str:
         """A short content hash of the parameters (all, or only the named top-level sections)."""
@@ -321,13 +350,29 @@ class StudyParams:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def to_plain(obj) -> dict:
+    """A parameter section as plain values for a record or a unit's key: its unset options left out."""
+    return _drop_unset(obj, dataclasses.asdict(obj))
+
+
+def _drop_unset(obj, d: dict) -> dict:
+    """`d` (asdict of the dataclass `obj`) without its unset `omit_unset` fields, at every depth."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("omit_unset") and value is None:
+            d.pop(f.name)
+        elif dataclasses.is_dataclass(value):
+            d[f.name] = _drop_unset(value, d[f.name])
+    return d
+
+
 # ----------------------------------------------------------------------------------------------------
 # validation
 
 
 def _names_check(kind: str, value: str) -> str | None:
     """A problem with a name that must exist in one of kdlib's registries, or None."""
-    if kind == "dataset":
+    if kind == "dataset":  # 05's and 06's own datasets (data.dataset may also be a file: _check_data)
         known = data.list_datasets()
         return None if value in known else f"unknown dataset {value!r} (known: {', '.join(known)})"
     if kind == "model":
@@ -423,6 +468,52 @@ def _check_study(p: StudyParams) -> None:
             raise ParamsError(f"grid.students[{i}]: {shape} appears twice")
     if p.edge.stride >= p.edge.max_length:
         raise ParamsError(f"edge.stride: {p.edge.stride} must be below edge.max_length ({p.edge.max_length})")
+    if p.steps is not None:
+        try:
+            p.steps = [s.stem for s in STEPS if s.stem in {get_step(name).stem for name in p.steps}]
+        except ValueError as e:
+            raise ParamsError(f"steps: {e}") from None
+
+
+def _hub_off() -> str | None:
+    """The variable that turns the hub off, if one does."""
+    return next((v for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+                 if os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")), None)
+
+
+def _check_data(p: StudyParams, folder: Path, look_up: bool) -> None:
+    """Resolve `data.dataset` (a registered name, a file or folder read from `folder`, or a hub id), record a
+    file's content, and with `look_up` read the data, so that bad data stops `kdstudy check` in one line."""
+    d = p.data
+    kind = task.source_kind(d.dataset)
+    if kind == "hub" and (folder / d.dataset).exists():  # a folder named without a path, beside the file
+        kind = "file"
+    if kind == "registry":
+        for name in ("text_column", "label_column", "text_pair_column", "encoding", "drop_empty"):
+            if getattr(d, name) is not None:
+                raise ParamsError(f"data.{name}: only for a file or hub dataset ({d.dataset!r} is registered "
+                                  f"with its own columns)")
+        return
+    if kind == "file":
+        path = (folder / Path(d.dataset).expanduser()).resolve()
+        if not path.exists():
+            if look_up:
+                raise ParamsError(f"data.dataset: no file or folder {path} (a relative path is read from {folder}; "
+                                  f"registered datasets: {', '.join(data.list_datasets())})")
+            return
+        d.dataset = str(path)
+        try:
+            d.content = datafile.content_digest(path) + "-" + code_fingerprint("core.datafile", "core.task")[:16]
+        except datafile.DataFileError as e:
+            raise ParamsError(f"data.dataset: {e}") from None
+    elif look_up and _hub_off():
+        raise ParamsError(f"data.dataset: unknown dataset {d.dataset!r}: not registered ({', '.join(data.list_datasets())}), "
+                          f"no file or folder of that name in {folder}, and the hub is off ({_hub_off()} is set)")
+    if look_up:
+        try:
+            task.load(d)
+        except datafile.DataFileError as e:
+            raise ParamsError(f"data: {e}") from None
 
 
 def _model_fields(obj, where: str = ""):
@@ -483,6 +574,7 @@ def from_dict(raw: dict, source: str = "<dict>", folder: str | Path | None = Non
     try:
         p = _build(StudyParams, raw, "")
         _check_study(p)
+        _check_data(p, Path(folder or Path.cwd()).resolve(), check_models)
         _check_models(p, Path(folder or Path.cwd()).resolve(), check_models)
     except ParamsError as e:
         raise ParamsError(f"{source}: {e}") from None

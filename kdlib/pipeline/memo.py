@@ -12,7 +12,6 @@ back, holds the same key, and every file the unit promises is still there; other
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import shutil
@@ -25,6 +24,7 @@ import torch
 from kdlib.core.fingerprint import code_fingerprint
 from kdlib.core.io import atomic_folder, read_json, write_json
 from kdlib.inference.machine import describe
+from kdlib.pipeline.config import to_plain
 
 
 class UnitRebuilt(UserWarning):
@@ -33,8 +33,7 @@ class UnitRebuilt(UserWarning):
 
 def _default(x):
     if hasattr(x, "__dataclass_fields__"):
-
-        return dataclasses.asdict(x)
+        return to_plain(x)
     return str(x)
 
 

@@ -30,6 +30,7 @@ from kdlib.pipeline.paths import project_root, step_dir
 from kdlib.pipeline.steps import Step
 
 STAMP = ".step.json"
+OFF = "off in this profile"  # a step the profile's `steps` leaves out
 
 
 def _sha(data: bytes) -> str:
@@ -105,6 +106,10 @@ def plan(cfg: StudyParams, root: Path | None = None) -> list[tuple[Step, dict, l
     stale: set[str] = set()
     rows = []
     for step in manifest.STEPS:
+        if not cfg.runs(step.stem):  # off in this profile: never stale, and it stales nothing after it
+            fingerprints[step.stem] = OFF
+            rows.append((step, {}, [OFF]))
+            continue
         parts = stamp_parts(step, cfg, root, fingerprints)
         reasons = stale_reasons(cfg, step, parts)
         before = [n for n in step.needs if n in stale]
@@ -142,6 +147,9 @@ def execute(step: Step, cfg: StudyParams, params_file: Path, root: Path) -> Path
                 parameters={"params_file": str(params_file.resolve())},
                 cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=True,
                 log_output=False, request_save_on_cell_execute=False,
+                # The kernel's own log is not the notebook's: its transport warning at start and the
+                # KeyboardInterrupt it logs when stopped read as failures. A failing cell still raises here.
+                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
             )
         except BaseException:
             if tmp_ipynb.exists():  # keep the failed run for reading; never mistaken for a finished one
@@ -169,7 +177,8 @@ def select(only: list[str] | None) -> list[Step]:
 def status(params_file: str | Path) -> list[dict]:
     """Every step: up to date, or stale with its reasons."""
     cfg = load_params(params_file, check_models=False)  # status reads stamps, loads no model
-    return [{"step": s.stem, "up_to_date": not reasons, "reasons": reasons} for s, _, reasons in plan(cfg)]
+    return [{"step": s.stem, "up_to_date": not reasons, "off": reasons == [OFF], "reasons": reasons}
+            for s, _, reasons in plan(cfg)]
 
 
 def run(params_file: str | Path, only: list[str] | None = None, force: bool = False, log=print) -> list[dict]:
@@ -181,6 +190,10 @@ def run(params_file: str | Path, only: list[str] | None = None, force: bool = Fa
     report = []
     for step in manifest.STEPS:
         if step.stem not in selected:
+            continue
+        if not cfg.runs(step.stem):
+            log(f"[{cfg.profile}] {step.stem}: {OFF}, skipped")
+            report.append({"step": step.stem, "status": "off", "seconds": 0.0})
             continue
         # Re-plan before each step: the stamps of the steps before it may just have changed.
         _, parts, reasons = next(row for row in plan(cfg, root) if row[0] == step)

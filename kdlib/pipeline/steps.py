@@ -36,8 +36,9 @@ STEPS: tuple[Step, ...] = (
     Step(
         "00_data_prep", "Data preparation",
         sections=("data", "teacher"),  # the teacher's tokenizer measures the text lengths
-        metrics=("n_train", "n_validation", "n_test", "n_classes", "majority_share_test", "truncated_share"),
-        outputs=("tables/class_balance.csv", "tables/length_stats.csv",
+        metrics=("n_train", "n_validation", "n_test", "n_classes", "majority_share_test", "truncated_share",
+                 "duplicate_rows", "texts_shared_between_splits"),
+        outputs=("tables/class_balance.csv", "tables/length_stats.csv", "tables/overlaps.csv",
                  *_figure("class_balance"), *_figure("token_lengths")),
     ),
     Step(
@@ -75,8 +76,8 @@ STEPS: tuple[Step, ...] = (
         needs=("01_teacher", "02_distill", "03_grid"),  # the teacher and its cache; 02's twin; 03's best students
         sections=("data", "grid", "compare", "benchmark", "compute"),
         metrics=("best_quantized_speedup", "best_quantized_accuracy_drop_pp", "best_speedup_within_1pp",
-                 "best_route_within_1pp", "best_speedup_within_3pct"),
-        outputs=("tables/table6.csv", "tables/measurements.csv", "tables/kd_position.csv", "tables/taxonomy.csv",
+                 "best_route_within_1pp", "best_speedup_within_3pct", "ship_model", "ship_route"),
+        outputs=("tables/table6.csv", "tables/measurements.csv", "tables/recommendation.csv", "../deploy/manifest.json", "tables/kd_position.csv", "tables/taxonomy.csv",
                  "tables/conclusions.csv", "tables/head_importance.csv", *_figure("pareto"), *_figure("families"),
                  *_figure("head_importance")),
     ),

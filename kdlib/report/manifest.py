@@ -9,6 +9,7 @@ results give the same manifest.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import subprocess
 from importlib import metadata
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from kdlib.core.data import DATASETS
+from kdlib.core.datafile import split_files
 from kdlib.core.io import read_json
 from kdlib.inference.machine import cpu_info
 from kdlib.pipeline import steps
@@ -43,8 +45,8 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     for k, v in d.items():
         if isinstance(v, dict):
             out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = str(v)
+        else:  # a list (of sections) in one canonical form: a stamp's JSON sorts the keys of its items
+            out[f"{prefix}{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, list) else str(v)
     return out
 
 
@@ -59,16 +61,22 @@ def sha256(path: Path) -> str:
 def data_checksums(cfg: StudyParams, data_dir: str | Path | None) -> list[dict]:
     """SHA256 of every local data file the profile reads, checked against the folder's SHA256SUMS."""
 
-    names = dict.fromkeys(n for n in (cfg.data.dataset, cfg.hetero.dataset, cfg.edge.dataset) if n in DATASETS)
+    # steps the profile leaves out read nothing
+    read = [cfg.data.dataset] + [d for stem, d in (("05_hetero_kd", cfg.hetero.dataset),
+                                                   ("06_edge_benchmark", cfg.edge.dataset)) if cfg.runs(stem)]
+    names = dict.fromkeys(n for n in read if n in DATASETS)
+    own = [] if cfg.data.dataset in DATASETS or not Path(cfg.data.dataset).exists() else [
+        {"dataset": "own data", "file": f"{split}: {path}", "sha256": sha256(path), "check": "the user's file"}
+        for split, path in split_files(Path(cfg.data.dataset)).items()]
     if not data_dir or not Path(data_dir).is_dir():
-        return [{"dataset": n, "file": "(from the Hugging Face hub)", "sha256": "", "check": ""} for n in names]
+        return own + [{"dataset": n, "file": "(from the Hugging Face hub)", "sha256": "", "check": ""} for n in names]
     data_dir = Path(data_dir)
     listed = {}
     if (data_dir / "SHA256SUMS").exists():
         for line in (data_dir / "SHA256SUMS").read_text().splitlines():
             digest, _, rel = line.partition("  ")
             listed[rel.strip()] = digest
-    rows = []
+    rows = own
     for name in names:
         for _, rel in DATASETS[name].files:
             path = data_dir / rel

@@ -22,6 +22,7 @@ from kdlib.core.io import atomic_path, read_json, save_figure, write_json, write
 from kdlib.core.models import select_teacher_layers
 from kdlib.pipeline.config import StudyParams
 from kdlib.pipeline.paths import reports_root
+from kdlib.pipeline.steps import STEPS
 from kdlib.report import findings as fnd
 from kdlib.report import manifest as mf
 from kdlib.report.sections import REPORT_STEP, TEACHING, cell, collect_sections, read_item, summary
@@ -103,10 +104,11 @@ def _environment(kind: str):
 
 
 def context(cfg: StudyParams, profile_dir: Path, verdicts_dir: Path, data_dir) -> dict:
+    off = tuple(s.stem for s in STEPS if not cfg.runs(s.stem))
     return {
         "profile": cfg.profile,
-        "summary": summary(profile_dir),
-        "sections": collect_sections(profile_dir),
+        "summary": summary(profile_dir, off),
+        "sections": collect_sections(profile_dir, off),
         "disagreements": fnd.disagreements(profile_dir),
         "findings": findings_rows(profile_dir, verdicts_dir, cfg),
         "min_seeds": fnd.MIN_SEEDS, "alpha": fnd.ALPHA,

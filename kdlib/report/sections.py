@@ -249,10 +249,13 @@ def extras(profile_dir: Path, step: str) -> list[dict]:
     return out
 
 
-def collect_sections(profile_dir: Path) -> list[dict]:
-    """Each section with its tables, figures and notes; a section none of whose steps ran is one line."""
+def collect_sections(profile_dir: Path, off: tuple[str, ...] = ()) -> list[dict]:
+    """Each section with its tables, figures and notes; a section none of whose steps ran is one line, and one
+    whose steps are all `off` in the profile is left out."""
     out = []
     for s in SECTIONS:
+        if s.reads() and all(step in off for step in s.reads()):
+            continue
         not_run = [step for step in s.reads() if not _ran(profile_dir, step)]
         if not_run and len(not_run) == len(s.reads()):
             files = ", ".join(getattr(i, "file", "metrics.json") for i in s.items if hasattr(i, "step"))
@@ -272,16 +275,38 @@ def collect_sections(profile_dir: Path) -> list[dict]:
 # --------------------------------------------------------------------------
 
 
-def summary(profile_dir: Path) -> list[str]:
-    """Three or four sentences, each from metrics files; a step that has not run is said to be missing."""
+def recommendation(profile_dir: Path) -> list[str]:
+    """The answer first: the model and route to ship, from 04's recommendation.csv; empty before 04 ran."""
+    path = profile_dir / "04_compare" / "tables" / "recommendation.csv"
+    if not _ran(profile_dir, "04_compare") or not path.exists():
+        return []
+    r = pd.read_csv(path).iloc[0]
+    return [
+        f"Ship {r['model']} on {r['route']}. Of the models and routes 04_compare measured that can be exported, it "
+        f"is the fastest at batch 1 within {r['margin_pp']:g} point of the teacher's accuracy on the validation "
+        f"split ({r['val_accuracy']:.1%} against {r['teacher_val_accuracy']:.1%}).",
+        f"On the test split it scores {r['test_accuracy']:.1%} (the teacher {r['teacher_test_accuracy']:.1%}); it "
+        f"is {r['speedup_vs_torch_fp32_teacher_bs1']:.1f}× faster than the teacher on PyTorch fp32 at batch 1 and "
+        f"{r['speedup_vs_torch_fp32_teacher_bs32']:.1f}× at batch 32, on this CPU ({r['cpu_flags']}), and "
+        f"{r['teacher_size_mb'] / r['size_mb']:.1f}× smaller on disk ({r['size_mb']:.0f} MB against "
+        f"{r['teacher_size_mb']:.0f} MB).",
+        f"04_compare wrote it to reports/{profile_dir.name}/deploy/ (accuracy through the artifact: "
+        f"{r['artifact_test_accuracy']:.1%}); the same folder again: {r['export_command']} "
+        f"(04_compare/tables/recommendation.csv).",
+    ]
+
+
+def summary(profile_dir: Path, off: tuple[str, ...] = ()) -> list[str]:
+    """The recommendation, then three or four sentences, each from metrics files; a step that has not run is
+    said to be missing, and the steps the profile leaves out are named."""
     def m(step):
         return read_json(profile_dir / step / "metrics.json") if _ran(profile_dir, step) else None
     data, teacher, student, compare = m("00_data_prep"), m("01_teacher"), m("02_distill"), m("04_compare")
-    out = []
+    out = recommendation(profile_dir)
     if teacher and data:
         out.append(f"The study compresses the {teacher['teacher_model']} teacher ({teacher['teacher_params']:,} "
                    f"parameters, embeddings included), which scores {teacher['teacher_test_accuracy']:.1%} on the "
-                   f"{data['n_test']:,} test rows of {data['dataset']}.")
+                   f"{data['n_test']:,} test rows of {Path(data['dataset']).name}.")
     else:
         out.append("The teacher (01_teacher) has not run for this profile.")
     if student:
@@ -304,4 +329,6 @@ def summary(profile_dir: Path) -> list[str]:
         b = pd.read_csv(bench).iloc[0]
         out.append(f"Times were measured on {b['cpu_model']} ({b['cpu_flags']}) with {int(b['threads'])} threads "
                    f"at sequence length {int(b['seq_len'])} (02_distill/tables/benchmark.csv).")
+    if off:
+        out.append(f"This profile leaves out {', '.join(off)}: they reproduce papers on their own datasets.")
     return out

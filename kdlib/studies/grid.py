@@ -39,7 +39,7 @@ from transformers import (
 )
 
 from kdlib.compress.flops import bert_flops
-from kdlib.core import data, models
+from kdlib.core import models, task
 from kdlib.core.distill import compute_logits, fit, teacher_logits, with_teacher_logits
 from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.io import write_json
@@ -153,7 +153,7 @@ def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:
     out_dir = Path(out_dir or step_dir(cfg.profile, GRID_STEP))
     teacher, tokenizer = train.load_teacher(cfg)
     teacher_dir = step_dir(cfg.profile, train.TEACHER_STEP, create=False) / "model"
-    _, names, tok = data.task_data(cfg, tokenizer)
+    _, names, tok = task.task_data(cfg, tokenizer)
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
                            batch_size=g.eval_batch_size)
     cached_ds = with_teacher_logits(tok["train"], cache.logits)

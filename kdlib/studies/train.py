@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
-from kdlib.core import data, models
+from kdlib.core import models, task
 from kdlib.core.distill import fit, teacher_logits, with_teacher_logits
 from kdlib.core.fingerprint import model_fingerprint, weights_fingerprint
 from kdlib.core.io import read_json, write_csv, write_json
 from kdlib.pipeline import config as config_mod
 from kdlib.pipeline import memo
-from kdlib.pipeline.config import StudyParams, TrainParams
+from kdlib.pipeline.config import StudyParams, TrainParams, to_plain
 from kdlib.pipeline.paths import cache_root, step_dir
 
 TEACHER_STEP = "01_teacher"
@@ -96,7 +96,7 @@ def train_teacher(cfg: StudyParams, out_dir: Path | None = None) -> dict:
 
     out_dir = Path(out_dir or step_dir(cfg.profile, TEACHER_STEP))
     tokenizer = models.load_tokenizer(cfg.teacher.model)
-    dsd, names, tok = data.task_data(cfg, tokenizer)
+    dsd, names, tok = task.task_data(cfg, tokenizer)
     params = memo_params({"seed": cfg.seed, "data": cfg.data, "teacher": cfg.teacher, "bf16": cfg.compute.bf16,
                           "group_by_length": cfg.compute.group_by_length,
                           "source": source_fingerprint(cfg.teacher.model)})
@@ -135,7 +135,7 @@ def source_fingerprint(name: str) -> str:
 def memo_params(params: dict) -> dict:
     """Resolved parameters as plain JSON values (dataclasses to dicts), for a unit's result.json."""
 
-    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in params.items()}
+    return {k: to_plain(v) if dataclasses.is_dataclass(v) else v for k, v in params.items()}
 
 
 def _load_saved(folder: Path):
@@ -161,7 +161,7 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
 
     out_dir = Path(out_dir or step_dir(cfg.profile, DISTILL_STEP))
     teacher, tokenizer = load_teacher(cfg)
-    _, names, tok = data.task_data(cfg, tokenizer)
+    _, names, tok = task.task_data(cfg, tokenizer)
     d = cfg.distill
 
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
@@ -221,7 +221,7 @@ def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, tempera
     """
 
     c = student.config
-    return {"seed": cfg.seed, "data": dataclasses.asdict(cfg.data),
+    return {"seed": cfg.seed, "data": to_plain(cfg.data),
             "student": {"layers": c.num_hidden_layers, "ffn": c.intermediate_size, "init": c.kd_init,
                         "teacher_layers": list(c.kd_teacher_layers)},
             "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},

@@ -38,7 +38,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from kdlib.core import data, models
+from kdlib.core import models, task
 from kdlib.core.distill import teacher_logits, with_teacher_logits
 from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.io import read_json, write_csv, write_json
@@ -224,7 +224,7 @@ def fast_student(cfg: StudyParams, seed: int, out: Path, train_only: bool = Fals
     c = dataclasses.replace(cfg, seed=seed)
     shape = shape or _fast_shape(cfg)
     teacher, tokenizer = train.load_teacher(c)
-    _, names, tok = data.task_data(c, tokenizer)
+    _, names, tok = task.task_data(c, tokenizer)
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
                            batch_size=cfg.grid.eval_batch_size)
     folder = out / f"03_grid_seed{seed}"

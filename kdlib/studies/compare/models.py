@@ -29,18 +29,18 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, set_seed
 
 from kdlib.compress import factorize, pruning, share
-from kdlib.core.data import task_data as profile_task_data
 from kdlib.core.distill import _pad_collator, fit, teacher_logits, with_teacher_logits
 from kdlib.core.fingerprint import dataset_fingerprint, model_fingerprint
 from kdlib.core.io import read_json
 from kdlib.core.metrics import classification_metrics
 from kdlib.core.models import count_parameters
+from kdlib.core.task import task_data as profile_task_data
 from kdlib.inference import machine
 from kdlib.inference import runtimes as rt
 from kdlib.inference.runtimes import ROUTES, refusal
 from kdlib.inference.timing import BenchmarkSettings, predict, round_ratios, time_interleaved
 from kdlib.pipeline import memo
-from kdlib.pipeline.config import TrainParams
+from kdlib.pipeline.config import TrainParams, to_plain
 from kdlib.pipeline.paths import cache_root, step_dir
 from kdlib.studies import grid, train
 
@@ -116,7 +116,7 @@ def head_importance_unit(cfg, model, name: str, data: TaskData, out_dir: Path, b
 
     size = cfg.grid.batch_size
     params = {"model": model_fingerprint(model)[:16], "batches": batches, "batch_size": size,
-              "data": dataclasses.asdict(cfg.data), "seed": cfg.seed}
+              "data": to_plain(cfg.data), "seed": cfg.seed}
     key = memo.unit_key("head_importance", (*CODE, head_importance_unit), params)
 
     def build(_folder):
@@ -155,7 +155,7 @@ def recover(cfg, model, name: str, spec: dict, data: TaskData, out_dir: Path, ep
         return model.eval(), None
     g = cfg.grid
     hp = dataclasses.replace(g, epochs=epochs)
-    params = {"spec": spec, "seed": cfg.seed, "data": dataclasses.asdict(cfg.data),
+    params = {"spec": spec, "seed": cfg.seed, "data": to_plain(cfg.data),
               "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},
               "loss": g.loss, "alpha": g.alpha, "temperature": g.temperature, "teacher_outputs": data.cache_file,
               "bf16": bf16, "group_by_length": cfg.compute.group_by_length}
