@@ -233,7 +233,7 @@ from kdlib.pipeline.paths import project_root
 from kdlib.studies.compare import ship
 
 model_dirs = {"teacher": step_dir(cfg.profile, "01_teacher", create=False) / "model",
-              **{names[role]: grid_dir / "models" / name for role, name in picked.items()},
+              **{names[role]: grid_dir / "models" / picked[role] for role in names},  # a student in two roles is one row
               "KD student (02)": step_dir(cfg.profile, "02_distill", create=False) / "student_model"}
 recommendation = ship.recommend(measured, model_dirs)
 deploy = out.parent / ship.DEPLOY_DIR
