@@ -202,6 +202,45 @@ def test_notebook_sources_are_canonical_text_with_one_parameters_cell():
         assert nb.cells[0].cell_type == "markdown", f"{path.name} starts with its story"
 
 
+@pytest.mark.slow
+def test_the_sandbox_distils_a_student_beside_the_reference_results_and_reads_it_back(smoke_run):
+    from kdlib.pipeline.config import load_params
+    from kdlib.teach import sandbox
+
+    out, _ = smoke_run
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    cfg = load_params(REPO / "params" / "smoke.yaml")
+    tried = sandbox.distil(cfg, layers=1, temperature=8.0, alpha=0.1, rows=64, experiment="t8")
+    assert tried["layers"] == 1 and tried["rows"] == 64 and not tried["reused"]
+    assert 0 <= tried["val_accuracy"] <= 1 and 0 < tried["teacher_val_accuracy"] <= 1
+    again = sandbox.distil(cfg, layers=1, temperature=8.0, alpha=0.1, rows=64, experiment="t8")
+    assert again["reused"] and again["val_accuracy"] == tried["val_accuracy"]
+    assert (out.parent / "sandbox" / "t8" / "02_distill" / "runs" / tried["student"] / "result.json").exists()
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # the profile's folders untouched
+    with pytest.raises(ValueError, match="rows must be at least 1, not 0"):
+        sandbox.distil(cfg, rows=0)
+
+
+@pytest.mark.slow
+def test_executed_copies_carry_no_progress_bars_load_reports_or_stray_values(smoke_run):
+    """kdstudy run keeps bars, library load reports, profiler lines and saved-path lists out of the notebooks."""
+    from kdlib.teach.clutter import stray_outputs
+
+    out, _ = smoke_run
+    stray = {s.stem: stray_outputs(out / s.stem / f"{s.stem}.ipynb") for s in steps.STEPS}
+    assert not any(stray.values()), {k: v[:3] for k, v in stray.items() if v}
+
+
+@pytest.mark.parametrize("profile", ["quick"])
+def test_committed_executed_copies_are_clean(profile):
+    from kdlib.teach.clutter import stray_outputs
+
+    copies = sorted((REPO / "reports" / profile).glob("0*/0*.ipynb"))
+    assert len(copies) == len(steps.STEPS)
+    stray = {p.name: stray_outputs(p) for p in copies}
+    assert not any(stray.values()), {k: v[:3] for k, v in stray.items() if v}
+
+
 @pytest.mark.parametrize("profile", ["quick"])
 def test_committed_executed_notebooks_match_their_sources(profile):
     """The executed copies committed under reports/<profile>/ ran the code that the sources hold now."""

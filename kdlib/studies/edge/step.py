@@ -416,7 +416,9 @@ def temperature_figure(table, title: str):
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     sns.barplot(data=table.assign(T=table["T"].map(lambda t: f"T = {t:g}")), x="rank", y="probability", hue="T",
                 ax=ax)
-    ax.set(xlabel="token position, by the teacher's start logit (rank)", ylabel="softmax(z / T)", title=title)
+    # A log axis: on a linear one the small probabilities at T = 3 and T = 10, the soft targets' point, vanish.
+    ax.set(xlabel="token position, by the teacher's start logit (rank)", ylabel="softmax(z / T), log scale",
+           title=title, yscale="log")
     return fig
 
 
