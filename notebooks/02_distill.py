@@ -52,8 +52,9 @@ STEP, cfg, out = start("02_distill", params_file, overrides=overrides, experimen
 #
 # The **temperature** T divides the logits before the softmax: T = 1 gives the teacher's probabilities,
 # larger T flattens them, so the small ones grow and carry more of the signal. Here are this teacher's own
-# soft targets for one validation sentence of each class (log axes: on a linear axis the small probabilities,
-# the point of it all, would be invisible).
+# soft targets for one validation sentence of each class, titled with its true class (log axes: on a linear
+# axis the small probabilities, the point of it all, would be invisible). Where the teacher is wrong, how
+# much probability does the true class keep, and what does a higher T do to it?
 
 # %%
 import torch
@@ -64,7 +65,7 @@ from kdlib.teach import primer
 
 teacher, tokenizer = train.load_teacher(cfg)
 dsd, names, tok = task.task_data(cfg, tokenizer)
-logits, texts = primer.example_logits(teacher, tokenizer, dsd, tok)
+logits, texts = primer.example_logits(teacher, tokenizer, dsd, tok, names)
 soft = primer.soft_targets(logits, names)
 fig = primer.soft_target_figure(soft, texts)
 save_figure(fig, out, "soft_targets")

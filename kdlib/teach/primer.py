@@ -32,7 +32,7 @@ def soft_target_figure(frame: pd.DataFrame, texts: list[str] | None = None):
             ax.plot(group["T"], group["probability"], marker="o", label=name)
         ax.set(xscale="log", yscale="log", xlabel="temperature T", xticks=sorted(part["T"].unique()))
         ax.set_xticklabels([str(t) for t in sorted(part["T"].unique())])
-        title = f"example {i}" if not texts else (texts[i][:38] + ("…" if len(texts[i]) > 38 else ""))
+        title = f"example {i}" if not texts else (texts[i][:44] + ("…" if len(texts[i]) > 44 else ""))
         ax.set_title(title, fontsize="small")
     axes[0][0].set_ylabel("softmax(logits / T)")
     axes[0][-1].legend(fontsize="small")
@@ -59,11 +59,13 @@ def layer_copy_figure(n_teacher: int, depths: list[int], init: str = "alternate"
 
 
 @torch.no_grad()
-def example_logits(teacher, tokenizer, dsd, tokenized, split: str = "validation") -> tuple[torch.Tensor, list[str]]:
-    """The teacher's logits for the first example of each class in `split`, and those examples' texts."""
+def example_logits(teacher, tokenizer, dsd, tokenized, names: list[str], split: str = "validation"
+                   ) -> tuple[torch.Tensor, list[str]]:
+    """The teacher's logits for the first example of each class in `split`, and a title for each: its true
+    class and the start of its text."""
     labels = list(tokenized[split]["label"])
     rows = [labels.index(c) for c in sorted(set(labels))]
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in tokenized[split].column_names]
     batch = tokenizer.pad([{k: tokenized[split][i][k] for k in keys} for i in rows], return_tensors="pt")
     texts = [str(dsd[split][i]["text"]) if "text" in dsd[split].column_names else f"row {i}" for i in rows]
-    return teacher.eval()(**batch).logits, texts
+    return teacher.eval()(**batch).logits, [f"{names[labels[i]]}: {t}" for i, t in zip(rows, texts)]
