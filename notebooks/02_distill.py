@@ -166,7 +166,7 @@ from kdlib.teach import takeaways
 
 n_test = takeaways.test_rows(cfg)
 bars = table.assign(run=table["run"].str.replace(" (", "\n(", regex=False),
-                    ci95=1.96 * (table["test_accuracy"] * (1 - table["test_accuracy"]) / n_test) ** 0.5)
+                    ci95=takeaways.ci95(table["test_accuracy"], n_test))
 fig = plots.metric_bars(bars, x="run", y="test_accuracy", title=f"Test accuracy (95% intervals, {n_test} rows)",
                         ylabel="test accuracy", errors="ci95")
 fig.axes[0].axhline(teacher_metrics["teacher_test_accuracy"], color="grey", linestyle=":", label="teacher")

@@ -19,7 +19,10 @@ RANK = {"core": 0, "inference": 1, "compress": 1, "pipeline": 2, "studies": 3, "
 OPTIONAL = ("onnxruntime", "openvino", "nncf", "typst")
 # The benchmark runs a saved torch model only when asked for; the command line imports the study (torch)
 # only past the benchmark's branch.
-LAZY_ALLOWED = {"inference/bench.py": ("torch", "transformers"), "cli.py": ("kdlib",)}
+# transformers.trainer (seconds to import) is imported by pipeline/notebook.py only in the kernels of
+# `kdstudy run`, which silence its progress table.
+LAZY_ALLOWED = {"inference/bench.py": ("torch", "transformers"), "cli.py": ("kdlib",),
+                "pipeline/notebook.py": ("transformers",)}
 
 
 def modules() -> dict[str, Path]:

@@ -7,14 +7,14 @@ import os
 from pathlib import Path
 
 import tqdm.auto
-import transformers.trainer
-from transformers import TrainerCallback
 
 # Re-exported for the notebooks: the writers live in kdlib.core.io, the folders in kdlib.pipeline.paths.
 from kdlib.core.io import read_json, save_figure, write_csv, write_json, write_metrics, write_text  # noqa: F401
 from kdlib.pipeline import sandbox, steps
 from kdlib.pipeline.config import StudyParams, load_params
 from kdlib.pipeline.paths import cache_root, reports_root, step_dir  # noqa: F401
+
+QUIET_RUN = "KDSTUDY_QUIET_RUN"  # set by kdstudy run in its kernels' environment (runner.QUIET_KERNEL)
 
 
 def start(stem: str, params_file: str | Path, check_models: bool = True, overrides: dict | None = None,
@@ -25,7 +25,7 @@ def start(stem: str, params_file: str | Path, check_models: bool = True, overrid
     `experiment` name, the step runs in the sandbox: it writes under reports/sandbox/<experiment>/ and never
     into the profile's own folders (kdlib.pipeline.sandbox)."""
     step = steps.get(stem)
-    if os.environ.get("KDSTUDY_QUIET_RUN"):  # set by kdstudy run (kdlib.pipeline.runner.QUIET_KERNEL)
+    if os.environ.get(QUIET_RUN):
         _quiet_kernel()
     if overrides or experiment:
         cfg = sandbox.profile(stem, params_file, overrides, experiment, check_models)
@@ -42,7 +42,11 @@ def _quiet_kernel() -> None:
     them all. The environment (runner.QUIET_KERNEL) turns off the bars that read it; two kinds do not:
     kdlib's own bars, which name themselves (`disable=desc is None`) and so override the environment, and
     transformers.Trainer's progress callback, picked from a module default (an HTML table in a notebook).
-    Both are replaced here, before the study modules import them."""
+    Both are replaced here, before the study modules import them. transformers.trainer takes seconds to
+    import, so only these kernels import it here (a notebook that trains imports it anyway)."""
+    import transformers.trainer
+    from transformers import TrainerCallback
+
     class SilentBar(tqdm.auto.tqdm):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **{**kwargs, "disable": True})

@@ -27,11 +27,11 @@ import papermill as pm
 from kdlib.core.io import atomic_path, read_json, write_json
 from kdlib.pipeline import steps as manifest
 from kdlib.pipeline.config import StudyParams, load_params
+from kdlib.pipeline.notebook import QUIET_RUN
 from kdlib.pipeline.paths import project_root, step_dir
 from kdlib.pipeline.steps import Step
 
 STAMP = ".step.json"
-QUIET_RUN = "KDSTUDY_QUIET_RUN"  # read by kdlib.pipeline.notebook.start in the kernel
 # The kernels of `kdstudy run` write no progress bars (tqdm's, datasets', transformers' weight loading), no
 # library load reports and no profiler log lines into the executed notebooks: progress is the runner's own
 # line per step. Opened in JupyterLab, the same notebooks show their bars.

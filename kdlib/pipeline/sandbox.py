@@ -29,31 +29,20 @@ def experiment_name(overrides: dict | None, experiment: str | None) -> str:
     return experiment
 
 
-def _needs(stem: str) -> list[str]:
-    """Every step `stem` reads from, directly or through another."""
-    out, todo = [], list(steps.get(stem).needs)
-    while todo:
-        need = todo.pop(0)
-        if need not in out:
-            out.append(need)
-            todo += steps.get(need).needs
-    return out
-
-
 def profile(stem: str, params_file: str | Path, overrides: dict | None = None, experiment: str | None = None,
             check_models: bool = True) -> StudyParams:
     """The parameters of `params_file` with `overrides` merged in, as the profile sandbox/<experiment>; the
     steps `stem` reads from are linked from the reference profile when their parameter sections are the same
     (else the sandbox must run them first, and says so)."""
-    reference = load_params(params_file, check_models=check_models)
+    reference = load_params(params_file, check_models=False)  # its models are cfg's, looked up once below
     cfg = load_params(params_file, overrides=overrides, check_models=check_models)
     cfg.profile = f"{SANDBOX}/{experiment_name(overrides, experiment)}"
     own = reports_root() / cfg.profile / stem
     if own.is_symlink():  # linked when another step of this experiment read it: now it runs here, in its own folder
         own.unlink()
-    for need in _needs(stem):
-        here, there = reports_root() / cfg.profile / need, reports_root() / reference.profile / need
-        sections = ("seed", *steps.get(need).sections)
+    for need in steps.upstream(steps.get(stem)):
+        here, there = reports_root() / cfg.profile / need.stem, reports_root() / reference.profile / need.stem
+        sections = ("seed", *need.sections)
         same = cfg.fingerprint(sections) == reference.fingerprint(sections)
         if here.is_symlink() and not same:  # linked for other overrides under the same experiment name
             here.unlink()
@@ -63,5 +52,5 @@ def profile(stem: str, params_file: str | Path, overrides: dict | None = None, e
             here.parent.mkdir(parents=True, exist_ok=True)
             here.symlink_to(there.resolve(), target_is_directory=True)
         else:
-            print(f"{need}: its parameters differ from {reference.profile}'s; run it in this sandbox first")
+            print(f"{need.stem}: its parameters differ from {reference.profile}'s; run it in this sandbox first")
     return cfg

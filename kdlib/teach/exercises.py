@@ -18,6 +18,7 @@ from transformers import BertConfig, BertForSequenceClassification
 
 from kdlib.core import losses, squad
 from kdlib.core.models import count_parameters
+from kdlib.studies.compare import tables as compare_tables
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 
@@ -97,9 +98,8 @@ def _reference(name: str):
         return acc - half, acc + half
 
     def fastest(table, points):
-        teacher = table[(table["name"] == "teacher") & (table["runtime"] == "torch") & (table["precision"] == "fp32")]
-        ok = table[(table["status"] == "ok") & (table["val_accuracy"] >= teacher["val_accuracy"].iloc[0] - points / 100)]
-        best = ok.sort_values("speedup_vs_torch_fp32_teacher_bs1", ascending=False).iloc[0]
+        floor = compare_tables.teacher_row(table)["val_accuracy"] - points / 100
+        best = compare_tables.fastest(table[(table["status"] == "ok") & (table["val_accuracy"] >= floor)])
         return best["name"], best["runtime"], best["precision"]
 
     def parameters(vocab, positions, hidden, layers, ffn, labels):

@@ -34,12 +34,12 @@ def distil(cfg: StudyParams, layers: int = 1, ffn: int | None = None, temperatur
     the quick profile's learning rate (on the quick profile's teacher, 1 epoch at 5e-4 left a 1-layer student
     at the majority class on validation; 2 epochs at 1e-3 did best of the three settings tried).
     `learning_rate=None` takes the profile's distil.learning_rate."""
+    if rows < 1:
+        raise ValueError(f"rows must be at least 1, not {rows}")
     teacher, tokenizer = train.load_teacher(cfg)
     _, names, tok = task.task_data(cfg, tokenizer)
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
                            batch_size=cfg.distill.eval_batch_size)
-    if rows < 1:
-        raise ValueError(f"rows must be at least 1, not {rows}")
     n = len(tok["train"])
     rows = min(rows, n)  # a small profile has fewer rows than asked for: all of them
     chosen = sorted(random.Random(cfg.seed).sample(range(n), rows))

@@ -22,8 +22,13 @@ def _se_pp(p: float, n: int) -> float:
     return 100 * math.sqrt(p * (1 - p) / n)
 
 
+def ci95(p, n: int):
+    """Half the width of the 95% interval of an accuracy p (a number or a column) measured on n examples."""
+    return Z95 * (p * (1 - p) / n) ** 0.5
+
+
 def _interval(p: float, n: int) -> str:
-    half = Z95 * _se_pp(p, n) / 100
+    half = ci95(p, n)
     return f"{p:.1%} (95% interval {p - half:.1%} to {p + half:.1%} on {n} test rows)"
 
 
@@ -68,17 +73,15 @@ def distill(m: dict, n_test: int) -> list[str]:
 
 
 def grid(m: dict) -> list[str]:
-    holds = "costs more than" if m["layer_vs_ffn_time_ratio"] > 1 else "costs less than"
+    ratio = m["layer_vs_ffn_time_ratio"]
+    advice = ("more than widening the FFN", "depth is what to cut first when speed matters") if ratio > 1 else \
+        ("less than widening the FFN", "on this CPU the FFN's width is worth cutting too")
     return [
         f"The best half-depth student chosen on validation, {m['best_half_depth_student']}, keeps "
         f"{m['best_half_depth_retention']:.1%} of the teacher's test accuracy.",
         f"Its measured speed-up is {m['speedup_over_flop_ratio_bs1']:.2f} of its FLOP ratio at batch 1 and "
         f"{m['speedup_over_flop_ratio_bs32']:.2f} at batch 32: on this CPU, time follows the arithmetic.",
-        f"At the largest batch, one more layer {holds} widening the FFN (time ratio "
-        f"{m['layer_vs_ffn_time_ratio']:.2f}): depth is what to cut first when speed matters."
-        if m["layer_vs_ffn_time_ratio"] > 1 else
-        f"At the largest batch, one more layer {holds} widening the FFN (time ratio "
-        f"{m['layer_vs_ffn_time_ratio']:.2f}): on this CPU the FFN's width is worth cutting too.",
+        f"At the largest batch, one more layer costs {advice[0]} (time ratio {ratio:.2f}): {advice[1]}.",
         f"Distilling the student in general before the task changed half-depth accuracy by "
         f"{m['general_distill_gain_pp']:+.1f} points (one run, one seed).",
     ]

@@ -15,10 +15,8 @@ KINDS = ("teacher", "quantization", "knowledge distillation", "pruning", "factor
 
 
 def _kind(family: str) -> str:
-    for kind in ("teacher", "quantization", "pruning", "factorization", "weight sharing"):
-        if kind in family:
-            return kind
-    return "knowledge distillation"
+    """The kind named in `family` ("KD + pruning + int8" is pruning); knowledge distillation when none is."""
+    return next((k for k in KINDS if k != "knowledge distillation" and k in family), "knowledge distillation")
 
 
 def _short(name: str, width: int = 42) -> str:

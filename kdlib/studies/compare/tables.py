@@ -136,6 +136,17 @@ def pareto_front(accuracy, latency) -> np.ndarray:
     return front
 
 
+def teacher_row(frame: pd.DataFrame, baseline: str = BASELINE) -> pd.Series:
+    """The teacher's PyTorch fp32 row: what every speed-up and accuracy margin is measured against."""
+    return frame[(frame["name"] == baseline) & (frame["runtime"] == "torch") & (frame["precision"] == "fp32")].iloc[0]
+
+
+def fastest(rows: pd.DataFrame, batch: int = 1) -> pd.Series | None:
+    """The row with the largest speed-up over the PyTorch fp32 teacher at `batch` (the first on ties), or None."""
+    col = f"speedup_vs_torch_fp32_teacher_bs{batch}"
+    return rows.loc[rows[col].idxmax()] if len(rows) else None
+
+
 def headline_metrics(frame: pd.DataFrame, baseline: str = BASELINE, batch: int = 1) -> dict:
     """metrics.json: speed-ups over the PyTorch fp32 teacher at `batch` (and the same numbers at batch 32)
     for the best int8 row, the fastest row within 1 point of the teacher's accuracy and the fastest within
@@ -147,20 +158,17 @@ def headline_metrics(frame: pd.DataFrame, baseline: str = BASELINE, batch: int =
     if "val_accuracy" not in frame:
         raise ValueError("the rows have no val_accuracy: measure them with validation_ds")
     ok = frame[frame["status"] == "ok"]
-    teacher = ok[(ok["name"] == baseline) & (ok["runtime"] == "torch") & (ok["precision"] == "fp32")].iloc[0]
+    teacher = teacher_row(ok, baseline)
     acc0, val0 = teacher["accuracy"], teacher["val_accuracy"]
     col = f"speedup_vs_torch_fp32_teacher_bs{batch}"
-
-    def fastest(rows):
-        return rows.loc[rows[col].idxmax()] if len(rows) else None
 
     def route(row):
         return f"{row['name']} on {row['runtime']}/{row['precision']}"
 
     metrics = {"teacher_accuracy": float(acc0), "teacher_val_accuracy": float(val0), "speedup_batch_size": batch}
-    quantized = fastest(ok[ok["precision"].str.startswith("int8")])
-    within_1pp = fastest(ok[ok["val_accuracy"] >= val0 - 0.01])
-    within_3pct = fastest(ok[ok["val_accuracy"] >= 0.97 * val0])
+    quantized = fastest(ok[ok["precision"].str.startswith("int8")], batch)
+    within_1pp = fastest(ok[ok["val_accuracy"] >= val0 - 0.01], batch)
+    within_3pct = fastest(ok[ok["val_accuracy"] >= 0.97 * val0], batch)
     metrics.update({
         "best_quantized_speedup": float(quantized[col]) if quantized is not None else None,
         "best_quantized_speedup_bs32": float(quantized["speedup_vs_torch_fp32_teacher_bs32"])
@@ -212,7 +220,7 @@ def family_rows(frame: pd.DataFrame, catalogue: dict[str, str]) -> dict[str, pd.
 def taxonomy_table(frame: pd.DataFrame, catalogue: dict[str, str], general_distill_gain_pp: float | None) -> pd.DataFrame:
     """Seed 002's six families, each with its quoted figures and the row of ours that measures it:
     params and size relative to the teacher, speed-ups at batch 1 and 32, % of teacher accuracy."""
-    teacher = frame[(frame["name"] == BASELINE) & (frame["runtime"] == "torch") & (frame["precision"] == "fp32")].iloc[0]
+    teacher = teacher_row(frame)
     picked = family_rows(frame, catalogue)
     rows = []
     for family, quote in papers.SEED002_QUOTES.items():
