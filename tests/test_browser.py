@@ -58,10 +58,14 @@ def project(tmp_path, data_dir, monkeypatch):
 @pytest.fixture
 def lab(project, tmp_path):
     """JupyterLab serving `project`, opening .py files as notebooks (the setting `make lab` writes)."""
-    settings = tmp_path / "lab-settings" / "@jupyterlab" / "docmanager-extension"
-    settings.mkdir(parents=True)
-    (settings / "plugin.jupyterlab-settings").write_text(
+    settings = tmp_path / "lab-settings" / "@jupyterlab"
+    (settings / "docmanager-extension").mkdir(parents=True)
+    (settings / "docmanager-extension" / "plugin.jupyterlab-settings").write_text(
         json.dumps({"defaultViewers": {"python": "Jupytext Notebook"}}))
+    # Every cell in the DOM and rendered: by default JupyterLab skips rendering cells out of view, and their
+    # text then reads empty to the driver (the test failed that way on a loaded machine).
+    (settings / "notebook-extension").mkdir()
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     port = _free_port()
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "lab-settings")}
     server = subprocess.Popen(
@@ -85,7 +89,7 @@ def _cell(driver, text: str):
     from selenium.webdriver.common.by import By
 
     cells = driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
-    found = [c for c in cells if text in c.find_element(By.CSS_SELECTOR, ".jp-InputArea").text]
+    found = [c for c in cells if text in c.find_element(By.CSS_SELECTOR, ".jp-InputArea").get_attribute("textContent")]
     assert found, f"no cell holds {text!r}"
     return found[0]
 
@@ -150,8 +154,9 @@ def test_the_sliders_train_a_dense_student_per_click_in_jupyterlab(project, lab)
     try:
         _open(driver, f"{lab}/lab/tree/notebooks/05_hetero_kd.py")
         cells = driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell")
-        first = next(i for i, c in enumerate(cells) if "params_file = " in c.text)  # the first code cell
-        upto = next(i for i, c in enumerate(cells) if "sliders.temperature_alpha(" in c.text)
+        texts = [c.get_attribute("textContent") for c in cells]  # read from the DOM, seen or not
+        first = next(i for i, t in enumerate(texts) if "params_file = " in t)  # the first code cell
+        upto = next(i for i, t in enumerate(texts) if "sliders.temperature_alpha(" in t)
         cells[first].find_element(By.CSS_SELECTOR, ".jp-InputPrompt").click()  # select it (command mode)
         for _ in range(upto - first + 1):  # run each cell and move to the next, down to the sliders' cell
             ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
