@@ -292,7 +292,9 @@ def _time_route(runners: dict, reference, bench, vocab_size: int, baseline: str)
                               f"latency_bs{b}_ms_p95": s["latency_ms_p95"]})
             if ref_name is not None:
                 r = round_ratios(stats[ref_name]["rounds"], s["rounds"])
-                out[name].update({f"speedup_vs_torch_fp32_teacher_bs{b}": r["median"],
+                # the reference's own median in this unit: the milliseconds the speed-up is measured against
+                out[name].update({f"reference_latency_bs{b}_ms_median": stats[ref_name]["latency_ms_median"],
+                                  f"speedup_vs_torch_fp32_teacher_bs{b}": r["median"],
                                   f"speedup_vs_torch_fp32_teacher_bs{b}_p25": r["p25"],
                                   f"speedup_vs_torch_fp32_teacher_bs{b}_p75": r["p75"]})
             if baseline in runners:
