@@ -136,7 +136,9 @@ save_figure(compare_plots.importance_figure(importance), out, "head_importance")
 # The models of one route are timed in turn, call by call, together with the teacher on PyTorch fp32, so
 # every speed-up is a ratio of calls made side by side in one unit (the median over rounds, with the 25th
 # and 75th percentiles in `measurements.csv`). A route this machine
-# refuses (a missing package, bf16 without native bf16 instructions) is a row with its reason.
+# refuses (a missing package, bf16 without native bf16 instructions) is a row with its reason. Each row also
+# gets its achieved GFLOP/s and the share of this CPU's measured matrix-product peak of its precision
+# (`tables/peak.csv`): how much of the machine a route uses.
 
 # %%
 from kdlib.inference.runtimes import ROUTES
@@ -160,6 +162,12 @@ measured = compare_report.label_rows(pd.concat([fp32_rows, route_rows], ignore_i
 nokd = records["distill"]["runs"]["nokd"]
 twin = compare_report.no_kd_twin_row(measured, nokd["test"], grid.validation_accuracy(nokd))
 measured = compare_report.with_speedups(pd.concat([measured, twin], ignore_index=True), cfg.benchmark.batch_sizes)
+# How close each row runs to this CPU's measured matrix-product peak of its precision (tables/peak.csv)
+from kdlib.inference import peak
+
+peaks = compare.measure_peaks(cfg.benchmark, out / "measurements")
+write_csv(out / "tables" / "peak.csv", peaks)
+measured = peak.roofline(measured, peaks, cfg.benchmark.batch_sizes)
 write_csv(out / "tables" / "measurements.csv", measured)
 
 # %% [markdown]

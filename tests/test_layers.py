@@ -21,8 +21,9 @@ OPTIONAL = ("onnxruntime", "openvino", "nncf", "typst")
 # only past the benchmark's branch.
 # transformers.trainer (seconds to import) is imported by pipeline/notebook.py only in the kernels of
 # `kdstudy run`, which silence its progress table.
+# The peak's int8 product is an ONNX graph, built only where ONNX Runtime is installed.
 LAZY_ALLOWED = {"inference/bench.py": ("torch", "transformers"), "cli.py": ("kdlib",),
-                "pipeline/notebook.py": ("transformers",)}
+                "pipeline/notebook.py": ("transformers",), "inference/peak.py": ("onnx",)}
 
 
 def modules() -> dict[str, Path]:

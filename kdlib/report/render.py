@@ -25,7 +25,9 @@ from kdlib.pipeline.paths import reports_root
 from kdlib.pipeline.steps import STEPS
 from kdlib.report import findings as fnd
 from kdlib.report import manifest as mf
-from kdlib.report.sections import REPORT_STEP, TEACHING, cell, collect_sections, read_item, summary
+from kdlib.report import prose
+from kdlib.report.figures import answer_figure
+from kdlib.report.sections import REPORT_STEP, TEACHING, Figure, cell, collect_sections, number, read_figure, read_item
 
 
 def student_init_figure(n_teacher: int, init: str):
@@ -103,16 +105,61 @@ def _environment(kind: str):
     return env
 
 
+def _answer_figure(profile_dir: Path) -> dict | None:
+    """Figure 1, drawn from 04's table6.csv into 07_report/figures/answer.png; None before 04 ran."""
+    table6 = profile_dir / "04_compare" / "tables" / "table6.csv"
+    if not table6.exists():
+        return None
+    rec = profile_dir / "04_compare" / "tables" / "recommendation.csv"
+    shipped = tuple(pd.read_csv(rec).iloc[0][["model", "route"]]) if rec.exists() else None
+    fig = answer_figure(pd.read_csv(table6), shipped)
+    save_figure(fig, profile_dir / REPORT_STEP, "answer")
+    plt.close(fig)
+    return read_figure(profile_dir, Figure(REPORT_STEP, "figures/answer.png", "Test accuracy against latency "
+                                           "of every model and route 04 measured; the Pareto front (no row both "
+                                           "faster and more accurate) labelled, the recommended route ringed, "
+                                           "from 04_compare/tables/table6.csv", id="figure1"))
+
+
+HEADINGS_AFTER = ("Where the sources disagree with themselves", "Findings over seeds", "Teaching figures",
+                  "Limitations", "Glossary", "Run manifest")
+
+
 def context(cfg: StudyParams, profile_dir: Path, verdicts_dir: Path, data_dir) -> dict:
     off = tuple(s.stem for s in STEPS if not cfg.runs(s.stem))
+    sections = collect_sections(profile_dir, off)
+    for s in sections:
+        s["title"], s["intro"] = prose.readable(s["title"]), prose.readable(s["intro"])
+    teaching = [x for item in TEACHING for x in read_item(profile_dir, item)]
+    figure1 = _answer_figure(profile_dir)
+    refs = number([[figure1] if figure1 else [], *(s["content"] for s in sections), teaching])
+    # the headings, numbered as the PDF numbers them: Methods is 1, then the sections, then the rest
+    headings = ["Methods", *(s["title"] for s in sections), *HEADINGS_AFTER]
+    refs["findings"] = f"section {headings.index('Findings over seeds') + 1}"
+    refs.update({s["key"]: f"section {headings.index(s['title']) + 1}" for s in sections})
+    found = fnd.findings(profile_dir, verdicts_dir, cfg)
+    for s in sections:
+        s["conclusion"] = prose.conclusion(s["key"], profile_dir, found, refs) if not s["not_run"] else ""
+        for item in s["content"]:
+            for key in ("caption", "text"):
+                if key in item:
+                    item[key] = prose.readable(item[key])
+            if "rows" in item:
+                item["rows"] = [[prose.readable(v) for v in row] for row in item["rows"]]
+    disagreements = [{k: prose.readable(v) for k, v in d.items()} for d in fnd.disagreements(profile_dir)]
     return {
         "profile": cfg.profile,
-        "summary": summary(profile_dir, off),
-        "sections": collect_sections(profile_dir, off),
-        "disagreements": fnd.disagreements(profile_dir),
-        "findings": findings_rows(profile_dir, verdicts_dir, cfg),
+        "answer": prose.answer(profile_dir),
+        "key_findings": prose.key_findings(profile_dir, found, refs),
+        "figure1": figure1,
+        "methods": prose.methods(cfg, profile_dir),
+        "sections": sections,
+        "disagreements": disagreements,
+        "findings": [{k: prose.readable(v) for k, v in r.items()} for r in findings_rows(profile_dir, verdicts_dir, cfg)],
         "min_seeds": fnd.MIN_SEEDS, "alpha": fnd.ALPHA,
-        "teaching": [x for item in TEACHING for x in read_item(profile_dir, item)],
+        "teaching": teaching,
+        "limitations": prose.limitations(cfg, profile_dir),
+        "glossary": prose.glossary(),
         "manifest": mf.build(cfg, profile_dir, data_dir, upto=REPORT_STEP),
     }
 
