@@ -182,7 +182,7 @@ def test_verdicts_repeat_the_runs_behind_the_claims_over_seeds(smoke_run):
         assert pd.read_csv(path).equals(frames[claim].reset_index()), claim
     # The report reads them; two seeds are too few for a verdict.
     rows = render.findings_rows(out, out / "verdicts", cfg)
-    retention = next(r for r in rows if r["quantity"] == "student accuracy ÷ teacher accuracy")
+    retention = next(r for r in rows if r["quantity"] == "student accuracy ÷ teacher accuracy in %")
     assert retention["n"] == "2 seeds" and retention["verdict"] == "cannot tell (2 seeds)"
 
 

@@ -165,10 +165,10 @@ def test_a_step_that_has_not_run_is_reported_as_not_run(built):
 def test_findings_read_the_seeds_and_need_five(built):
     cfg, profile_dir, first, _, _ = built
     rows = {r["quantity"]: r for r in render.findings_rows(profile_dir, profile_dir / "verdicts", cfg)}
-    retention = rows["student accuracy ÷ teacher accuracy"]
+    retention = rows["student accuracy ÷ teacher accuracy in %"]
     mean = sum(RETENTION_SEEDS) / 5
-    assert retention["n"] == "5 seeds" and retention["mean_std"].startswith(report.cell(mean))
-    assert retention["threshold"] == "≈ 0.97" and retention["margin"].startswith("± 2 points")
+    assert retention["n"] == "5 seeds" and retention["mean_std"].startswith(report.cell(100 * mean)) and retention["mean_std"].endswith(" %")
+    assert retention["threshold"] == "≈ 97" and retention["margin"].startswith("± 2 points")
     assert retention["test"].startswith("TOST") and retention["verdict"] == "holds"
     layer = rows["ms of one more layer − ms of widening the FFN from smallest to largest (batch 32)"]
     assert layer["n"] == "3 repeated timings, not seeds" and layer["verdict"] == "cannot tell (3 timings)"
@@ -181,8 +181,8 @@ def test_findings_read_the_seeds_and_need_five(built):
 def test_findings_without_parameters_call_every_verdict_file_stale(built):
     _, profile_dir, _, _, _ = built
     rows = {r["quantity"]: r for r in render.findings_rows(profile_dir, profile_dir / "verdicts")}
-    assert rows["student accuracy ÷ teacher accuracy"]["n"] == "1 seed"  # 02's single run
-    assert rows["student accuracy ÷ teacher accuracy"]["source"].startswith("stale: rerun `kdstudy verdicts`")
+    assert rows["student accuracy ÷ teacher accuracy in %"]["n"] == "1 seed"  # 02's single run
+    assert rows["student accuracy ÷ teacher accuracy in %"]["source"].startswith("stale: rerun `kdstudy verdicts`")
 
 
 def test_verdict_rules_and_the_one_sided_t_test():

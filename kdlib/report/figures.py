@@ -1,7 +1,8 @@
 """The report's own figure for page 1: accuracy against latency, from 04's table6.csv, drawn for print.
 
 Drawn at the page's text width (7 in) so that its 8 pt type stays 8 pt in the PDF. The Pareto front (no
-other row both faster and more accurate) is drawn strong and labelled; the other rows are faint. Colour
+other row both faster and more accurate) is drawn strong, its points numbered and named in a key under each
+panel; the other rows are faint. Colour
 says what kind of model a row is (four kinds), the marker which runtime ran it.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import pandas as pd
 
 from kdlib.studies.compare.tables import pareto_front
@@ -25,9 +27,10 @@ def kind_of(row: pd.Series) -> str:
 
 
 def short(name: str) -> str:
-    """'half-depth student L3_F1536 (03)' -> 'L3_F1536'; other names up to their first comma or bracket."""
+    """'half-depth student L3_F1536 (03)' -> 'L3_F1536'; 'KD student (02)' -> 'KD student'; other names whole
+    ('teacher, 36 of 72 heads pruned' is not the teacher)."""
     hit = re.search(r"\bL\d+_F\d+(_gd)?\b", name)
-    return hit.group(0) if hit else re.split(r"[,(]", name)[0].strip()
+    return hit.group(0) if hit else re.sub(r" \(0\d\)$", "", name)
 
 
 def answer_figure(table6: pd.DataFrame, shipped: tuple[str, str] | None = None):
@@ -39,7 +42,7 @@ def answer_figure(table6: pd.DataFrame, shipped: tuple[str, str] | None = None):
     rows["acc"] = 100 * rows["accuracy"]
     with plt.rc_context({"font.size": FONT, "axes.titlesize": FONT + 1, "axes.labelsize": FONT,
                          "xtick.labelsize": FONT - 1, "ytick.labelsize": FONT - 1, "legend.fontsize": FONT - 1}):
-        fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.5), sharey=True)
+        fig, axes = plt.subplots(1, 2, figsize=(7.0, 4.9), sharey=True)
         for ax, batch in zip(axes, (1, 32)):
             col = f"latency_bs{batch}_ms_median"
             front = pareto_front(rows["acc"].to_numpy(), rows[col].to_numpy())
@@ -50,14 +53,22 @@ def answer_figure(table6: pd.DataFrame, shipped: tuple[str, str] | None = None):
                                zorder=3 if on else 2)
             line = rows[front].sort_values(col)
             ax.plot(line[col], line["acc"], color="#555555", linewidth=0.8, zorder=1)
-            for i, (_, r) in enumerate(line.iterrows()):
-                ax.annotate(f"{short(r['name'])} · {r['route']}", (r[col], r["acc"]), fontsize=FONT - 1,
-                            xytext=(5, -9 if i % 2 else 4), textcoords="offset points")
+            # the front's points numbered on the plot and named in a key under it: labels never overlap
+            key = []
+            for i, (_, r) in enumerate(line.iterrows(), start=1):
+                ax.annotate(str(i), (r[col], r["acc"]), fontsize=FONT - 1, fontweight="bold",
+                            xytext=(-3, 5), textcoords="offset points", ha="right")
+                key.append(f"{i}  {short(r['name'])} · {r['route']}: {r[col]:.3g} ms, {r['acc']:.1f}%")
+            ax.annotate("\n".join(key), xy=(0, 0), xycoords="axes fraction", xytext=(0, -30),
+                        textcoords="offset points", va="top", fontsize=FONT - 1)
             if shipped is not None:
                 hit = rows[(rows["name"] == shipped[0]) & (rows["route"] == shipped[1])]
                 ax.scatter(hit[col], hit["acc"], s=110, facecolor="none", edgecolor="#d62728", linewidth=1.4,
                            zorder=4, label="recommended")
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.set(title=f"batch {batch}", xlabel="median latency (ms, log scale)")
             ax.grid(alpha=0.3, which="both", linewidth=0.4)
         axes[0].set_ylabel("test accuracy (%)")
@@ -66,7 +77,7 @@ def answer_figure(table6: pd.DataFrame, shipped: tuple[str, str] | None = None):
         if shipped is not None:
             handles.append(plt.Line2D([], [], color="#d62728", marker="o", markerfacecolor="none", linestyle="",
                                       label="recommended"))
-        fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
-                   bbox_to_anchor=(0.5, -0.01), handletextpad=0.2, columnspacing=1.0)
-        fig.tight_layout(rect=(0, 0.07, 1, 1))
+        fig.legend(handles=handles, loc="upper center", ncol=len(handles), frameon=False,
+                   bbox_to_anchor=(0.5, 1.0), handletextpad=0.2, columnspacing=1.0)
+        fig.tight_layout(rect=(0, 0.25, 1, 0.95))
     return fig

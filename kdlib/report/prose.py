@@ -3,7 +3,7 @@ limitations and the glossary. Every number is read from a file a step wrote (or 
 steps ran with); a file that is not there gives a sentence saying so, never a number.
 
 Speeds in prose come from one place, 04's table6.csv (every route of every model timed in turn with the
-PyTorch fp32 teacher), and are written by `speed()` in one form, "<model> on <route>: <ms> ms at batch <b>
+PyTorch fp32 teacher), and are written by `speed()` in one form, "<model> on <route> takes <ms> ms at batch <b>
 (<x>× …)", so that a scan of the rendered text (tests) can check that a model's speed has one value
 wherever it appears. A speed from another run (02's or 03's own timing, 06's pi5 profile) is labelled
 with that run.
@@ -30,8 +30,10 @@ def readable(text: str) -> str:
         who = SOURCES[match.group(2)]
         return who[0].upper() + who[1:] if match.group(1) == "Seed" else who
     text = re.sub(r"\b(Seed|seed) (00[0-4])\b", name, text)
-    return re.sub(r"\bseeds (00[0-4]) and (00[0-4])\b", lambda m: f"{SOURCES[m.group(1)]} and {SOURCES[m.group(2)]}",
+    text = re.sub(r"\bseeds (00[0-4]) and (00[0-4])\b", lambda m: f"{SOURCES[m.group(1)]} and {SOURCES[m.group(2)]}",
                   text)
+    # "seed 000 (Jang 2021)" became "Jang 2021 (Jang 2021)"
+    return re.sub(r"(" + "|".join(map(re.escape, SOURCES.values())) + r") \(\1\)", r"\1", text)
 
 
 def _metrics(root: Path, step: str) -> dict | None:
@@ -65,7 +67,7 @@ def route_row(table6: pd.DataFrame, model: str, route: str) -> pd.Series | None:
 def speed(row: pd.Series, batch: int) -> str:
     """The one form every speed in prose takes: the row's median in its route's run, the teacher's median
     in the same run, and the speed-up measured round by round."""
-    return (f"{row['name']} on {row['runtime']}/{row['precision']}: {ms(row[f'latency_bs{batch}_ms_median'])} ms "
+    return (f"{row['name']} on {row['runtime']}/{row['precision']} takes {ms(row[f'latency_bs{batch}_ms_median'])} ms "
             f"at batch {batch} ({ratio(row[f'speedup_vs_torch_fp32_teacher_bs{batch}'])} the teacher on "
             f"PyTorch fp32, {ms(row[f'reference_latency_bs{batch}_ms_median'])} ms in the same run)")
 
@@ -95,7 +97,7 @@ def answer(root: Path) -> list[str]:
         f"Ship {r['model']} on {r['route']}. Among every model and route 04 measured that can be exported, it is "
         f"the fastest at batch {int(r['chosen_at_batch'])} whose validation accuracy is within {r['margin_pp']:g} "
         f"point of the teacher's ({pct(r['val_accuracy'])} against {pct(r['teacher_val_accuracy'])}).",
-        f"Speed, on this CPU ({r['cpu_flags']}): {speed(row, 1)}; {speed(row, 32)}.",
+        f"Speed, on this CPU ({r['cpu_flags']}): {speed(row, 1)}; at the larger batch, {speed(row, 32)}.",
         f"Size: {r['params'] / 1e6:.1f} M parameters and {r['size_mb']:.0f} MB on disk, against the teacher's "
         f"{r['teacher_params'] / 1e6:.1f} M and {r['teacher_size_mb']:.0f} MB ({r['teacher_size_mb'] / r['size_mb']:.1f}× "
         f"smaller). Accuracy on the test split, which chose nothing: {pct(r['test_accuracy'])} (the teacher "
@@ -126,8 +128,9 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
         teacher = route_row(table6, *_split_route(m4["best_route_teacher_within_1pp"]))
         best = route_row(table6, *_split_route(m4["best_route_within_1pp"]))
         if teacher is not None and best is not None:
-            out.append(f"The runtime does much of the work: the teacher alone, on its best route within 1 point, is "
-                       f"{speed(teacher, 1)}. The fastest model within 1 point is {speed(best, 1)}, of which "
+            out.append(f"The runtime does much of the work. On its best route within 1 point the teacher alone is "
+                       f"{ratio(teacher['speedup_vs_torch_fp32_teacher_bs1'])} faster: {speed(teacher, 1)}. The "
+                       f"fastest model within 1 point: {speed(best, 1)}, of which "
                        f"{ratio(best['speedup_vs_same_route_teacher_bs1'])} is the smaller model's own gain over the "
                        f"teacher on the same route ({refs.get('table6b', 'Table 6b')}).")
     if m4 and table6 is not None and m4.get("best_route_within_3pct_bs32") and "reference_latency_bs1_ms_median" in table6:
@@ -224,10 +227,12 @@ def conclusion(section: str, root: Path, findings: list[dict], refs: dict[str, s
             scale = (f" This is toy scale: our teacher reaches F1 {teacher['F1']:.1f} on {m6['eval_questions']} "
                      f"questions against the paper's {teacher['paper_F1']:g} (BERT-base on the full SQuAD), so "
                      f"only the ratios, not the scores, compare.")
-        return (f"The half-depth student keeps {pct(m6['student_f1_retention'])} of the teacher's F1 and is "
-                f"{ratio(m6['student_speedup'])} faster in 06's pi5-profile run (whole questions, batch 1); its "
-                f"quantized route {ratio(m6['quantized_student_speedup'])} at F1 {m6['quantized_student_f1']:.1f}."
-                + scale)
+        text = (f"The half-depth student keeps {pct(m6['student_f1_retention'])} of the teacher's F1 and is "
+                f"{ratio(m6['student_speedup'])} faster in 06's pi5-profile run (whole questions, batch 1)")
+        if m6.get("quantized_student_speedup") is not None:
+            text += (f"; on its quantized route chosen for this CPU ({m6.get('quantized_student_route')}) "
+                     f"{ratio(m6['quantized_student_speedup'])} at F1 {m6['quantized_student_f1']:.1f}")
+        return text + "." + scale
     return ""
 
 
@@ -311,7 +316,7 @@ def speed_mentions(text: str, models: list[tuple[str, str]]) -> list[dict]:
     route, batch, ms, ratio and the teacher's ms; what the consistency test compares across the report."""
     out = []
     for model, route in models:
-        pattern = (re.escape(f"{model} on {route}: ") + r"(?P<ms>[\d.]+) ms at batch (?P<batch>\d+) \((?P<ratio>[\d.]+)× "
+        pattern = (re.escape(f"{model} on {route} takes ") + r"(?P<ms>[\d.]+) ms at batch (?P<batch>\d+) \((?P<ratio>[\d.]+)× "
                    r"the teacher on PyTorch fp32, (?P<ref>[\d.]+) ms in the same run\)")
         out += [{"model": model, "route": route, **m.groupdict()} for m in re.finditer(pattern, text)]
     return out

@@ -142,19 +142,19 @@ SECTIONS: tuple[Section, ...] = (
             "Pruning, quantization, weight sharing and distillation side by side on every runtime and precision "
             "this CPU runs (Jang 2021's Table 6 and Park's comparison in the last part), and where each method "
             "distils (embedding, attention, hidden states, prediction).", (
-                Table(*T6, "Table 6a: every model and route measured, its accuracy and size", id="table6a",
+                Table(*T6, "Every model and route against the teacher (after Jang 2021's Table 6), part 1: accuracy and size", id="table6a",
                       view=table6_accuracy),
-                Table(*T6, "Table 6b: the same rows' latency and speed-up at batch 1 and 32; each row timed in "
+                Table(*T6, "Part 2, the same rows' latency and speed-up at batch 1 and 32; each row timed in "
                       "turn with the teacher on PyTorch fp32 (its milliseconds in that same run beside it), the "
                       "speed-up the median of the per-round ratios", id="table6b", view=table6_speed),
-                Table(*T6, "Table 6c: how much of this CPU each row uses: its GFLOP/s and their share of the "
+                Table(*T6, "Part 3, how much of this CPU each row uses: its GFLOP/s and their share of the "
                       "measured peak of its precision (a lower bound: fused attention is not counted)",
                       id="table6c", view=table6_roofline),
-                Table("04_compare", "tables/peak.csv", "This CPU's matrix-product peak per precision, measured "
-                      "(Table 6c's reference)", id="peak"),
-                Table(*T6, "Table 6d: the routes refused or failed on this CPU, with the reason", id="table6d",
+                Table("04_compare", "tables/peak.csv", "This CPU's matrix-product peak per precision, measured: "
+                      "what the previous table's shares are of", id="peak"),
+                Table(*T6, "Part 4, the routes refused or failed on this CPU, with the reason", id="table6d",
                       view=table6_refused),
-                Table(*T6, "Table 6e: the papers' published rows (Jang 2021's Table 6; Park's comparison), each "
+                Table(*T6, "Part 5, the papers' published rows (Jang 2021's Table 6; Park's comparison), each "
                       "beside our row that stands for it", id="table6e", view=table6_papers),
                 Figure("04_compare", "figures/pareto.png", "04's accuracy against latency, every row; the Pareto "
                        "front numbered"),

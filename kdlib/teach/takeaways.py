@@ -125,8 +125,9 @@ def edge(m: dict) -> list[str]:
         f"On {m['eval_questions']} SQuAD questions the half-depth student keeps {m['student_f1_retention']:.0%} of "
         f"the teacher's F1 ({m['student_f1']:.1f} against {m['teacher_f1']:.1f}) and is {m['student_speedup']:.2f}× "
         "faster, timed in turn.",
-        f"On its quantized route chosen for this CPU ({m.get('quantized_student_route') or 'none'}), it is "
-        f"{m['quantized_student_speedup']:.2f}× faster than the teacher at F1 {m['quantized_student_f1']:.1f}.",
+        f"On its quantized route chosen for this CPU ({m.get('quantized_student_route')}), it is "
+        f"{m['quantized_student_speedup']:.2f}× faster than the teacher at F1 {m['quantized_student_f1']:.1f}."
+        if m.get("quantized_student_speedup") is not None else "No quantized route of the student ran here.",
         "This teacher is trained on a small subset: read the ratios, not the F1 values, against the paper's.",
     ]
 

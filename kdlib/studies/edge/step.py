@@ -352,7 +352,8 @@ def paired_speedups(trained: dict, variants: list[dict], edge, out_dir, question
         if v["model"] == "teacher" or v["status"] != "ok" or (v["model"], *route) not in paired:
             continue
         folder = Path(run["model_dir"])
-        model = folder if route == ("torch", "fp32") else folder / "-".join(route) / v["artifact"]
+        # the file the variant ran: OpenVINO's sits in a subfolder of the route's folder
+        model = folder if route == ("torch", "fp32") else next((folder / "-".join(route)).rglob(v["artifact"]))
         key = memo.unit_key("qa-bench-pair", ("core.squad", "inference.bench"), weights_fingerprint(folder), route,
                             weights_fingerprint(teacher["model_dir"]), questions_sha, memo.machine(bench_threads(edge)))
         r = _bench_unit(Path(out_dir) / "bench" / f"{v['model']}-{'-'.join(route)}-vs-teacher", key, model,
