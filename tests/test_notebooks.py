@@ -267,6 +267,8 @@ def test_the_report_built_from_the_smoke_results_reads_as_a_decision_document(sm
     import re
     from html import unescape
 
+    from markupsafe import escape
+
     from kdlib.report import prose
     from kdlib.report import sections as report
 
@@ -276,7 +278,7 @@ def test_the_report_built_from_the_smoke_results_reads_as_a_decision_document(sm
     assert "Ship " in page1 and "What we found" in page1 and "Figure 1: " in page1
     for title in ("Methods", *(prose.readable(s.title) for s in report.SECTIONS if s.key != "hetero"),
                   "Findings over seeds", "Limitations", "Glossary", "Run manifest"):
-        assert f"<h2>{title.replace('&', '&amp;')}</h2>" in html, title
+        assert f"<h2>{escape(title)}</h2>" in html, title
     for kind in ("Table", "Figure"):
         numbers = [int(n) for n in re.findall(rf"<figcaption>{kind} (\d+): ", html)]
         assert numbers == list(range(1, len(numbers) + 1)), kind
@@ -285,9 +287,10 @@ def test_the_report_built_from_the_smoke_results_reads_as_a_decision_document(sm
     checked = 0
     for item in (i for s in report.SECTIONS for i in s.items if isinstance(i, report.Table)):
         path = out / item.step / item.file
-        if not path.exists() or path.stat().st_size == 0:
+        try:
+            frame = pd.read_csv(path)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
             continue
-        frame = pd.read_csv(path)
         expected = len(item.view(frame)) if item.view else len(frame)
         hits = [tb for tb, cap in captions if prose.readable(item.caption) in unescape(cap)]
         if expected:

@@ -58,6 +58,11 @@ def ratio(x: float) -> str:
     return f"{x:.1f}×" if x >= 10 else f"{x:.2f}×"
 
 
+def _p(p: float | None, kind: str = "") -> str:
+    """"p = 0.046", or why there is none."""
+    return "no test: too few seeds" if p is None or (isinstance(p, float) and math.isnan(p)) else f"{kind}p = {p:.3g}"
+
+
 def route_row(table6: pd.DataFrame, model: str, route: str) -> pd.Series | None:
     runtime, precision = route.split("/")
     hit = table6[(table6["name"] == model) & (table6["runtime"] == runtime) & (table6["precision"] == precision)]
@@ -128,7 +133,8 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
         teacher = route_row(table6, *_split_route(m4["best_route_teacher_within_1pp"]))
         best = route_row(table6, *_split_route(m4["best_route_within_1pp"]))
         if teacher is not None and best is not None:
-            out.append(f"The runtime does much of the work. On its best route within 1 point the teacher alone is "
+            out.append(f"What the runtime gives and what the smaller model gives. On its best route within 1 point "
+                       f"the teacher alone is "
                        f"{ratio(teacher['speedup_vs_torch_fp32_teacher_bs1'])} faster: {speed(teacher, 1)}. The "
                        f"fastest model within 1 point: {speed(best, 1)}, of which "
                        f"{ratio(best['speedup_vs_same_route_teacher_bs1'])} is the smaller model's own gain over the "
@@ -145,11 +151,11 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
     m5 = _metrics(root, "05_hetero_kd")
     if m5:
         text = (f"Heterogeneous KD (Yu & Kim 2022) against traditional KD over {m5['n_seeds']} seeds: "
-                f"{100 * (m5['acc_A_mean'] - m5['acc_B_mean']):+.2f} points (paired p = {m5['p_A_vs_B']:.2f})")
-        if m5.get("transformer_hetero_acc") is not None:
-            text += (f"; on a 1-layer transformer student it does worse than plain KD, "
-                     f"{pct(m5['transformer_hetero_acc'])} against {pct(m5['transformer_plain_acc'])} "
-                     f"(p = {m5['transformer_p_hetero_vs_plain']:.3f})")
+                f"{100 * (m5['acc_A_mean'] - m5['acc_B_mean']):+.2f} points ({_p(m5.get('p_A_vs_B'), 'paired ')})")
+        hetero, plain = m5.get("transformer_hetero_acc"), m5.get("transformer_plain_acc")
+        if hetero is not None and plain is not None:
+            text += (f"; on a 1-layer transformer student it does {'worse' if hetero < plain else 'better'} than "
+                     f"plain KD, {pct(hetero)} against {pct(plain)} ({_p(m5.get('transformer_p_hetero_vs_plain'))})")
         out.append(text + f" ({refs.get('hetero', 'section 5')}).")
     half = by_key.get("half_depth_retention")
     if half and half["tests"] and len(out) < 5:
@@ -191,8 +197,8 @@ def conclusion(section: str, root: Path, findings: list[dict], refs: dict[str, s
             return ""
         text = (f"Within 1 point of the teacher (on validation), {m4['best_route_within_1pp']} is the fastest at "
                 f"batch 1 and {m4['best_route_within_1pp_bs32']} at batch 32; the fastest int8 row of any model, "
-                f"{m4['best_quantized_route']}, loses {m4['best_quantized_accuracy_drop_pp']:.1f} points. Choosing "
-                f"the route matters as much as choosing the model ({refs.get('table6b', 'Table 6b')}).")
+                f"{m4['best_quantized_route']}, loses {m4['best_quantized_accuracy_drop_pp']:.1f} points "
+                f"({refs.get('table6b', 'Table 6b')}).")
         if table6 is not None and "peak_share_bs32" in table6:
             teacher = table6[(table6["name"] == "teacher") & (table6["status"] == "ok")
                              & (table6["precision"] != "fp32") & table6["peak_share_bs32"].notna()]
@@ -206,13 +212,24 @@ def conclusion(section: str, root: Path, findings: list[dict], refs: dict[str, s
                          f"{pct(best['peak_share_bs32'])} of the peak of its precision.")
         return text
     if section == "taxonomy":
-        conclusions = _table(root, "04_compare/tables/conclusions.csv")
-        if conclusions is None:
+        tax = _table(root, "04_compare/tables/taxonomy.csv")
+        if tax is None or "speedup_bs1" not in tax:
             return ""
-        return (f"Each family's row is in the table of conclusions; the families measured here: "
-                f"{', '.join(conclusions['family'])}. Distillation and quantization are the two that give "
-                f"speed at little accuracy; unstructured sparsity and weight sharing give size, not speed, on "
-                f"dense CPU kernels.") if {"knowledge distillation", "quantization"} <= set(conclusions["family"]) else ""
+        rows = tax.dropna(subset=["speedup_bs1", "pct_of_teacher"])
+        if rows.empty:
+            return ""
+        close = rows[rows["pct_of_teacher"] >= 99]
+        fast = rows.loc[rows["speedup_bs1"].idxmax()]
+        slow = rows[rows["speedup_bs1"] < 1.1]["family"].tolist()
+        text = (f"Of the families' measured rows, {fast['family']} is the fastest at batch 1 "
+                f"({ratio(fast['speedup_bs1'])}, {fast['pct_of_teacher']:.1f}% of the teacher's accuracy)")
+        if len(close):
+            best = close.loc[close["speedup_bs1"].idxmax()]
+            text += (f"; within 1% of the teacher's accuracy the fastest is {best['family']} "
+                     f"({ratio(best['speedup_bs1'])})")
+        if slow:
+            text += f"; {', '.join(slow)} gave less than 1.1× at batch 1"
+        return text + "."
     if section == "hetero":
         verdict = root / "05_hetero_kd" / "verdict.md"
         return verdict.read_text().strip() if verdict.exists() else ""
@@ -256,8 +273,9 @@ def methods(cfg, root: Path) -> list[tuple[str, str]]:
         ("Teacher", teacher),
         ("Students", f"A student keeps the teacher's hidden size, vocabulary and heads and has fewer layers "
                      f"and/or a narrower FFN. It starts from the teacher's embeddings and a chosen set of its "
-                     f"layers (init = {s.student.init}; the layer-copy figure in the teaching section), the FFN "
-                     f"cut to its most important units."),
+                     f"layers (init = {s.student.init}; the layer-copy figure in the teaching section); a narrower "
+                     f"FFN keeps the first of the teacher's FFN units, a wider one adds units that start at zero "
+                     f"output, so the student starts computing the teacher's function."),
         ("Loss", f"L = α · CE(student, label) + (1 − α) · T² · KL(softmax(z_teacher / T) ‖ softmax(z_student / T)), "
                  f"with α = {s.alpha:g} and T = {s.temperature:g}: α weighs the label against the teacher; T² keeps "
                  f"the soft term's gradient the same size at every temperature (Hinton et al. 2015). The no-KD twin "
@@ -270,7 +288,9 @@ def methods(cfg, root: Path) -> list[tuple[str, str]]:
                    + (f" (stopped after {b.max_seconds:g} s of calls, never before 5)" if b.max_seconds else "")
                    + ". Within a round every model of a route is called "
                    "once beside the teacher on PyTorch fp32, in an order reversed every other round; a speed-up is "
-                   "the median of the per-round ratios, so both timings share the machine's state. Threads and "
+                   "the median of the per-round ratios, so both timings share the machine's state. ONNX Runtime's "
+                   "threads are told not to spin between calls, or they would take the cores from the model called "
+                   "next. Each row's GFLOP/s is held against this CPU's measured matrix-product peak. Threads and "
                    "the CPU are in the run manifest."),
         ("Seeds and tests", "A seed changes the student's initial head, the data order and dropout. Each claim is "
                             "tested as its source states it, one quantity at a time, at 0.05, over at least 5 "
@@ -280,22 +300,40 @@ def methods(cfg, root: Path) -> list[tuple[str, str]]:
     ]
 
 
-def limitations(cfg, root: Path) -> list[str]:
+def limitations(cfg, root: Path, refs: dict[str, str] | None = None) -> list[str]:
     bench = _table(root, "02_distill/tables/benchmark.csv")
-    cpu = f" ({bench['cpu_model'].iloc[0]}, {bench['cpu_flags'].iloc[0]})" if bench is not None else ""
+    cpu = (f" ({bench['cpu_model'].iloc[0]}, {bench['cpu_flags'].iloc[0]}) with {int(bench['threads'].iloc[0])} threads"
+           if bench is not None else "")
     return [
         "The teacher is all-MiniLM-L6-v2 (6 layers, hidden 384), not the papers' BERT-base or KcBERT: the hub is "
         "not reachable offline. The ratios between models are the study's subject; absolute scores are not "
         "comparable to the papers'.",
         f"Training is short (a few epochs on a few thousand texts) and on the CPU; the {cfg.profile} profile keeps "
         "subsets where a step would not fit its time budget (params/" + cfg.profile + ".yaml says where and why).",
-        f"Every time is measured on one CPU{cpu} with {cfg.benchmark.threads or 'all'} threads; another CPU class "
+        f"Every time is measured on one CPU{cpu}; another CPU class "
         "(AVX-512, VNNI, AMX) ranks the routes differently.",
         "Single runs: 02's KD student, 03's grid and 04's comparison are one seed each; only the findings over "
         "seeds and 05 repeat runs over seeds. Where a single run and a multi-seed verdict disagree, the verdict "
         "decides.",
         "SQuAD (06) is toy scale: 1,000-odd training questions and 200 scored, against the full dataset.",
-    ]
+    ] + _interference(root, (refs or {}).get("table6b", "Table 6b"))
+
+
+def _interference(root: Path, where: str) -> list[str]:
+    """How much slower the PyTorch teacher ran beside the other runtimes than in its own route's run (Table 6's
+    teacher-ms column): the bound on how far those routes' speed-ups may lean their way."""
+    table6 = _table(root, "04_compare/tables/table6.csv")
+    if table6 is None or "reference_latency_bs1_ms_median" not in table6:
+        return []
+    ok = table6[(table6["status"] == "ok") & table6["reference_latency_bs1_ms_median"].notna()]
+    own = ok[(ok["runtime"] == "torch") & (ok["precision"] == "fp32")]["reference_latency_bs1_ms_median"]
+    others = ok[ok["runtime"] != "torch"].groupby(["runtime", "precision"])["reference_latency_bs1_ms_median"].first()
+    if own.empty or others.empty:
+        return []
+    return [f"Timed in turn beside ONNX Runtime and OpenVINO, the PyTorch teacher ran {ms(others.min())} to "
+            f"{ms(others.max())} ms at batch 1, against {ms(own.iloc[0])} ms in its own route's run: the other "
+            f"runtime in the process slows it, so those routes' speed-ups may lean their way by up to "
+            f"{others.max() / own.iloc[0]:.2f}× (the teacher's milliseconds in each run: {where})."]
 
 
 def glossary(path: Path = GLOSSARY) -> list[tuple[str, str]]:
@@ -307,7 +345,7 @@ def glossary(path: Path = GLOSSARY) -> list[tuple[str, str]]:
     for para in path.read_text().split("\n\n"):
         hit = re.match(r"\*\*(.+?)\.\*\*\s+(.*)", para.strip(), re.S)
         if hit:
-            out.append((hit.group(1), re.sub(r"\s+", " ", hit.group(2)).replace("`", "")))
+            out.append((hit.group(1), re.sub(r"\s+", " ", hit.group(2)).replace("`", "").replace("*", "")))
     return out
 
 

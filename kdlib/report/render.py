@@ -184,7 +184,7 @@ def context(cfg: StudyParams, profile_dir: Path, verdicts_dir: Path, data_dir) -
         "findings": [{k: prose.readable(v) for k, v in r.items()} for r in findings_rows(profile_dir, verdicts_dir, cfg)],
         "min_seeds": fnd.MIN_SEEDS, "alpha": fnd.ALPHA,
         "teaching": teaching,
-        "limitations": prose.limitations(cfg, profile_dir),
+        "limitations": prose.limitations(cfg, profile_dir, refs),
         "glossary": prose.glossary(),
         "manifest": mf.build(cfg, profile_dir, data_dir, upto=REPORT_STEP),
     }

@@ -87,7 +87,10 @@ def table6_speed(frame: pd.DataFrame) -> pd.DataFrame:
     cols = ["name", "route"] + [c for b in (1, 32) for c in (
         f"latency_bs{b}_ms_median", f"reference_latency_bs{b}_ms_median", f"speedup_vs_torch_fp32_teacher_bs{b}",
         f"speedup_vs_same_route_teacher_bs{b}")]
-    return _measured(frame, True).reindex(columns=cols)
+    rows = _measured(frame, True).reindex(columns=cols)
+    speedups = [c for c in cols if c.startswith("speedup")]
+    rows[speedups] = rows[speedups].round(2)
+    return rows
 
 
 def table6_roofline(frame: pd.DataFrame) -> pd.DataFrame:
