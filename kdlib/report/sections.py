@@ -1,6 +1,6 @@
 """The study's report, reports/<profile>/report.pdf and report.html, built from the files the notebooks wrote.
 
-Every section is declared once below (`SECTIONS`): which step's tables, figures and metrics it shows,
+Every section is declared once below (`SECTIONS`): which step's tables, figures and notes it shows,
 with captions naming the notebook and the file. A step that has not run is reported as "not run"; a file
 a step should have written but did not is reported as missing. Nothing here computes a result: numbers
 are read from CSV and JSON files (kdlib/report/findings.py types in the papers' published numbers, attributed).
@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
-
-from kdlib.core.io import read_json
 
 REPORT_STEP = "07_report"
 
@@ -40,13 +38,6 @@ class Figure:
     file: str  # a .png under the step's folder
     caption: str
     id: str = ""
-
-
-@dataclass(frozen=True)
-class Metrics:
-    step: str
-    keys: tuple[str, ...]
-    caption: str
 
 
 @dataclass(frozen=True)
@@ -312,22 +303,11 @@ def read_figure(profile_dir: Path, item: Figure) -> dict:
             "caption": _caption(item.step, item.file, item.caption) + "."}
 
 
-def read_metrics(profile_dir: Path, item: Metrics) -> dict:
-    if not _ran(profile_dir, item.step):
-        return _not_run(item.step, "metrics.json")
-    m = read_json(profile_dir / item.step / "metrics.json")
-    rows = [[k, cell(m.get(k)) if k in m else "(not written)"] for k in item.keys]
-    return {"kind": "table", "header": ["metric", "value"], "rows": rows,
-            "caption": _caption(item.step, "metrics.json", item.caption) + "."}
-
-
 def read_item(profile_dir: Path, item) -> list[dict]:
     if isinstance(item, Table):
         return [read_table(profile_dir, item)]
     if isinstance(item, Figure):
         return [read_figure(profile_dir, item)]
-    if isinstance(item, Metrics):
-        return [read_metrics(profile_dir, item)]
     return [{"kind": "note", "text": item.text}]
 
 
