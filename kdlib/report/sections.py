@@ -150,8 +150,8 @@ SECTIONS: tuple[Section, ...] = (
                       view=table6_refused),
                 Table(*T6, "Part 5, the papers' published rows (Jang 2021's Table 6; Park's comparison), each "
                       "beside our row that stands for it", id="table6e", view=table6_papers),
-                Figure("04_compare", "figures/pareto.png", "04's accuracy against latency, every row; the Pareto "
-                       "front numbered"),
+                Note("Accuracy against latency for every row of these tables, with the Pareto front at batch 1 "
+                     "and 32, is Figure 1 on the first page (04_compare draws the same in figures/pareto.png)."),
                 Table("04_compare", "tables/kd_position.csv", "Where each method distils"),
             ), extras_of="04_compare"),
     Section("taxonomy", "The taxonomy of compression methods (the survey blog)",
@@ -311,9 +311,13 @@ def read_item(profile_dir: Path, item) -> list[dict]:
     return [{"kind": "note", "text": item.text}]
 
 
+# Drawn by a step and shown in another form: 04's Pareto figure is Figure 1, redrawn for print.
+SHOWN_ELSEWHERE = frozenset({"04_compare/figures/pareto.png"})
+
+
 def declared_files() -> set[str]:
     items = [i for s in SECTIONS for i in s.items] + list(TEACHING)
-    return {f"{i.step}/{i.file}" for i in items if isinstance(i, (Table, Figure))}
+    return {f"{i.step}/{i.file}" for i in items if isinstance(i, (Table, Figure))} | SHOWN_ELSEWHERE
 
 
 def extras(profile_dir: Path, step: str) -> list[dict]:
