@@ -96,14 +96,28 @@ def _cell(driver, text: str):
 
 def _run(driver, text: str):
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     cell = _cell(driver, text)
-    driver.execute_script("arguments[0].scrollIntoView();", cell)
-    cell.find_element(By.CSS_SELECTOR, ".jp-InputPrompt").click()  # select the cell (command mode)
+    _select(driver, cell)
     ActionChains(driver).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
     return cell
+
+
+def _select(driver, cell):
+    """Select a cell in command mode: scrolled to the middle of the view, then its prompt clicked (by script
+    when a loaded browser has not made it clickable yet)."""
+    from selenium.common.exceptions import ElementClickInterceptedException, ElementNotInteractableException
+    from selenium.webdriver.common.by import By
+
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
+    prompt = cell.find_element(By.CSS_SELECTOR, ".jp-InputPrompt")
+    try:
+        prompt.click()
+    except (ElementNotInteractableException, ElementClickInterceptedException):
+        driver.execute_script("arguments[0].dispatchEvent(new MouseEvent('mousedown', {bubbles: true}));"
+                              "arguments[0].dispatchEvent(new MouseEvent('mouseup', {bubbles: true}));"
+                              "arguments[0].click();", prompt)
 
 
 def _wait_for_output(driver, text: str, expected: str, seconds: float):
@@ -157,7 +171,7 @@ def test_the_sliders_train_a_dense_student_per_click_in_jupyterlab(project, lab)
         texts = [c.get_attribute("textContent") for c in cells]  # read from the DOM, seen or not
         first = next(i for i, t in enumerate(texts) if "params_file = " in t)  # the first code cell
         upto = next(i for i, t in enumerate(texts) if "sliders.temperature_alpha(" in t)
-        cells[first].find_element(By.CSS_SELECTOR, ".jp-InputPrompt").click()  # select it (command mode)
+        _select(driver, cells[first])
         for _ in range(upto - first + 1):  # run each cell and move to the next, down to the sliders' cell
             ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
         deadline = time.monotonic() + 600
