@@ -1,6 +1,6 @@
-"""Teachers and students: loading a teacher, building a smaller BERT from it, counting parameters.
+"""Teachers and students: loading a teacher, building a smaller encoder from it, counting parameters.
 
-A student keeps the teacher's class (classifier, QA model, two-head model), hidden size, vocabulary and
+The teacher is a BERT, RoBERTa, XLM-RoBERTa or ELECTRA encoder (STUDENT_MODEL_TYPES). A student keeps the teacher's class (classifier, QA model, two-head model), hidden size, vocabulary and
 heads, and changes two things, as in seed 000's grid: the number of layers and the FFN (intermediate) size.
 It starts from the teacher's weights: the embeddings, the pooler, the heads and a chosen set of teacher
 layers (DistilBERT's recipe).
@@ -31,8 +31,10 @@ def _minilm_path() -> str:
 
 # Aliases for weights that are available offline.
 MODEL_ALIASES = {"minilm": _minilm_path}
-# The model types make_student can shrink (it copies BERT's layers, FFNs and pooler by name).
-STUDENT_MODEL_TYPES = ("bert",)
+# The model types make_student can shrink: encoders whose layers transformers lays out as BERT's
+# (<base>.encoder.layer[i].attention / .intermediate.dense / .output.dense). DistilBERT names its layers
+# otherwise (transformer.layer[i].ffn.lin1) and is refused by kdstudy check.
+STUDENT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
 # Seconds to wait for the hub's answer: a check must fail fast when the network is slow or absent.
 HUB_TIMEOUT_S = 5
 _TRUE = {"1", "true", "yes", "on"}
@@ -92,15 +94,16 @@ def model_config(name: str) -> dict:
     return _read_config(folder) if folder.is_absolute() and folder.is_dir() else _hub_config(name)
 
 
-def check_model_name(name: str, students: bool = False) -> str | None:
-    """None if `name` can be loaded (and, with `students`, shrunk by make_student), else a one-line reason."""
+def check_model_name(name: str, kinds: tuple[str, ...] = ()) -> str | None:
+    """None if `name` can be loaded (and, given `kinds`, is one of those model types: STUDENT_MODEL_TYPES for
+    a teacher that make_student shrinks), else a one-line reason."""
     try:
         kind = model_config(name).get("model_type")
     except LookupError as e:
         return str(e)
-    if students and kind is not None and kind not in STUDENT_MODEL_TYPES:
-        return (f"{name!r} is a {kind}; students are built from BERT-style teachers only "
-                f"({', '.join(STUDENT_MODEL_TYPES)})")
+    if kinds and kind is not None and kind not in kinds:
+        return (f"{name!r} is a {kind}; students are built from teachers whose layers are laid out as "
+                f"BERT's ({', '.join(kinds)})")
     return None
 
 
@@ -195,15 +198,18 @@ def _copy_ffn(student_layer, teacher_layer) -> None:
 
 def make_student(teacher, num_layers: int, intermediate_size: int | None = None, init: str = "alternate",
                  seed: int = 0):
-    """A BERT model like `teacher` (same class) with `num_layers` layers and FFN size `intermediate_size`.
+    """A model like `teacher` (same class) with `num_layers` layers and FFN size `intermediate_size`.
 
-    Copied from the teacher (unless init="scratch"): embeddings, the selected layers' attention blocks
-    and FFNs (see _copy_ffn), the pooler and every head: the classifier, QA's qa_outputs, both heads of
-    a two-head model. The chosen layers are recorded in `student.config.kd_teacher_layers`.
+    Copied from the teacher (unless init="scratch"): every part of the base model outside its encoder
+    (embeddings, ELECTRA's embedding projection, the pooler), the selected layers' attention blocks and FFNs
+    (see _copy_ffn), and every head: the classifier, QA's qa_outputs, both heads of a two-head model. The
+    chosen layers are recorded in `student.config.kd_teacher_layers`.
     """
-    base = getattr(teacher, "base_model_prefix", "bert")
-    if getattr(teacher.config, "model_type", None) != "bert":
-        raise ValueError(f"make_student builds BERT students; the teacher is a {teacher.config.model_type!r}")
+    kind = getattr(teacher.config, "model_type", None)
+    if kind not in STUDENT_MODEL_TYPES:
+        raise ValueError(f"make_student builds students of {', '.join(STUDENT_MODEL_TYPES)}; "
+                         f"the teacher is a {kind!r}")
+    base = teacher.base_model_prefix
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = num_layers
     config.intermediate_size = intermediate_size or teacher.config.intermediate_size
@@ -214,16 +220,18 @@ def make_student(teacher, num_layers: int, intermediate_size: int | None = None,
     student = type(teacher)(config)
     if init == "scratch":
         return student
-    t_bert, s_bert = getattr(teacher, base), getattr(student, base)
+    t_base, s_base = getattr(teacher, base), getattr(student, base)
     with torch.no_grad():
-        s_bert.embeddings.load_state_dict(t_bert.embeddings.state_dict())
-        for s_layer, t_index in zip(s_bert.encoder.layer, layers):
-            t_layer = t_bert.encoder.layer[t_index]
+        for name, part in t_base.named_children():
+            if name == "encoder":
+                continue
+            if getattr(s_base, name, None) is not None:  # a pooler the student's class leaves out stays out
+                getattr(s_base, name).load_state_dict(part.state_dict())
+        for s_layer, t_index in zip(s_base.encoder.layer, layers):
+            t_layer = t_base.encoder.layer[t_index]
             s_layer.attention.load_state_dict(t_layer.attention.state_dict())
             _copy_ffn(s_layer, t_layer)
-        if s_bert.pooler is not None and t_bert.pooler is not None:
-            s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
-        # The heads: every part of the model outside the encoder that has weights.
+        # The heads: every part of the model outside the base model that has weights.
         for name, head in teacher.named_children():
             if name != base and any(True for _ in head.parameters()):
                 getattr(student, name).load_state_dict(head.state_dict())
