@@ -227,6 +227,13 @@ def tiny_family(kind: str, layers=4, seed=0):
     return AutoModelForSequenceClassification.from_config(cfg).eval()
 
 
+def test_a_classifier_of_another_task_becomes_a_teacher_with_a_fresh_head(tmp_path):
+    tiny_family("roberta").save_pretrained(tmp_path / "two-labels")  # fine-tuned elsewhere on 2 labels
+    teacher = models.load_classifier(str(tmp_path / "two-labels"), ["a", "b", "c"])
+    assert teacher.config.num_labels == 3 and teacher.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert teacher(input_ids=torch.randint(3, 100, (1, 5))).logits.shape == (1, 3)
+
+
 @pytest.mark.parametrize("kind", models.STUDENT_MODEL_TYPES)
 def test_every_family_makes_students_that_copy_the_teacher(kind):
     teacher = tiny_family(kind)

@@ -126,7 +126,8 @@ def load_tokenizer(name: str):
 
 
 def load_classifier(name: str, label_names: list[str]):
-    """A sequence classifier with a fresh head of len(label_names) outputs, named labels."""
+    """A sequence classifier with a head of len(label_names) outputs, named labels: fresh for a base model, and
+    for a classifier fine-tuned with another number of labels (its head cannot serve); kept where it fits."""
 
     # The new classifier head is expected to be missing from a base checkpoint: do not shout about it.
     previous = logging.get_verbosity()
@@ -136,6 +137,7 @@ def load_classifier(name: str, label_names: list[str]):
             AutoModelForSequenceClassification,
             name,
             num_labels=len(label_names),
+            ignore_mismatched_sizes=True,  # a user's teacher may be a classifier of another task
             id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)},
         )
