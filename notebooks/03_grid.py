@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -9,7 +9,7 @@
 # %% [markdown]
 # # 03 · A grid of students
 #
-# Seed 000 (Jang, 2021) distils its KcBERT teacher into **nine students**: 1, 3 or 6 layers, each with an
+# Jang (2021) distils its KcBERT teacher into **nine students**: 1, 3 or 6 layers, each with an
 # FFN (intermediate) size of 192, 768 or 3072, the hidden size staying 768. Its Table 4 gives each
 # student's parameters and prediction time; its Table 5 (accuracy per epoch) survives only as text:
 # *model 5 (3 layers × 768) is best, peaking at epoch 20 with 92.4%, and students with ≥ 3 layers and
@@ -25,15 +25,21 @@
 #    unlabelled text first (the seed's way), both followed by the same task distillation;
 # 4. size, latency, FLOPs and accuracy of every student, measured in one process;
 # 5. the timing advice, fitted and tested.
+#
+# *The words of this notebook are explained in the [glossary](../docs/glossary.md).*
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values; see params/*.yaml)
 params_file = "../params/quick.yaml"
+# The sandbox: overrides merged into the profile (for example {"distill": {"temperature": 8.0}}) and an
+# experiment name; either one makes this notebook write under reports/sandbox/<experiment>/ only.
+overrides = {}
+experiment = None
 
 # %%
 from kdlib.pipeline.notebook import read_json, save_figure, start, step_dir, write_csv, write_metrics
 
-STEP, cfg, out = start("03_grid", params_file)
+STEP, cfg, out = start("03_grid", params_file, overrides=overrides, experiment=experiment)
 
 # %% [markdown]
 # ## The seed's nine students, from configuration alone
@@ -72,7 +78,7 @@ teacher_accuracy = teacher_metrics["teacher_test_accuracy"]
 print(f"{len(runs)} students trained or reused; teacher test accuracy {teacher_accuracy:.4f}")
 
 # %% [markdown]
-# ## Configurations (seed 000's Table 3)
+# ## Configurations (Jang 2021, Table 3)
 
 # %%
 teacher, tokenizer = train.load_teacher(cfg)
@@ -83,7 +89,7 @@ write_csv(out / "tables" / "table3.csv", table3)
 table3
 
 # %% [markdown]
-# ## Accuracy per epoch (seed 000's Table 5)
+# ## Accuracy per epoch (Jang 2021, Table 5)
 #
 # The seed's Table 5 is lost; its text says model 5 (3 layers × 768) peaks at epoch 20, and that students
 # with at least 3 layers and an FFN of at least 768 overfit. Validation accuracy per epoch of every
@@ -256,4 +262,38 @@ metrics = {
     "paper_params_matched": matches,
 }
 write_metrics(out, metrics, required=STEP.metrics)
-metrics
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function and run its cell: `check` tries it on several cases against the library and says
+# right or wrong, never the answer (a teacher's solutions: `kdlib/teach/solutions.py`).
+#
+# 1. `bert_parameters(vocab, positions, hidden, layers, ffn, labels)`: the parameters of a BERT classifier:
+#    embeddings (with 2 token types and a LayerNorm), each layer's attention and FFN (each with a LayerNorm), the
+#    pooler and the classifier. Check your function against Table 4 of Jang (2021).
+#
+# 2. `really_differ(acc_a, acc_b, n)`: True when the 95% interval of the difference of two accuracies, each
+#    measured on its own `n` examples, excludes zero. Which cells of the grid really differ from the best one?.
+
+# %%
+from kdlib.teach.exercises import check
+
+
+def bert_parameters(vocab, positions, hidden, layers, ffn, labels):
+    raise NotImplementedError("your code here")
+
+
+check("bert_parameters", bert_parameters)
+
+
+def really_differ(acc_a, acc_b, n):
+    raise NotImplementedError("your code here")
+
+
+check("really_differ", really_differ)
+
+# %%
+from kdlib.teach import takeaways
+
+takeaways.show(takeaways.grid(metrics))

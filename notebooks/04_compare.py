@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -9,12 +9,13 @@
 # %% [markdown]
 # # 04 · Every compression family, side by side
 #
-# Distillation is one way to make BERT smaller and faster. Seed 002 (after Gordon, 2019) names six:
-# **pruning, weight factorization, knowledge distillation, weight sharing, quantization**, and the choice
-# of compressing **before or after fine-tuning**. Seed 001 compares published models built each way
-# (pruned BERT, ALBERT, Q-BERT, DistilBERT, TinyBERT) and seed 000 times its distilled KcBERT against
-# KoBERT, mBERT and ALBERT (its Table 6). The papers quote numbers measured on different tasks and machines,
-# and they disagree: DistilBERT is "1.6×" faster in seed 001, "2.5×" in seed 002 and "60% faster" in seed 004.
+# Distillation is one way to make BERT smaller and faster. The compression-methods blog (after Gordon, 2019)
+# names six: **pruning, weight factorization, knowledge distillation, weight sharing, quantization**, and the
+# choice of compressing **before or after fine-tuning**. Park's GLUE poster compares published models built
+# each way (pruned BERT, ALBERT, Q-BERT, DistilBERT, TinyBERT) and Jang (2021) times its distilled KcBERT
+# against KoBERT, mBERT and ALBERT (its Table 6). The papers quote numbers measured on different tasks and
+# machines, and they disagree: DistilBERT is "1.6×" faster in Park's GLUE poster, "2.5×" in the
+# compression-methods blog and "60% faster" in Im, Kim & Suh.
 #
 # This notebook builds one member of each family from the same teacher, measures every one of them with
 # the same harness on the same test split and the same CPU, and then looks for **the fastest route that
@@ -33,15 +34,44 @@
 # The families change the model, so their rows are timed on PyTorch fp32, which shows the family's own effect.
 # The runtimes change how a model is executed, so the quantization routes are timed on the teacher (what
 # compression alone buys on each route) and on the students (what compression and route buy together).
+#
+# *The words of this notebook are explained in the [glossary](../docs/glossary.md).*
+
+# %% [markdown]
+# ## A primer: precision, quantization and runtimes
+#
+# A model's weights and activations are numbers; how they are stored and which program multiplies them
+# change the speed as much as the model's size does.
+#
+# - **fp32** is the 32-bit floating point every model here is trained in. **bf16** keeps fp32's range with
+#   fewer digits (16 bits): half the memory traffic, and on CPUs with native bf16 instructions (AVX-512 BF16,
+#   AMX) matrix products run several times faster; elsewhere it is emulated and slower.
+# - **int8 quantization** stores each weight as an 8-bit integer plus a scale (a float per tensor or per
+#   row): a quarter of fp32's size. **Dynamic** int8 quantizes the weights ahead of time and each activation
+#   on the fly, from its own range, at every call: nothing to prepare, some overhead per call. **Static** int8
+#   fixes the activations' scales ahead of time from a **calibration** set (a few hundred training sentences
+#   run through the model to record the ranges): no per-call work, faster, but a range that calibration did
+#   not see is clipped. CPUs with VNNI (and AMX) multiply int8 natively.
+# - A **runtime** executes the model. **PyTorch** runs it operation by operation as written. **ONNX Runtime**
+#   and **OpenVINO** take the exported graph and rewrite it before running: they fuse operations (attention,
+#   GELU and LayerNorm into single kernels), drop what inference does not need, lay memory out for the CPU's
+#   vector units, and pick kernels for its instructions. The same weights can run twice as fast that way.
+#
+# A **route** below is a runtime with a precision (for example `openvino/int8_static`). Accuracy is measured
+# through each route, since quantization changes the answers a little.
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values; see params/*.yaml)
 params_file = "../params/quick.yaml"
+# The sandbox: overrides merged into the profile (for example {"distill": {"temperature": 8.0}}) and an
+# experiment name; either one makes this notebook write under reports/sandbox/<experiment>/ only.
+overrides = {}
+experiment = None
 
 # %%
 from kdlib.pipeline.notebook import save_figure, start, step_dir, write_csv, write_metrics
 
-STEP, cfg, out = start("04_compare", params_file)
+STEP, cfg, out = start("04_compare", params_file, overrides=overrides, experiment=experiment)
 
 # %% [markdown]
 # ## The models from the earlier steps
@@ -106,7 +136,9 @@ save_figure(compare_plots.importance_figure(importance), out, "head_importance")
 # The models of one route are timed in turn, call by call, together with the teacher on PyTorch fp32, so
 # every speed-up is a ratio of calls made side by side in one unit (the median over rounds, with the 25th
 # and 75th percentiles in `measurements.csv`). A route this machine
-# refuses (a missing package, bf16 without native bf16 instructions) is a row with its reason.
+# refuses (a missing package, bf16 without native bf16 instructions) is a row with its reason. Each row also
+# gets its achieved GFLOP/s and the share of this CPU's measured matrix-product peak of its precision
+# (`tables/peak.csv`): how much of the machine a route uses.
 
 # %%
 from kdlib.inference.runtimes import ROUTES
@@ -130,6 +162,12 @@ measured = compare_report.label_rows(pd.concat([fp32_rows, route_rows], ignore_i
 nokd = records["distill"]["runs"]["nokd"]
 twin = compare_report.no_kd_twin_row(measured, nokd["test"], grid.validation_accuracy(nokd))
 measured = compare_report.with_speedups(pd.concat([measured, twin], ignore_index=True), cfg.benchmark.batch_sizes)
+# How close each row runs to this CPU's measured matrix-product peak of its precision (tables/peak.csv)
+from kdlib.inference import peak
+
+peaks = compare.measure_peaks(cfg.benchmark, out / "measurements")
+write_csv(out / "tables" / "peak.csv", peaks)
+measured = peak.roofline(measured, peaks, cfg.benchmark.batch_sizes)
 write_csv(out / "tables" / "measurements.csv", measured)
 
 # %% [markdown]
@@ -138,9 +176,10 @@ write_csv(out / "tables" / "measurements.csv", measured)
 # Our rows first: accuracy, macro-F1, % of the teacher's accuracy, parameters (total, and nonzero), size on
 # disk, latency at batch 1 and 32 (median, p95), total prediction time over the test split, and speed-ups
 # against two baselines: the teacher on PyTorch fp32 (where a user starts) and the teacher on the same
-# runtime and precision (what the compression alone buys there). Then, in their own columns, seed 000's
-# Table 6 (`seed000_*`: accuracy and total time, on its Korean news task and its GPU machine) and seed 001's
-# comparison (`seed001_*`: parameters, speed, GLUE), each beside the row of ours that is built the same way.
+# runtime and precision (what the compression alone buys there). Then, in their own columns, Table 6 of
+# Jang (2021) (`seed000_*`: accuracy and total time, on its Korean news task and its GPU machine) and the
+# comparison of Park's GLUE poster (`seed001_*`: parameters, speed, GLUE), each beside the row of ours that
+# is built the same way.
 # Their numbers are not comparable with ours in absolute terms: different tasks, models and machines.
 
 # %%
@@ -176,9 +215,9 @@ save_figure(compare_plots.pareto_figure(measured, cfg.benchmark.batch_sizes), ou
 save_figure(compare_plots.families_figure(measured), out, "families")
 
 # %% [markdown]
-# ## Where each method distils (seed 001's table)
+# ## Where each method distils (the table of Park's GLUE poster)
 #
-# Seed 001 reproduces TinyBERT's table of where each method transfers knowledge: embeddings, attention,
+# Park's GLUE poster reproduces TinyBERT's table of where each method transfers knowledge: embeddings, attention,
 # hidden states, predictions, at pre-training or fine-tuning, with or without data augmentation. Our rows
 # are not typed in: each stage's loss is called on synthetic outputs, and a signal is marked when the loss
 # sends a gradient to it (`kd_positions.loss_signals`). "Pre-training" here is 03's general distillation on
@@ -199,9 +238,9 @@ write_csv(out / "tables" / "kd_position.csv", kd_position)
 kd_position
 
 # %% [markdown]
-# ## Seed 002's taxonomy, each family with the row that measures it here
+# ## The compression-methods blog's taxonomy, each family with the row that measures it here
 #
-# For each family, the figures seed 002 quotes and our measured row (its PyTorch fp32 row; for quantization,
+# For each family, the figures the compression-methods blog quotes and our measured row (its PyTorch fp32 row; for quantization,
 # the teacher's fastest int8 route). The conclusions below are generated from these numbers.
 
 # %%
@@ -269,4 +308,39 @@ for bound in ("1pp", "3pct"):
     print(f"within {bound} (chosen on validation): {metrics[f'best_route_within_{bound}']}, "
           f"{metrics[f'best_speedup_within_{bound}']:.2f}x, test accuracy "
           f"{metrics[f'best_test_accuracy_within_{bound}']:.4f} (teacher {metrics['teacher_accuracy']:.4f})")
-metrics
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function and run its cell: `check` tries it on several cases against the library and says
+# right or wrong, never the answer (a teacher's solutions: `kdlib/teach/solutions.py`).
+#
+# 1. `fastest_within(measurements, points)`: (name, runtime, precision) of the fastest row at batch 1
+#    (`speedup_vs_torch_fp32_teacher_bs1`) whose validation accuracy is within `points` points of the PyTorch fp32
+#    teacher's. Then run it on `measured` with 1 point: is it the model to ship above? If not, why?.
+#
+# 2. `paired_speedup(teacher_ms, student_ms)`: the speed-up from timings taken in turn, round by round: the median
+#    of the per-round ratios (not the ratio of the medians).
+
+# %%
+from kdlib.teach.exercises import check
+
+
+def fastest_within(measurements, points):
+    raise NotImplementedError("your code here")
+
+
+check("fastest_within", fastest_within)
+
+
+def paired_speedup(teacher_ms, student_ms):
+    raise NotImplementedError("your code here")
+
+
+check("paired_speedup", paired_speedup)
+
+# %%
+from kdlib.teach import takeaways
+
+n_test = takeaways.test_rows(cfg)
+takeaways.show(takeaways.compare(metrics, n_test))

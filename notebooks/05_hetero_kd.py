@@ -1,13 +1,13 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
 
 # %% [markdown]
-# # 05 · Heterogeneous knowledge distillation (seed 003)
+# # 05 · Heterogeneous knowledge distillation (Yu & Kim, 2022)
 #
 # Yu & Kim (2022) classify 20 Newsgroups posts into their **20 newsgroups** with a small dense network on
 # document embeddings. Their twist: the teacher is trained on a *different, coarser* task, the **6 families**
@@ -28,10 +28,16 @@
 # MiniLM's 384-d mean-pooled embeddings offline (`full` uses bert-base-uncased); its typo correction is not
 # reproduced (the cleaning is otherwise the same; the paper's split sizes, 8,765 / 2,192 / 7,274, are
 # printed beside ours below).
+#
+# *The words of this notebook are explained in the [glossary](../docs/glossary.md).*
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values; see params/*.yaml)
 params_file = "../params/quick.yaml"
+# The sandbox: overrides merged into the profile (for example {"distill": {"temperature": 8.0}}) and an
+# experiment name; either one makes this notebook write under reports/sandbox/<experiment>/ only.
+overrides = {}
+experiment = None
 
 # %%
 import time
@@ -39,7 +45,7 @@ import time
 from kdlib.pipeline.notebook import cache_root, save_figure, start, write_csv, write_metrics, write_text
 
 started = time.perf_counter()
-STEP, cfg, out = start("05_hetero_kd", params_file)
+STEP, cfg, out = start("05_hetero_kd", params_file, overrides=overrides, experiment=experiment)
 hp = cfg.hetero
 
 # %% [markdown]
@@ -60,7 +66,7 @@ dsd = hetero.load_data(hp, cfg.seed)
 texts = {split: list(dsd[split]["text"]) for split in ("train", "validation", "test")}
 lengths = hetero_embed.token_length_table(texts, load_tokenizer(hp.encoder))
 write_csv(out / "tables" / "token_lengths.csv", lengths)
-print("documents:", {split: len(t) for split, t in texts.items()}, "(seed 003: train 8,765, validation 2,192, "
+print("documents:", {split: len(t) for split, t in texts.items()}, "(Yu & Kim (2022): train 8,765, validation 2,192, "
       "test 7,274)")
 train_lengths = lengths[lengths["split"] == "train"]
 cut = train_lengths[train_lengths["max_length"] == hp.max_length]
@@ -136,6 +142,23 @@ table3
 write_csv(out / "tables" / "alpha_T_search.csv", study["search"])
 save_figure(hetero_plots.search_heatmaps(study["search"]), out, "alpha_T_search")
 study["chosen"]
+
+# %% [markdown]
+# ### Your turn: T and α by hand
+#
+# The dense students train in seconds, so the search above can be walked by hand. Open this notebook in
+# JupyterLab, move T (log scale) and α, choose student A (coarse teacher) or B (fine teacher), and press
+# *train*: each press trains one student with those settings (early-stopped on validation, on one thread)
+# and adds a row to the table. Validation accuracy is the number to choose by. One point is measured below,
+# so this page shows what a row looks like.
+
+# %%
+from kdlib.teach import widgets as sliders
+
+one = sliders.student_point(hp, splits, study["teacher_logits"], cfg.seed, "B", temperature=4.0, alpha=0.5)
+print(f"student {one['student']}, T = {one['T']:g}, alpha = {one['alpha']:g}: validation accuracy "
+      f"{one['val_accuracy']:.4f} (epoch {one['best_epoch']}), trained in {one['seconds']:.1f} s")
+sliders.temperature_alpha(hp, splits, study["teacher_logits"], cfg.seed)
 
 # %% [markdown]
 # ## Table 4: A, B and C over seeds
@@ -282,4 +305,27 @@ if len(transformer):
 print(f"notebook wall time: {time.perf_counter() - started:.0f} s")  # not a metric: a rerun takes less
 write_metrics(out, {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()},
               required=STEP.metrics)
-metrics
+
+# %% [markdown]
+# ## Exercises
+#
+# Write each function and run its cell: `check` tries it on several cases against the library and says
+# right or wrong, never the answer (a teacher's solutions: `kdlib/teach/solutions.py`).
+#
+# 1. `paired_difference(a, b)`: (mean, standard deviation) of the per-seed differences a − b of two students'
+#    accuracies, paired by seed.
+
+# %%
+from kdlib.teach.exercises import check
+
+
+def paired_difference(a, b):
+    raise NotImplementedError("your code here")
+
+
+check("paired_difference", paired_difference)
+
+# %%
+from kdlib.teach import takeaways
+
+takeaways.show(takeaways.hetero(metrics))

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -21,15 +21,22 @@
 # The PDF needs only pip: Jinja2 templates (`kdlib/report/templates/`) render Typst source, which the `typst`
 # wheel compiles. No browser, no TeX. The same context renders the HTML, so the two hold the same content,
 # and two builds from the same results give the same bytes (no clock time in them).
+#
+# *The words of this notebook are explained in the [glossary](../docs/glossary.md).*
 
 # %% tags=["parameters"]
 # Parameters (papermill replaces this cell's values; see params/*.yaml)
 params_file = "../params/quick.yaml"
+# The sandbox: overrides merged into the profile and an experiment name; either one makes this notebook
+# write under reports/sandbox/<experiment>/ only.
+overrides = {}
+experiment = None
 
 # %%
 from kdlib.pipeline.notebook import start, write_metrics
 
-STEP, cfg, out = start("07_report", params_file, check_models=False)  # the report loads no model
+STEP, cfg, out = start("07_report", params_file, check_models=False, overrides=overrides,
+                       experiment=experiment)  # the report loads no model
 
 # %% [markdown]
 # ## What has run
@@ -47,7 +54,7 @@ pd.DataFrame([{"section": s["title"], "not run": ", ".join(s["not_run"]) or "–
 # %% [markdown]
 # ## Findings
 #
-# Each claim of the seeds is tested across seeds. A verdict (holds / does not hold) needs at least five
+# Each claim of the papers is tested across random seeds. A verdict (holds / does not hold) needs at least five
 # seeds; with fewer the finding says "cannot tell (n seeds)". Multi-seed results are read from
 # `reports/<profile>/verdicts/<claim>.csv` (written by `kdstudy verdicts`), one row per seed (see `kdlib/report/findings.py` for the columns of each claim);
 # without that file a finding shows this profile's single run.
@@ -76,4 +83,8 @@ Image(filename=str(out / "figures" / "student_init.png"))
 # %%
 metrics = {k: built[k] for k in ("n_pages", "sections_not_run", "findings_with_verdict")}
 write_metrics(out, metrics, required=STEP.metrics)
-metrics
+
+# %%
+from kdlib.teach import takeaways
+
+takeaways.show(takeaways.report(metrics, built["pdf"]))

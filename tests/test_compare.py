@@ -238,3 +238,18 @@ def test_every_route_is_timed_in_turn_with_the_pytorch_fp32_teacher(tiny_bert_co
     assert (ok["speedup_vs_torch_fp32_teacher_bs1_p25"] <= ok["speedup_vs_torch_fp32_teacher_bs1"]).all()
     assert (ok["speedup_vs_torch_fp32_teacher_bs1"] <= ok["speedup_vs_torch_fp32_teacher_bs1_p75"]).all()
     assert ok["speedup_vs_torch_fp32_teacher_bs1"].notna().all() and len(ok) == 2 * len(routes)
+
+
+def test_each_batch_size_names_its_own_winner():
+    frame = _frame()
+    # at batch 32 the student's torch row (0.79, within 1 point) becomes faster than the teacher's int8 row
+    frame.loc[2, "latency_bs32_ms_median"] = 30.0
+    frame.loc[2, "speedup_vs_torch_fp32_teacher_bs32"] = 100.0 / 30.0
+    metrics = compare_report.headline_metrics(compare_report.with_speedups(frame, [1, 32]))
+    assert metrics["best_route_within_1pp"] == "teacher on onnxruntime/int8"  # 2.5x at batch 1
+    assert metrics["best_route_within_1pp_bs32"] == "student on torch/fp32"
+    assert metrics["best_speedup_within_1pp_bs32"] == pytest.approx(100.0 / 30.0)
+    # the teacher's own best route within 1 point, and how much the winner gains on its own route
+    assert metrics["best_route_teacher_within_1pp"] == "teacher on onnxruntime/int8"
+    assert metrics["best_speedup_teacher_within_1pp"] == pytest.approx(2.5)
+    assert metrics["best_same_route_speedup_within_3pct"] == pytest.approx(4.0)  # student int8 over teacher int8

@@ -110,3 +110,20 @@ def test_train_select_and_transfer_questions_are_disjoint_draws(data_dir):
     # The transfer set comes after train and select in the same draw: adding it changes neither.
     without = load_examples(EdgeParams(train_size=30, select_size=5, transfer_size=0, eval_size=4), seed=3)
     assert without["train"] == ex["train"] and without["select"] == ex["select"] and without["transfer"] == []
+
+
+def test_the_quantized_route_is_chosen_for_this_cpu_on_validation_f1():
+    from kdlib.studies.edge import step as step06
+
+    def v(runtime, precision, f1, seconds, model="half", status="ok"):
+        return {"model": model, "runtime": runtime, "precision": precision, "f1": f1, "total_seconds": seconds,
+                "status": status}
+
+    variants = [v("torch", "fp32", 40.0, 10.0), v("onnxruntime", "int8", 35.0, 3.0),  # fastest, but loses 12%
+                v("openvino", "int8_static", 39.5, 4.0), v("onnxruntime", "int8_static", 39.0, 5.0),
+                v("openvino", "bf16", 40.0, 1.0, status="not run: no native bf16"), v("torch", "fp32", 50.0, 20.0, "teacher")]
+    assert step06.quantized_route(variants, "half") == ("openvino", "int8_static")  # fastest within 97% (38.8)
+    # none within 97%: the most accurate
+    lossy = [v("torch", "fp32", 40.0, 10.0), v("onnxruntime", "int8", 30.0, 3.0), v("openvino", "int8_static", 35.0, 4.0)]
+    assert step06.quantized_route(lossy, "half") == ("openvino", "int8_static")
+    assert step06.quantized_route([v("torch", "fp32", 40.0, 10.0)], "half") is None

@@ -14,7 +14,6 @@ from kdlib.core.losses import get_loss
 from kdlib.inference import machine
 from kdlib.pipeline.config import HeteroTransformerParams
 from kdlib.studies.hetero import dense as hetero
-from kdlib.studies.hetero import embed as hetero_embed
 from kdlib.studies.hetero import transformer as hetero_transformer
 
 
@@ -115,5 +114,7 @@ def test_map_jobs_gives_the_same_numbers_on_two_workers_as_here():
 
 def test_openvino_bf16_needs_native_bf16(monkeypatch):
     monkeypatch.setattr(machine, "bf16_supported", lambda: False)
-    assert "bf16" in hetero_embed.route_refusal("openvino", "bf16")
-    assert hetero_embed.route_refusal("torch", "fp32") is None
+    from kdlib.inference import runtimes
+
+    assert "bf16" in runtimes.refusal("openvino", "bf16") and "bf16" in runtimes.refusal("torch", "bf16")
+    assert runtimes.refusal("torch", "fp32") is None

@@ -159,9 +159,9 @@ def test_the_report_row_shows_words_threshold_margin_n_spread_and_p(cfg, profile
     verdicts.write_rows(cfg, profile / "verdicts", "half_depth_retention",
                         pd.DataFrame({"seed": range(5), "student_retention": RETENTION}), {})
     row = next(r for r in render.findings_rows(profile, profile / "verdicts", cfg)
-               if r["quantity"] == "student accuracy ÷ teacher accuracy")
+               if r["quantity"] == "student accuracy ÷ teacher accuracy in %")
     assert "“retaining 97% of its language understanding capabilities”" in row["claim"]
-    assert row["threshold"] == "≈ 0.97" and "95% to 99%" in row["margin"] and row["n"] == "5 seeds"
+    assert row["threshold"] == "≈ 97" and "95% to 99%" in row["margin"] and row["n"] == "5 seeds"
     assert " ± " in row["mean_std"] and row["p"] not in ("", "–") and row["verdict"] == "holds"
 
 

@@ -14,7 +14,7 @@ from markupsafe import escape
 
 from kdlib.pipeline import steps
 from kdlib.pipeline.config import load_params
-from kdlib.report import findings, render
+from kdlib.report import findings, prose, render
 from kdlib.report import sections as report
 from kdlib.studies import verdicts
 
@@ -61,7 +61,8 @@ def _png() -> bytes:
 def write_results(profile_dir: Path, verdicts_dir: Path, cfg) -> None:
     """Steps 00-03 as if they had run (hand-made numbers); 04, 05 and 06 not run. Two verdict CSVs, each with
     its record of `cfg`'s parameters (as `kdstudy verdicts` writes them)."""
-    _write(profile_dir, "00_data_prep/metrics.json", {"dataset": "fin_sentiment", "n_test": 60})
+    _write(profile_dir, "00_data_prep/metrics.json", {"dataset": "fin_sentiment", "n_train": 480, "n_validation": 60,
+                                                      "n_test": 60, "n_classes": 3, "truncated_share": 0.02})
     _write(profile_dir, "00_data_prep/tables/class_balance.csv", CLASS_BALANCE)
     _write(profile_dir, "01_teacher/metrics.json", {"teacher_model": "minilm", "teacher_params": 22714371,
                                                     "teacher_test_accuracy": 0.83})
@@ -97,13 +98,34 @@ def built(tmp_path_factory):
 def test_every_section_is_there(built):
     _, _, first, _, _ = built
     html, typ = Path(first["html"]).read_text(), Path(first["typ"]).read_text()
-    titles = ["Summary", *(s.title for s in report.SECTIONS), "Where the seeds disagree with themselves", "Findings",
-              "Teaching figures", "Run manifest"]
+    titles = ["The answer", "Methods", *(prose.readable(s.title) for s in report.SECTIONS),
+              "Where the sources disagree with themselves", "Findings over seeds", "Teaching figures", "Limitations",
+              "Glossary", "Run manifest"]
     for title in titles:
         assert f"<h2>{escape(title)}</h2>" in html, title
-        assert re.search(rf'^= (#"{re.escape(title)}"|{re.escape(title)})$', typ, re.M), title
+        assert re.search(rf'^(= |#heading\(.*\)\[)(#"{re.escape(title)}"|{re.escape(title)})\]?$', typ, re.M), title
     for d in findings.disagreements(Path(first["pdf"]).parent):
-        assert str(escape(d["title"])) in html
+        assert str(escape(prose.readable(d["title"]))) in html
+    # before 04 has run there is no recommendation, and page 1 says so
+    assert "No recommendation yet: 04_compare has not run for this profile." in html
+
+
+def test_the_sources_are_named_by_their_authors_and_the_glossary_is_there(built):
+    _, _, first, _, _ = built
+    html = Path(first["html"]).read_text()
+    assert not re.search(r"\b[Ss]eeds? 00[0-4]\b", html)
+    assert "Jang 2021" in html and "Yu &amp; Kim 2022" in html
+    for term, _ in prose.glossary():
+        assert f"<dt><strong>{escape(term)}</strong></dt>" in html, term
+    assert {"Knowledge distillation (KD)", "Speed-up", "int8 and int8_static", "Points (pp)"} <= dict(prose.glossary()).keys()
+
+
+def test_tables_and_figures_are_numbered_in_order(built):
+    _, _, first, _, _ = built
+    html = Path(first["html"]).read_text()
+    for kind in ("Table", "Figure"):
+        numbers = [int(n) for n in re.findall(rf"<figcaption>{kind} (\d+): ", html)]
+        assert numbers == list(range(1, len(numbers) + 1)) and numbers, kind
 
 
 def test_each_table_holds_the_numbers_of_its_csv(built):
@@ -119,7 +141,12 @@ def test_each_table_holds_the_numbers_of_its_csv(built):
         rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
         from html import unescape
         shown = [[unescape(c) for c in re.findall(r"<td>(.*?)</td>", r, re.S)] for r in rows]
-        assert shown == [[report.cell(v) for v in row] for row in frame[list(columns)].itertuples(index=False)], rel
+        headers, presented = report.present(frame[list(columns)])
+        assert shown == [[prose.readable(report.cell(v)) for v in row] for row in presented.itertuples(index=False)], rel
+    # accuracies are shown in %, under a name that says so
+    headers, presented = report.present(TABLE4[["test_accuracy", "retention", "params"]])
+    assert headers == ["test accuracy (%)", "% of teacher's accuracy", "parameters"]
+    assert presented["test_accuracy"].tolist() == [67.5, 81.25] and presented["params"].tolist() == TABLE4["params"].tolist()
 
 
 def test_a_step_that_has_not_run_is_reported_as_not_run(built):
@@ -138,10 +165,10 @@ def test_a_step_that_has_not_run_is_reported_as_not_run(built):
 def test_findings_read_the_seeds_and_need_five(built):
     cfg, profile_dir, first, _, _ = built
     rows = {r["quantity"]: r for r in render.findings_rows(profile_dir, profile_dir / "verdicts", cfg)}
-    retention = rows["student accuracy ÷ teacher accuracy"]
+    retention = rows["student accuracy ÷ teacher accuracy in %"]
     mean = sum(RETENTION_SEEDS) / 5
-    assert retention["n"] == "5 seeds" and retention["mean_std"].startswith(report.cell(mean))
-    assert retention["threshold"] == "≈ 0.97" and retention["margin"].startswith("± 2 points")
+    assert retention["n"] == "5 seeds" and retention["mean_std"].startswith(report.cell(100 * mean)) and retention["mean_std"].endswith(" %")
+    assert retention["threshold"] == "≈ 97" and retention["margin"].startswith("± 2 points")
     assert retention["test"].startswith("TOST") and retention["verdict"] == "holds"
     layer = rows["ms of one more layer − ms of widening the FFN from smallest to largest (batch 32)"]
     assert layer["n"] == "3 repeated timings, not seeds" and layer["verdict"] == "cannot tell (3 timings)"
@@ -154,8 +181,8 @@ def test_findings_read_the_seeds_and_need_five(built):
 def test_findings_without_parameters_call_every_verdict_file_stale(built):
     _, profile_dir, _, _, _ = built
     rows = {r["quantity"]: r for r in render.findings_rows(profile_dir, profile_dir / "verdicts")}
-    assert rows["student accuracy ÷ teacher accuracy"]["n"] == "1 seed"  # 02's single run
-    assert rows["student accuracy ÷ teacher accuracy"]["source"].startswith("stale: rerun `kdstudy verdicts`")
+    assert rows["student accuracy ÷ teacher accuracy in %"]["n"] == "1 seed"  # 02's single run
+    assert rows["student accuracy ÷ teacher accuracy in %"]["source"].startswith("stale: rerun `kdstudy verdicts`")
 
 
 def test_verdict_rules_and_the_one_sided_t_test():

@@ -175,4 +175,5 @@ def test_metrics_must_be_flat_and_complete(tmp_path):
         write_metrics(tmp_path, {"a": 1}, required=["b"])
     with pytest.raises(TypeError):
         write_metrics(tmp_path, {"a": {"nested": 1}})
-    assert json.loads(write_metrics(tmp_path, {"a": float("nan")}).read_text()) == {"a": None}
+    write_metrics(tmp_path, {"a": float("nan")})
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"a": None}

@@ -85,7 +85,7 @@ def test_the_route_registry_imports_without_torch():
 @pytest.mark.parametrize("runtime,precision,words", [
     ("tensorrt", "fp32", "unknown runtime"),
     ("torch_compile", "int8", "offers no"),
-    ("openvino", "bf16", "offers no"),
+    ("onnxruntime", "bf16", "offers no"),
 ])
 def test_unknown_routes_are_refused_with_a_reason(runtime, precision, words):
     assert words in rt.refusal(runtime, precision)
@@ -179,14 +179,28 @@ def test_int8_is_close_to_fp32_and_smaller(bench, tiny):
     assert int8.size_mb < fp32.size_mb
 
 
-def test_bf16_route_close_to_fp32(monkeypatch, tiny, tmp_path):
-    # Faking native support exercises the autocast path on any CPU (the timing would be meaningless).
+@pytest.mark.parametrize("runtime", ["torch", "openvino"])
+def test_bf16_route_close_to_fp32(monkeypatch, tiny, tmp_path, runtime):
+    # Faking native support exercises the bf16 paths on any CPU (the timing would be meaningless).
+    if rt.refusal(runtime, "fp32"):
+        pytest.skip(rt.refusal(runtime, "fp32"))
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512_bf16"})
     inputs = padded_batch(tiny)
     a = rt.prepare(tiny, "torch", "fp32", tmp_path / "a")(inputs)["logits"]
-    b = rt.prepare(tiny, "torch", "bf16", tmp_path / "b")(inputs)["logits"]
+    runner = rt.prepare(tiny, runtime, "bf16", tmp_path / "b")
+    b = runner(inputs)["logits"]
     assert b.dtype == np.float32
     assert np.abs(a - b).max() <= 0.05 * np.abs(a).max()  # bf16 keeps 8 bits of mantissa
+    assert next(tiny.parameters()).dtype == torch.float32  # the route cast a copy, not the model
+
+
+def test_openvino_computes_what_int8_leaves_unquantised_in_bf16_only_where_native(monkeypatch):
+    from kdlib.inference import routes
+
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    assert [routes.openvino_precision(p) for p in ("fp32", "bf16", "int8_static")] == ["f32", "bf16", "bf16"]
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})
+    assert [routes.openvino_precision(p) for p in ("fp32", "int8_static")] == ["f32", "f32"]
 
 
 def test_question_answering_outputs_are_named(tiny, tmp_path):

@@ -97,33 +97,32 @@ def read_json(path: str | Path):
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def write_csv(path: str | Path, frame) -> Path:
-    """A pandas DataFrame as CSV, without the index unless it is named."""
+def write_csv(path: str | Path, frame) -> None:
+    """A pandas DataFrame as CSV, without the index unless it is named. It returns nothing, so that a notebook
+    cell ending with it shows no path."""
     keep_index = any(name is not None for name in frame.index.names)
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=keep_index)
-    return Path(path)
 
 
-def save_figure(fig, out_dir: str | Path, name: str) -> list[Path]:
-    """Save a matplotlib figure as figures/<name>.png and .pdf under `out_dir`."""
-    paths = []
+def save_figure(fig, out_dir: str | Path, name: str) -> None:
+    """Save a matplotlib figure as figures/<name>.png and .pdf under `out_dir`. It returns nothing, so that a
+    notebook cell ending with it shows the figure (drawn by the inline backend) and no list of paths."""
     for ext in ("png", "pdf"):
         path = Path(out_dir) / "figures" / f"{name}.{ext}"
         with atomic_path(path) as tmp:
             # No creation date in the file: the same figure gives the same bytes on every run.
             meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
             fig.savefig(tmp, format=ext, dpi=150, bbox_inches="tight", metadata=meta)
-        paths.append(path)
-    return paths
 
 
-def write_metrics(out_dir: str | Path, metrics: dict, required: list[str] | tuple = ()) -> Path:
-    """Write the step's flat metrics.json, refusing to write one that lacks a promised key."""
+def write_metrics(out_dir: str | Path, metrics: dict, required: list[str] | tuple = ()) -> None:
+    """Write the step's flat metrics.json, refusing to write one that lacks a promised key. It returns nothing,
+    so that a notebook cell ending with it shows no path."""
     missing = [k for k in required if k not in metrics]
     if missing:
         raise KeyError(f"metrics.json would lack {missing}")
     nested = [k for k, v in metrics.items() if isinstance(v, (dict, list))]
     if nested:
         raise TypeError(f"metrics.json is flat; these values are not scalars: {nested}")
-    return write_json(Path(out_dir) / "metrics.json", metrics)
+    write_json(Path(out_dir) / "metrics.json", metrics)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from tokenizers import Tokenizer
 
-from kdlib.inference.routes import OPENVINO_CONFIG
+from kdlib.inference.routes import OPENVINO_CONFIG, openvino_precision
 
 MANIFEST = "manifest.json"
 
@@ -77,7 +77,8 @@ def load_artifact(folder: str | Path, threads: int | None = None) -> Predictor:
     else:
         import openvino as ov
 
-        config = {**OPENVINO_CONFIG, **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        config = {**OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": openvino_precision(manifest["route"]["precision"]),
+                  **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
         compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
         request, port = compiled.create_infer_request(), compiled.output(logits_name)
 

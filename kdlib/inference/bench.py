@@ -32,6 +32,7 @@ import numpy as np
 
 from kdlib.core import squad as qa
 from kdlib.inference import machine
+from kdlib.inference.routes import openvino_precision
 
 # Benchmark profiles: batch 1 and the thread count of the target (capped at this machine's cores).
 PROFILES = {"pi5": {"batch_size": 1, "threads": 4, "description": "Raspberry Pi 5: batch 1, 4 threads"}}
@@ -127,7 +128,7 @@ def load_model(model: str | Path, runtime: str, precision: str, threads: int):
 
         core = ov.Core()
         compiled = core.compile_model(str(model), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                         "INFERENCE_PRECISION_HINT": "f32",
+                                                         "INFERENCE_PRECISION_HINT": openvino_precision(precision),
                                                          "PERFORMANCE_HINT": "LATENCY"})
         request = compiled.create_infer_request()
         names = tuple(i.get_any_name() for i in compiled.inputs)

@@ -1,6 +1,6 @@
 """`kdstudy export`: one model on one inference route as a deployable folder, and `load_artifact` to use it.
 
-    kdstudy export --model DIR --runtime onnx|openvino --precision int8|fp32 --out DIR [--params F]
+    kdstudy export --model DIR --runtime onnx|openvino --precision fp32|int8|bf16 --out DIR [--params F]
 
 An artifact folder holds:
 - the route's model file(s): `model.onnx` (ONNX Runtime) or `model.xml` + `model.bin` (OpenVINO), built by
@@ -38,7 +38,7 @@ from kdlib.inference.artifact import MANIFEST, Predictor, load_artifact
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 # (runtime, the command's precision) -> the registry's precision.
 PRECISIONS = {("onnxruntime", "fp32"): "fp32", ("onnxruntime", "int8"): "int8",
-              ("openvino", "fp32"): "fp32", ("openvino", "int8"): "int8_static"}
+              ("openvino", "fp32"): "fp32", ("openvino", "bf16"): "bf16", ("openvino", "int8"): "int8_static"}
 DEFAULT_MAX_LENGTH = 128  # without --params; the study's profiles set data.max_length
 # Canonical names of the route's files inside the artifact.
 MODEL_FILES = {".onnx": "model.onnx", ".xml": "model.xml", ".bin": "model.bin"}
@@ -50,7 +50,8 @@ def route_of(runtime: str, precision: str) -> tuple[str, str]:
         raise ValueError(f"unknown runtime {runtime!r} (choose from: {', '.join(RUNTIMES)})")
     key = (RUNTIMES[runtime], precision)
     if key not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r} (choose from: fp32, int8)")
+        choices = sorted(p for r, p in PRECISIONS if r == key[0])
+        raise ValueError(f"unknown precision {precision!r} for {runtime} (choose from: {', '.join(choices)})")
     return key[0], PRECISIONS[key]
 
 

@@ -15,7 +15,7 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "torch": ("fp32", "bf16", "int8"),
     "torch_compile": ("fp32",),
     "onnxruntime": ("fp32", "int8", "int8_static"),
-    "openvino": ("fp32", "int8_static"),
+    "openvino": ("fp32", "bf16", "int8_static"),
 }
 
 
@@ -87,3 +87,12 @@ def int8_format(flags: set[str] | None = None) -> dict[str, Any]:
 
 
 OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+
+
+def openvino_precision(precision: str) -> str:
+    """OpenVINO's inference precision for a route: bf16 for openvino/bf16, and for what int8_static leaves
+    unquantised on a CPU with native bf16; f32 otherwise (the plugin would pick bf16 on AMX CPUs by itself,
+    so the fp32 route says f32)."""
+    if precision == "bf16" or (precision == "int8_static" and machine.bf16_supported()):
+        return "bf16"
+    return "f32"

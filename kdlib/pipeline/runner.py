@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import jupytext
 import nbformat
@@ -26,10 +27,16 @@ import papermill as pm
 from kdlib.core.io import atomic_path, read_json, write_json
 from kdlib.pipeline import steps as manifest
 from kdlib.pipeline.config import StudyParams, load_params
+from kdlib.pipeline.notebook import QUIET_RUN
 from kdlib.pipeline.paths import project_root, step_dir
 from kdlib.pipeline.steps import Step
 
 STAMP = ".step.json"
+# The kernels of `kdstudy run` write no progress bars (tqdm's, datasets', transformers' weight loading), no
+# library load reports and no profiler log lines into the executed notebooks: progress is the runner's own
+# line per step. Opened in JupyterLab, the same notebooks show their bars.
+QUIET_KERNEL = {"TQDM_DISABLE": "1", "HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "TRANSFORMERS_VERBOSITY": "error", "KINETO_LOG_LEVEL": "99", QUIET_RUN: "1"}
 OFF = "off in this profile"  # a step the profile's `steps` leaves out
 
 
@@ -142,15 +149,16 @@ def execute(step: Step, cfg: StudyParams, params_file: Path, root: Path) -> Path
         source_ipynb, tmp_ipynb = tmp.with_suffix(".source.ipynb"), tmp.with_suffix(".ipynb")
         nbformat.write(_notebook_from_text(step.notebook(root)), source_ipynb)
         try:
-            pm.execute_notebook(
-                str(source_ipynb), str(tmp_ipynb),
-                parameters={"params_file": str(params_file.resolve())},
-                cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=True,
-                log_output=False, request_save_on_cell_execute=False,
-                # The kernel's own log is not the notebook's: its transport warning at start and the
-                # KeyboardInterrupt it logs when stopped read as failures. A failing cell still raises here.
-                extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
-            )
+            with mock.patch.dict(os.environ, QUIET_KERNEL):  # read by the kernel papermill starts
+                pm.execute_notebook(
+                    str(source_ipynb), str(tmp_ipynb),
+                    parameters={"params_file": str(params_file.resolve())},
+                    cwd=str(root / "notebooks"), kernel_name="python3", progress_bar=True,
+                    log_output=False, request_save_on_cell_execute=False,
+                    # The kernel's own log is not the notebook's: its transport warning at start and the
+                    # KeyboardInterrupt it logs when stopped read as failures. A failing cell still raises here.
+                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                )
         except BaseException:
             if tmp_ipynb.exists():  # keep the failed run for reading; never mistaken for a finished one
                 os.replace(tmp_ipynb, out / f"{step.stem}.failed.ipynb")

@@ -25,7 +25,9 @@ from kdlib.pipeline.paths import reports_root
 from kdlib.pipeline.steps import STEPS
 from kdlib.report import findings as fnd
 from kdlib.report import manifest as mf
-from kdlib.report.sections import REPORT_STEP, TEACHING, cell, collect_sections, read_item, summary
+from kdlib.report import prose
+from kdlib.report.figures import answer_figure
+from kdlib.report.sections import REPORT_STEP, TEACHING, Figure, cell, collect_sections, number, read_figure, read_item
 
 
 def student_init_figure(n_teacher: int, init: str):
@@ -65,6 +67,26 @@ def _p_cell(t: dict) -> str:
     return cell(t["p"])
 
 
+def _unit(quantity: str) -> tuple[float, str]:
+    """How a finding's quantity is shown: a difference of accuracies in points, a share of the teacher's in %;
+    anything else (ms, ×) as it is."""
+    if "÷" in quantity:
+        return 100.0, " %"
+    if "accuracy" in quantity and "−" in quantity:
+        return 100.0, " points"
+    return 1.0, ""
+
+
+def _scaled(text: str, scale: float, after: str = "") -> str:
+    """`text` with its numbers (those after `after`) multiplied by `scale`."""
+    if scale == 1.0 or text in ("–", ""):
+        return text
+    head, sep, tail = text.partition(after) if after else ("", "", text)
+    if after and not sep:
+        return text
+    return head + sep + re.sub(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", lambda m: f"{scale * float(m.group()):g}", tail)
+
+
 def findings_rows(profile_dir: Path, verdicts_dir: Path, cfg: StudyParams | None = None) -> list[dict]:
     """The findings as text cells: claim (its words), where its numbers come from, quantity, threshold, margin,
     test, n, mean ± std, p, verdict. Verdict CSVs count only while they match `cfg` (findings.finding)."""
@@ -76,10 +98,14 @@ def findings_rows(profile_dir: Path, verdicts_dir: Path, cfg: StudyParams | None
                                 "verdict": f["verdict"]}]
         words = f"“{c.words}” ({c.source})" + (f"; tested as: {c.reading}" if c.reading else "")
         for i, t in enumerate(tests):
-            spread = f"{cell(t['mean'])} ± {cell(t['std'])}" if not math.isnan(t["std"]) else cell(t["mean"])
+            scale, unit = _unit(t["quantity"])
+            mean, std = scale * t["mean"], scale * t["std"]
+            spread = f"{cell(mean)} ± {cell(std)}{unit}" if not math.isnan(std) else f"{cell(mean)}{unit}"
             out.append({"claim": words if i == 0 else "", "source": f["source"] if i == 0 else "",
-                        "quantity": t["quantity"], "threshold": t["threshold"], "margin": t["margin"],
-                        "n": t["n_text"], "mean_std": spread, "test": t["test"], "p": _p_cell(t),
+                        "quantity": t["quantity"] + unit.replace(" ", " in ") if unit else t["quantity"],
+                        "threshold": _scaled(t["threshold"], scale), "margin": t["margin"],
+                        "n": t["n_text"], "mean_std": spread, "test": _scaled(t["test"], scale, after="H1:"),
+                        "p": _p_cell(t),
                         "verdict": t["verdict"], "overall": f["verdict"] if i == 0 else ""})
     return out
 
@@ -103,16 +129,63 @@ def _environment(kind: str):
     return env
 
 
+def _answer_figure(profile_dir: Path) -> dict | None:
+    """Figure 1, drawn from 04's table6.csv into 07_report/figures/answer.png; None before 04 ran."""
+    table6 = profile_dir / "04_compare" / "tables" / "table6.csv"
+    if not table6.exists():
+        return None
+    rec = profile_dir / "04_compare" / "tables" / "recommendation.csv"
+    shipped = tuple(pd.read_csv(rec).iloc[0][["model", "route"]]) if rec.exists() else None
+    fig = answer_figure(pd.read_csv(table6), shipped)
+    save_figure(fig, profile_dir / REPORT_STEP, "answer")
+    plt.close(fig)
+    return read_figure(profile_dir, Figure(REPORT_STEP, "figures/answer.png", "Test accuracy against latency "
+                                           "of every model and route 04 measured; the Pareto front (no row both "
+                                           "faster and more accurate on test) numbered and named below each "
+                                           "panel; the recommended route ringed (it was chosen on validation, "
+                                           "so it need not lie on the test front); from "
+                                           "04_compare/tables/table6.csv", id="figure1"))
+
+
+HEADINGS_AFTER = ("Where the sources disagree with themselves", "Findings over seeds", "Teaching figures",
+                  "Limitations", "Glossary", "Run manifest")
+
+
 def context(cfg: StudyParams, profile_dir: Path, verdicts_dir: Path, data_dir) -> dict:
     off = tuple(s.stem for s in STEPS if not cfg.runs(s.stem))
+    sections = collect_sections(profile_dir, off)
+    for s in sections:
+        s["title"], s["intro"] = prose.readable(s["title"]), prose.readable(s["intro"])
+    teaching = [x for item in TEACHING for x in read_item(profile_dir, item)]
+    figure1 = _answer_figure(profile_dir)
+    refs = number([[figure1] if figure1 else [], *(s["content"] for s in sections), teaching])
+    # the headings, numbered as the PDF numbers them: Methods is 1, then the sections, then the rest
+    headings = ["Methods", *(s["title"] for s in sections), *HEADINGS_AFTER]
+    refs["findings"] = f"section {headings.index('Findings over seeds') + 1}"
+    refs.update({s["key"]: f"section {headings.index(s['title']) + 1}" for s in sections})
+    found = fnd.findings(profile_dir, verdicts_dir, cfg)
+    for s in sections:
+        s["conclusion"] = prose.conclusion(s["key"], profile_dir, found, refs) if not s["not_run"] else ""
+        for item in s["content"]:
+            for key in ("caption", "text"):
+                if key in item:
+                    item[key] = prose.readable(item[key])
+            if "rows" in item:
+                item["rows"] = [[prose.readable(v) for v in row] for row in item["rows"]]
+    disagreements = [{k: prose.readable(v) for k, v in d.items()} for d in fnd.disagreements(profile_dir)]
     return {
         "profile": cfg.profile,
-        "summary": summary(profile_dir, off),
-        "sections": collect_sections(profile_dir, off),
-        "disagreements": fnd.disagreements(profile_dir),
-        "findings": findings_rows(profile_dir, verdicts_dir, cfg),
+        "answer": prose.answer(profile_dir),
+        "key_findings": prose.key_findings(profile_dir, found, refs),
+        "figure1": figure1,
+        "methods": prose.methods(cfg, profile_dir),
+        "sections": sections,
+        "disagreements": disagreements,
+        "findings": [{k: prose.readable(v) for k, v in r.items()} for r in findings_rows(profile_dir, verdicts_dir, cfg)],
         "min_seeds": fnd.MIN_SEEDS, "alpha": fnd.ALPHA,
-        "teaching": [x for item in TEACHING for x in read_item(profile_dir, item)],
+        "teaching": teaching,
+        "limitations": prose.limitations(cfg, profile_dir, refs),
+        "glossary": prose.glossary(),
         "manifest": mf.build(cfg, profile_dir, data_dir, upto=REPORT_STEP),
     }
 

@@ -55,12 +55,16 @@ def confusion(matrix: pd.DataFrame, title: str = "Confusion matrix (test)"):
 
 
 def metric_bars(frame: pd.DataFrame, x: str, y: str, title: str, ylabel: str | None = None,
-                hue: str | None = None, annotate: str = "{:.3f}"):
-    """Bars with their values written on them."""
+                hue: str | None = None, annotate: str = "{:.3f}", errors: str | None = None):
+    """Bars with their values written on them; with `errors` (a column of half-widths, bars without hue),
+    an error bar on each, so that a single run's value is read with its uncertainty."""
     fig, ax = plt.subplots(figsize=(6.5, 3.5))
     sns.barplot(data=frame, x=x, y=y, hue=hue, ax=ax)
     for container in ax.containers:
-        ax.bar_label(container, fmt=annotate.format if "{" in annotate else annotate, fontsize="small", padding=2)
+        ax.bar_label(container, fmt=annotate.format if "{" in annotate else annotate, fontsize="small", padding=2,
+                     label_type="center" if errors is not None else "edge")
+    if errors is not None:  # after the labels: bar_label reads only the bars' containers
+        ax.errorbar(range(len(frame)), frame[y], yerr=frame[errors], fmt="none", ecolor="black", capsize=4)
     ax.set(xlabel="", ylabel=ylabel or y, title=title)
     ax.margins(y=0.15)
     if hue is not None:
@@ -84,7 +88,10 @@ def time_vs_shape(long: pd.DataFrame):
                     facet_kws={"sharey": False}, height=3.2, aspect=1.1, palette="viridis")
     g.set_axis_labels("FFN size", "median latency (ms)")
     g.set_titles("{col_name}")
+    sizes = sorted(long["ffn"].unique())
     for ax in g.axes.flat:
         ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [f"{int(s):,}" for s in sizes])  # the FFN sizes themselves, not powers of two
+        ax.minorticks_off()
         ax.set_ylim(bottom=0)
     return g.figure

@@ -95,7 +95,8 @@ def _sha256(path: Path) -> str:
 def write_rows(cfg: StudyParams, out: Path, claim: str, frame: pd.DataFrame, units: dict) -> Path:
     """`<claim>.csv`, then `<claim>.json` beside it: the sections' fingerprint and values, the units of each
     row (by its seed or repeat), and the CSV's hash (a CSV rewritten without its record no longer matches)."""
-    csv = write_csv(out / f"{claim}.csv", frame)
+    csv = out / f"{claim}.csv"
+    write_csv(csv, frame)
     sections = claim_sections(claim)
     params = cfg.to_dict()
     write_json(out / f"{claim}.json", {

@@ -17,7 +17,8 @@ configuration checks, the benchmark and the tests all read it. For each route:
   call, so the numbers differ only by runtime, not by harness.
 
 Routes:
-- torch/fp32, torch/bf16: eager PyTorch; bf16 is `torch.autocast` (weights stay fp32 on disk).
+- torch/fp32, torch/bf16: eager PyTorch; bf16 casts the weights to bf16 (autocast, which converts them at every
+  call, was slower than bf16 weights at both batch sizes on an AMX CPU).
 - torch/int8: `torch.ao.quantization.quantize_dynamic` on every Linear (int8 weights, activations
   quantised per batch). Kept although it is slow on some CPUs (2x slower than fp32 on an AVX2-only Zen 3):
   the comparison table shows where.
@@ -30,8 +31,11 @@ Routes:
   only) with activation ranges calibrated (MinMax) on real tokenised inputs passed to `prepare`.
 - openvino/fp32: the ONNX export read and compiled by OpenVINO's CPU plugin with an f32 inference
   precision hint (the plugin would otherwise pick bf16 on AMX CPUs).
+- openvino/bf16: the same export computed in bf16 (inference precision hint bf16); refused without native
+  bf16, like torch/bf16.
 - openvino/int8_static: that model quantised by NNCF (`nncf.quantize`, transformer preset) on the
-  calibration inputs; needs the optional `nncf` package (the `openvino` extra).
+  calibration inputs, what it leaves unquantised computed in bf16 where the CPU has native bf16 and in f32
+  elsewhere (`routes.openvino_precision`); needs the optional `nncf` package (the `openvino` extra).
 
 Static routes (`STATIC_PRECISIONS`) need `prepare(..., calibration=[{input_ids: ..., ...}, ...])`: int64
 batches of real tokenised text (random ids give activation ranges that real text never has).

@@ -25,14 +25,14 @@ def openvino_route(model, runtime: str, precision: str, workdir: Path, threads: 
     xml.parent.mkdir(exist_ok=True)
     # compress_to_fp16=False: keep fp32 weights, so the fp32 route is fp32 on disk too.
     ov.save_model(ov_model, str(xml), compress_to_fp16=False)
-    # The f32 hint keeps the layers left in float at fp32 (the plugin would otherwise pick bf16 on AMX CPUs).
-    return openvino_runner(core, xml, runtime, precision, [xml, xml.with_suffix(".bin")], names, outputs, threads)
+    return openvino_runner(core, xml, runtime, precision, [xml, xml.with_suffix(".bin")], names, outputs, threads,
+                           routes.openvino_precision(precision))
 
 
 def openvino_runner(core, model_file: Path, runtime: str, precision: str, files: list[Path], names, outputs,
                     threads: int, inference_precision: str = "f32") -> Runner:
     """A Runner of `model_file` (OpenVINO IR or ONNX) compiled by OpenVINO's CPU plugin, computing in
-    `inference_precision` ("f32"; "bf16" for step 05's encoder on CPUs with native bf16)."""
+    `inference_precision` ("f32" or "bf16": routes.openvino_precision)."""
     import openvino as ov
 
     settings = {**routes.OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": inference_precision, "INFERENCE_NUM_THREADS": threads}

@@ -35,7 +35,7 @@ from kdlib.core.io import read_json
 from kdlib.core.metrics import classification_metrics
 from kdlib.core.models import count_parameters
 from kdlib.core.task import task_data as profile_task_data
-from kdlib.inference import machine
+from kdlib.inference import machine, peak
 from kdlib.inference import runtimes as rt
 from kdlib.inference.runtimes import ROUTES, refusal
 from kdlib.inference.timing import BenchmarkSettings, predict, round_ratios, time_interleaved
@@ -292,7 +292,9 @@ def _time_route(runners: dict, reference, bench, vocab_size: int, baseline: str)
                               f"latency_bs{b}_ms_p95": s["latency_ms_p95"]})
             if ref_name is not None:
                 r = round_ratios(stats[ref_name]["rounds"], s["rounds"])
-                out[name].update({f"speedup_vs_torch_fp32_teacher_bs{b}": r["median"],
+                # the reference's own median in this unit: the milliseconds the speed-up is measured against
+                out[name].update({f"reference_latency_bs{b}_ms_median": stats[ref_name]["latency_ms_median"],
+                                  f"speedup_vs_torch_fp32_teacher_bs{b}": r["median"],
                                   f"speedup_vs_torch_fp32_teacher_bs{b}_p25": r["p25"],
                                   f"speedup_vs_torch_fp32_teacher_bs{b}_p75": r["p75"]})
             if baseline in runners:
@@ -351,8 +353,8 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
     (`speedup_vs_torch_fp32_teacher_bs<b>` with its 25th and 75th percentiles over rounds, and
     `speedup_vs_same_route_teacher_bs<b>`); a refused route gives rows with the reason."""
     collate = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length, return_tensors="pt")
-    sizes = {n: {"params": count_parameters(m)["total"], "params_nonzero": pruning.count_nonzero(m)}
-             for n, m in named_models.items()}
+    sizes = {n: {"params": count_parameters(m)["total"], "params_nonzero": pruning.count_nonzero(m),
+                 "flops_per_sample": peak.model_flops(m, bench.seq_len)} for n, m in named_models.items()}
     rows = []
     for runtime, precision in route_list:
         reason = refusal(runtime, precision)
@@ -400,3 +402,12 @@ def upstream_records(cfg) -> dict:
             "distill": read_json(step_dir(cfg.profile, "02_distill", create=False) / "runs" / "summary.json"),
             "grid": read_json(step_dir(cfg.profile, GRID_STEP, create=False) / "runs" / "summary.json"),
             "grid_metrics": read_json(step_dir(cfg.profile, GRID_STEP, create=False) / "metrics.json")}
+
+
+def measure_peaks(bench, cache_dir: Path) -> pd.DataFrame:
+    """This machine's matrix-product peak per precision at the benchmark's threads (kdlib.inference.peak), a
+    memoised unit keyed by the machine: measured once per CPU and thread count."""
+    threads = bench.threads or torch.get_num_threads()
+    key = memo.unit_key("peak", ("inference.peak",), memo.machine(threads))
+    done = memo.run_unit(Path(cache_dir) / "peak", key, lambda _folder: {"rows": peak.peaks(threads).to_dict("records")})
+    return pd.DataFrame(done["rows"])

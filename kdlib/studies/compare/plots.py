@@ -6,35 +6,62 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib import ticker
 
 from kdlib.studies.compare.tables import BASELINE, pareto_front
 
+# The colours: six kinds of model, a combination coloured by the method it adds to the teacher's.
+KINDS = ("teacher", "quantization", "knowledge distillation", "pruning", "factorization", "weight sharing")
+
+
+def _kind(family: str) -> str:
+    """The kind named in `family` ("KD + pruning + int8" is pruning); knowledge distillation when none is."""
+    return next((k for k in KINDS if k != "knowledge distillation" and k in family), "knowledge distillation")
+
+
+def _short(name: str, width: int = 42) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"
+
 
 def pareto_figure(frame: pd.DataFrame, batch_sizes=(1, 32)):
-    """Accuracy against median latency, one panel per batch size, every measured row; the Pareto front
-    joined and its points numbered, with a key under each panel (names beside the points overlap where the
-    front is dense)."""
+    """Accuracy against median latency, one panel per batch size (stacked, so each is a page wide). The
+    Pareto front (the rows no other row beats on both) is drawn strong, numbered, and named in a key under
+    its panel; every other row is a faint dot. One colour per compression family, from a colour-blind-safe
+    palette; type of at least 8 pt at the figure's size."""
     ok = frame[frame["status"] == "ok"].copy()
     ok["route"] = ok["runtime"] + "/" + ok["precision"]
-    fig, axes = plt.subplots(1, len(batch_sizes), figsize=(6.5 * len(batch_sizes), 6.5), squeeze=False)
-    for ax, b in zip(axes[0], batch_sizes):
+    ok["kind"] = ok["family"].map(_kind)
+    families = [k for k in KINDS if k in set(ok["kind"])]
+    colour = dict(zip(KINDS, sns.color_palette("colorblind", len(KINDS))))
+    fig, axes = plt.subplots(len(batch_sizes), 1, figsize=(7.5, 6.2 * len(batch_sizes)), squeeze=False)
+    for ax, b in zip(axes[:, 0], batch_sizes):
         col = f"latency_bs{b}_ms_median"
-        sns.scatterplot(data=ok, x=col, y="accuracy", hue="family", style="route", s=70, ax=ax)
-        front = ok[pareto_front(ok["accuracy"], ok[col])].sort_values(col)
-        ax.plot(front[col], front["accuracy"], color="black", linewidth=1, linestyle="--", label="Pareto front")
+        on_front = pareto_front(ok["accuracy"], ok[col])
+        rest, front = ok[~on_front], ok[on_front].sort_values(col)
+        ax.scatter(rest[col], 100 * rest["accuracy"], s=22, alpha=0.3, linewidths=0,
+                   color=[colour[f] for f in rest["kind"]])
+        ax.plot(front[col], 100 * front["accuracy"], color="black", linewidth=1.2, zorder=2)
+        ax.scatter(front[col], 100 * front["accuracy"], s=70, edgecolors="black", zorder=3,
+                   color=[colour[f] for f in front["kind"]])
         key = []
         for i, (_, r) in enumerate(front.iterrows(), start=1):
-            ax.annotate(str(i), (r[col], r["accuracy"]), fontsize=8, fontweight="bold",
-                        xytext=(-4, 5), textcoords="offset points", ha="right")
-            key.append(f"{i}: {r['name']} on {r['route']} ({r[col]:.3g} ms, {r['accuracy']:.3f})")
-        ax.set(xscale="log", xlabel=f"median latency at batch {b} (ms, log scale)", ylabel="test accuracy",
-               title=f"Accuracy vs latency, batch {b}")
-        ax.margins(x=0.15)
-        ax.get_legend().remove()
-        ax.text(0.0, -0.14, "Pareto front:\n" + "\n".join(key), transform=ax.transAxes, fontsize=7, va="top")
-    handles, labels = axes[0][-1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 0.95), frameon=False)
-    fig.tight_layout()
+            ax.annotate(str(i), (r[col], 100 * r["accuracy"]), fontsize=10, fontweight="bold",
+                        xytext=(6, -4), textcoords="offset points")
+            key.append(f"{i}. {_short(r['name'])} · {r['route']} · {r[col]:.3g} ms · {r['accuracy']:.1%}")
+        ax.set_xscale("log")
+        plain = ticker.FuncFormatter(lambda v, _: f"{v:g}")  # 20, 30, 40 rather than 2×10¹
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.set_xlabel(f"median latency at batch {b} (ms, log scale)", fontsize=10)
+        ax.set_ylabel("test accuracy (%)", fontsize=10)
+        ax.set_title(f"Accuracy against latency, batch {b}: the Pareto front numbered", fontsize=11)
+        ax.tick_params(labelsize=9)
+        ax.margins(x=0.12)
+        ax.text(0.0, -0.13, "\n".join(key), transform=ax.transAxes, fontsize=8, va="top")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=colour[f], markersize=8, label=f)
+               for f in families]
+    axes[0, 0].legend(handles=handles, fontsize=8, loc="lower right", title="family", title_fontsize=8)
+    fig.tight_layout(h_pad=2 + 1.2 * max(3, len(key)) / 3)
     return fig
 
 

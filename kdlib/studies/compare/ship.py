@@ -13,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.inference.export import PRECISIONS, RUNTIMES
+from kdlib.studies.compare.tables import teacher_row
 
 MARGIN_PP = 1.0  # accuracy points below the teacher's (validation) that the shipped model may lose
 DEPLOY_DIR = "deploy"  # reports/<profile>/deploy/: the artifact 04 writes
 # The registry's route -> the export command's --runtime and --precision.
-EXPORTABLE = {(RUNTIMES[r], PRECISIONS[(RUNTIMES[r], p)]): (r, p) for r in RUNTIMES for p in ("fp32", "int8")}
+EXPORTABLE = {(runtime, route_precision): (name, precision) for name, runtime in RUNTIMES.items()
+              for (r, precision), route_precision in PRECISIONS.items() if r == runtime}
 
 
 def recommend(measured: pd.DataFrame, model_dirs: dict[str, Path], batch: int = 1,
@@ -29,8 +31,7 @@ def recommend(measured: pd.DataFrame, model_dirs: dict[str, Path], batch: int = 
     within `margin_pp` points of the teacher's validation accuracy wins (the teacher's exported fp32 route
     when none is)."""
     ok = measured[(measured["status"] == "ok") & measured["name"].isin(model_dirs)]
-    teacher = measured[(measured["name"] == "teacher") & (measured["runtime"] == "torch")
-                       & (measured["precision"] == "fp32")].iloc[0]
+    teacher = teacher_row(measured)
     exportable = ok[[(r, p) in EXPORTABLE for r, p in zip(ok["runtime"], ok["precision"])]]
     if exportable.empty:
         raise ValueError("no measured row can be exported (onnxruntime or openvino, fp32 or int8): add one of "

@@ -8,16 +8,13 @@ Encoding ~18,000 newsgroup posts dominates step 05's time, so:
 - texts are encoded sorted by length (batches of similar length carry little padding);
 - the route (runtime, precision from kdlib.inference.runtimes) is picked by `probe_routes`: each candidate encodes the
   same few hundred documents, and the fastest one whose embeddings stay within `MIN_COSINE` of torch fp32's
-  is used. The route is part of the cache key, since int8 changes the embeddings a little. One route is
-  built here, not in kdlib.inference.runtimes: openvino/bf16 (`prepare_route`), OpenVINO's CPU plugin computing in
-  bf16 on CPUs with native bf16, about 1.3x torch bf16's speed on MiniLM (min cosine 0.99997);
+  is used. The route is part of the cache key, since int8 changes the embeddings a little;
 - the result is a memoised unit (kdlib.pipeline.memo) keyed by the encoder, the texts, the length and the route:
   a rerun reads it back in a second.
 """
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,14 +27,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModel
 
 from kdlib.core.models import load_tokenizer, resolve_model
-from kdlib.inference import machine, runtimes
+from kdlib.inference import runtimes
 from kdlib.pipeline import memo
 from kdlib.studies.train import source_fingerprint
 
 # A route must give embeddings whose cosine with torch fp32's is at least this on every probed document.
 MIN_COSINE = 0.995
 REFERENCE_ROUTE = ("torch", "fp32")
-OPENVINO_BF16 = ("openvino", "bf16")  # built by prepare_route: kdlib.inference.runtimes keeps OpenVINO at f32
 
 
 class MeanPooledEncoder(nn.Module):
@@ -92,31 +88,6 @@ def token_length_table(texts_by_split: dict[str, list[str]], tokenizer,
     return pd.DataFrame(rows)
 
 
-def route_refusal(runtime: str, precision: str) -> str | None:
-    """Why this machine cannot run an encoding route (None: it can), kdlib.inference.runtimes' reasons plus openvino/bf16's."""
-    if (runtime, precision) == OPENVINO_BF16:
-        if not machine.bf16_supported():
-            return "this CPU has no native bf16"
-        return runtimes.refusal("openvino", "fp32")  # is OpenVINO installed
-    return runtimes.refusal(runtime, precision)
-
-
-def prepare_route(encoder: MeanPooledEncoder, runtime: str, precision: str, threads: int | None = None):
-    """A kdlib.inference.runtimes.Runner for the route, its files in a temporary folder. openvino/bf16 is kdlib.inference.runtimes'
-    OpenVINO route (the same ONNX export and settings) with a bf16 inference precision."""
-    if (runtime, precision) != OPENVINO_BF16:
-        return runtimes.prepare(encoder, runtime, precision, None, threads)
-
-    import openvino as ov
-
-    threads = threads or torch.get_num_threads()
-    tmp = tempfile.TemporaryDirectory(prefix="kd-openvino-bf16-")
-    path, names, outputs = runtimes.shared_export(encoder, Path(tmp.name) / "model.onnx")
-    runner = runtimes.openvino_runner(ov.Core(), path, runtime, precision, [path], names, outputs, threads, "bf16")
-    runner._tmp = tmp  # the folder lives as long as the runner
-    return runner
-
-
 def encode(runner, tokenizer, texts, max_length: int, batch_size: int = 32, progress: bool = True) -> np.ndarray:
     """Embeddings [len(texts), dim] (float32, in the order of `texts`), encoded longest first in batches padded
     to their own longest row."""
@@ -145,10 +116,10 @@ def probe_routes(encoder: MeanPooledEncoder, tokenizer, texts, max_length: int, 
     rows, reference = [], None
     for runtime, precision in [REFERENCE_ROUTE, *[tuple(c) for c in candidates if tuple(c) != REFERENCE_ROUTE]]:
         row = {"runtime": runtime, "precision": precision, "docs_per_second": np.nan, "min_cosine": np.nan,
-               "problem": route_refusal(runtime, precision) or ""}
+               "problem": runtimes.refusal(runtime, precision) or ""}
         if not row["problem"]:
             try:
-                runner = prepare_route(encoder, runtime, precision, threads)  # files in a temporary folder
+                runner = runtimes.prepare(encoder, runtime, precision, None, threads)  # files in a temporary folder
                 emb = encode(runner, tokenizer, texts, max_length, batch_size, progress=False)  # warm-up
                 # the best of `repeats` passes: on a shared machine the slower ones measure the neighbours
                 seconds = []
@@ -210,7 +181,7 @@ def embed_splits(texts_by_split: dict[str, list[str]], encoder_name: str, max_le
         nonlocal encoder
         unit.mkdir(parents=True, exist_ok=True)
         encoder = encoder or load_encoder(encoder_name)
-        runner = prepare_route(encoder, *route)  # an exported model lives in a temporary folder
+        runner = runtimes.prepare(encoder, *route)  # an exported model lives in a temporary folder
         t0 = time.perf_counter()
         emb = encode(runner, tokenizer, all_texts, max_length, batch_size)
         seconds = time.perf_counter() - t0
