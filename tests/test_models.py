@@ -1,6 +1,7 @@
 """Teacher loading, student construction and parameter counts."""
 from __future__ import annotations
 
+import shutil
 import types
 
 import pytest
@@ -294,3 +295,32 @@ def test_save_model_writes_safetensors(tmp_path):
     again = BertForSequenceClassification.from_pretrained(folder)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_a_random_spec_builds_its_architecture_with_the_same_random_weights_each_time(tmp_path, monkeypatch):
+    """"random:<folder>" (and "random:<name>" under $KD_DATA_DIR/bert/): the config's shape, random weights
+    from seed 0, the tokenizer beside them; the same weights on every build, whatever the global RNG."""
+    from transformers import BertTokenizer
+
+    source = tmp_path / "tiny-config"
+    BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+               max_position_embeddings=40).save_pretrained(source)
+    (source / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmno"]))
+    BertTokenizer(str(source / "vocab.txt")).save_pretrained(source)
+    monkeypatch.setattr(models.tempfile, "gettempdir", lambda: str(tmp_path / "temp"))
+    spec = f"random:{source}"
+    assert models.check_model_name(spec, models.STUDENT_MODEL_TYPES) is None
+    assert models.model_config(spec)["num_hidden_layers"] == 2
+    torch.manual_seed(123)
+    first = models.load_classifier(spec, ["a", "b", "c"])
+    shutil.rmtree(models.resolve_model(spec))  # built again from nothing
+    torch.manual_seed(123)
+    again = models.load_classifier(spec, ["a", "b", "c"])
+    assert first.config.num_hidden_layers == 2 and first.config.intermediate_size == 48
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert models.load_tokenizer(spec)("abc")["input_ids"][0] == 2  # [CLS]
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path))
+    (tmp_path / "bert").mkdir()
+    shutil.copytree(source, tmp_path / "bert" / "tiny")
+    assert models.model_config("random:tiny")["intermediate_size"] == 48
+    assert "neither a folder" in models.check_model_name("random:absent")

