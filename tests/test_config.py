@@ -179,14 +179,15 @@ def test_a_teacher_that_cannot_make_students_is_refused(tmp_path, tiny_bert_conf
 
     save_tiny(tmp_path / "distil", DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64))
     folder = (tmp_path / "distil").resolve()
-    refusal = "is a distilbert; students are built from BERT-style teachers only (bert)"
-    for key, change in (("teacher.model", {"teacher": {"model": "distil"}}),
-                        ("edge.teacher", {"edge": {"teacher": "distil"}}),
-                        ("hetero.encoder", {"hetero": {"encoder": "distil"}})):  # 05's transformer student
+    refusal = "is a distilbert; students are built from teachers whose layers are laid out as BERT's"
+    families = "bert, roberta, xlm-roberta, electra"
+    for key, change, kinds in (("teacher.model", {"teacher": {"model": "distil"}}, families),
+                               ("edge.teacher", {"edge": {"teacher": "distil"}}, families),
+                               ("hetero.encoder", {"hetero": {"encoder": "distil"}}, "bert")):  # 05's transformer
         path = write(tmp_path, deep_merge(BASE, change))
         with pytest.raises(ParamsError) as err:
             load_params(path)
-        assert str(err.value) == f"{path}: {key}: '{folder}' {refusal}"
+        assert str(err.value) == f"{path}: {key}: '{folder}' {refusal} ({kinds})"
     # Without 05's transformer student, the encoder only embeds: any model that loads will do.
     cfg = load_params(write(tmp_path, deep_merge(BASE, {"hetero": {"encoder": "distil",
                                                                    "transformer": {"enabled": False}}})))

@@ -17,7 +17,7 @@ import yaml
 from datasets import Dataset
 from transformers import BertForQuestionAnswering, BertForSequenceClassification, DataCollatorWithPadding
 
-from kdlib.core import adaptors, data, distill, losses, models
+from kdlib.core import adaptors, data, distill, losses, models, task
 from kdlib.core.adaptors import MASK_VALUE
 from kdlib.core.heads import BertForTwoHeadClassification, DenseTwoHead, DenseTwoHeadConfig
 from kdlib.inference import timing as evaluate
@@ -50,7 +50,7 @@ def tiny_data(tiny_cfg, tiny_teacher_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_teacher_dir)
     teacher = AutoModelForSequenceClassification.from_pretrained(tiny_teacher_dir).eval()
-    tok = data.tokenize(data.prepare(tiny_cfg.data, tiny_cfg.seed), tokenizer, 32)
+    tok = data.tokenize(task.prepare(tiny_cfg.data, tiny_cfg.seed), tokenizer, 32)
     return teacher, tokenizer, tok
 
 

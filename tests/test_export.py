@@ -136,7 +136,8 @@ def test_accuracy_is_measured_on_the_profile_test_split(data_dir, tiny_teacher_d
     skip_if_refused(runtime, precision)
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from kdlib.core.data import label_names, prepare
+    from kdlib.core.data import label_names
+    from kdlib.core.task import prepare
     from kdlib.pipeline.config import load_params
 
     cfg = load_params("params/smoke.yaml")

@@ -1,11 +1,13 @@
 """Teacher loading, student construction and parameter counts."""
 from __future__ import annotations
 
+import shutil
 import types
 
 import pytest
 import torch
 from transformers import (
+    AutoModelForSequenceClassification,
     BertConfig,
     BertForSequenceClassification,
     DistilBertConfig,
@@ -184,10 +186,10 @@ def hub_cache(tmp_path, monkeypatch):
 
 
 def test_aliases_and_folders_are_found_offline(hub_cache, tmp_path):
-    assert models.check_model_name("minilm", students=True) is None
+    assert models.check_model_name("minilm", models.STUDENT_MODEL_TYPES) is None
     folder = tmp_path / "teacher"
     tiny_bert(layers=1).save_pretrained(folder)
-    assert models.check_model_name(str(folder), students=True) is None
+    assert models.check_model_name(str(folder), models.STUDENT_MODEL_TYPES) is None
     (tmp_path / "empty").mkdir()
     assert models.check_model_name(str(tmp_path / "empty")) == f"the folder {tmp_path / 'empty'} has no config.json"
     assert models.check_model_name("../nowhere") == ("'../nowhere' is not an alias (minilm), not a local folder "
@@ -196,21 +198,61 @@ def test_aliases_and_folders_are_found_offline(hub_cache, tmp_path):
 
 def test_a_hub_id_is_found_in_the_cache_else_refused_while_the_hub_is_off(hub_cache):
     hub_cache("bert-base-uncased", BertConfig())
-    assert models.check_model_name("bert-base-uncased", students=True) is None
+    assert models.check_model_name("bert-base-uncased", models.STUDENT_MODEL_TYPES) is None
     for name in ("beomi/kcbert-base", "minlm"):
         assert models.check_model_name(name) == (
             f"{name!r} is not an alias (minilm), not a local folder and not in the Hugging Face cache, and the hub "
             f"is off (HF_HUB_OFFLINE=1)")
 
 
-def test_only_bert_teachers_can_make_students(hub_cache):
+def test_a_distilbert_teacher_is_refused_with_its_reason(hub_cache):
     hub_cache("distilbert-base-uncased", DistilBertConfig())
     assert models.check_model_name("distilbert-base-uncased") is None  # loadable: an encoder is fine
-    assert models.check_model_name("distilbert-base-uncased", students=True) == (
-        "'distilbert-base-uncased' is a distilbert; students are built from BERT-style teachers only (bert)")
-    with pytest.raises(ValueError, match="BERT students"):  # what the check spares a run from
+    assert models.check_model_name("distilbert-base-uncased", models.STUDENT_MODEL_TYPES) == (
+        "'distilbert-base-uncased' is a distilbert; students are built from teachers whose layers are laid out "
+        "as BERT's (bert, roberta, xlm-roberta, electra)")
+    with pytest.raises(ValueError, match="the teacher is a 'distilbert'"):  # what the check spares a run from
         models.make_student(DistilBertForSequenceClassification(
             DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=2, hidden_dim=64)), 1)
+
+
+def tiny_family(kind: str, layers=4, seed=0):
+    """A tiny random classifier of an encoder family (two labels, pad id 1 as RoBERTa's)."""
+    from transformers import AutoConfig
+
+    extra = {"embedding_size": 16} if kind == "electra" else {}  # ELECTRA's projection from a smaller embedding
+    cfg = AutoConfig.for_model(kind, vocab_size=100, hidden_size=32, num_hidden_layers=layers,
+                               num_attention_heads=2, intermediate_size=64, max_position_embeddings=48,
+                               num_labels=2, pad_token_id=1, **extra)
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(cfg).eval()
+
+
+def test_a_classifier_of_another_task_becomes_a_teacher_with_a_fresh_head(tmp_path):
+    tiny_family("roberta").save_pretrained(tmp_path / "two-labels")  # fine-tuned elsewhere on 2 labels
+    teacher = models.load_classifier(str(tmp_path / "two-labels"), ["a", "b", "c"])
+    assert teacher.config.num_labels == 3 and teacher.config.id2label == {0: "a", 1: "b", 2: "c"}
+    assert teacher(input_ids=torch.randint(3, 100, (1, 5))).logits.shape == (1, 3)
+
+
+@pytest.mark.parametrize("kind", models.STUDENT_MODEL_TYPES)
+def test_every_family_makes_students_that_copy_the_teacher(kind):
+    teacher = tiny_family(kind)
+    assert teacher.config.model_type == kind
+    student = models.make_student(teacher, 2, intermediate_size=16, init="alternate")
+    assert type(student) is type(teacher) and student.config.kd_teacher_layers == [0, 3]
+    sd_t = teacher.state_dict()
+    for name, value in student.state_dict().items():
+        if ".layer." not in name:  # embeddings (and ELECTRA's projection), pooler, head: the teacher's own
+            assert torch.equal(value, sd_t[name]), name
+    s, t = student.base_model.encoder.layer[1], teacher.base_model.encoder.layer[3]
+    assert torch.equal(s.attention.self.query.weight, t.attention.self.query.weight)
+    assert torch.equal(s.intermediate.dense.weight, t.intermediate.dense.weight[:16])
+    # At full depth and width the student is the teacher.
+    x = torch.randint(3, 100, (2, 9))
+    same = models.make_student(teacher, 4).eval()
+    assert torch.equal(same(input_ids=x).logits, teacher(input_ids=x).logits)
+    assert models.count_parameters(student)["total"] < models.count_parameters(teacher)["total"]
 
 
 def test_with_the_hub_on_an_uncached_id_is_asked_for_with_a_timeout(hub_cache, monkeypatch):
@@ -226,7 +268,8 @@ def test_with_the_hub_on_an_uncached_id_is_asked_for_with_a_timeout(hub_cache, m
 
     monkeypatch.setattr(models, "HfApi", FakeApi)
     assert models.check_model_name("org/roberta") is None
-    assert "is a roberta; students are built" in models.check_model_name("org/roberta", students=True)
+    assert models.check_model_name("org/roberta", models.STUDENT_MODEL_TYPES) is None  # a family students are built of
+    assert "is a roberta; students are built" in models.check_model_name("org/roberta", ("bert",))
     assert models.check_model_name("no-such-org/no-such-model-xyz") == (
         "'no-such-org/no-such-model-xyz' is not an alias (minilm), not a local folder and not in the Hugging Face "
         "cache, and the hub lookup failed (ConnectionError: Name or service not known)")
@@ -252,3 +295,32 @@ def test_save_model_writes_safetensors(tmp_path):
     again = BertForSequenceClassification.from_pretrained(folder)
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), again.state_dict().values()))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left behind
+
+
+def test_a_random_spec_builds_its_architecture_with_the_same_random_weights_each_time(tmp_path, monkeypatch):
+    """"random:<folder>" (and "random:<name>" under $KD_DATA_DIR/bert/): the config's shape, random weights
+    from seed 0, the tokenizer beside them; the same weights on every build, whatever the global RNG."""
+    from transformers import BertTokenizer
+
+    source = tmp_path / "tiny-config"
+    BertConfig(vocab_size=20, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+               max_position_embeddings=40).save_pretrained(source)
+    (source / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmno"]))
+    BertTokenizer(str(source / "vocab.txt")).save_pretrained(source)
+    monkeypatch.setattr(models.tempfile, "gettempdir", lambda: str(tmp_path / "temp"))
+    spec = f"random:{source}"
+    assert models.check_model_name(spec, models.STUDENT_MODEL_TYPES) is None
+    assert models.model_config(spec)["num_hidden_layers"] == 2
+    torch.manual_seed(123)
+    first = models.load_classifier(spec, ["a", "b", "c"])
+    shutil.rmtree(models.resolve_model(spec))  # built again from nothing
+    torch.manual_seed(123)
+    again = models.load_classifier(spec, ["a", "b", "c"])
+    assert first.config.num_hidden_layers == 2 and first.config.intermediate_size == 48
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert models.load_tokenizer(spec)("abc")["input_ids"][0] == 2  # [CLS]
+    monkeypatch.setenv("KD_DATA_DIR", str(tmp_path))
+    (tmp_path / "bert").mkdir()
+    shutil.copytree(source, tmp_path / "bert" / "tiny")
+    assert models.model_config("random:tiny")["intermediate_size"] == 48
+    assert "neither a folder" in models.check_model_name("random:absent")

@@ -30,11 +30,31 @@ def own_csv(tmp_path, data_dir) -> Path:
     return path
 
 
+@pytest.fixture
+def tiny_roberta(tmp_path) -> Path:
+    """A random 6-layer RoBERTa (hidden 64) with MiniLM's tokenizer: a teacher of another encoder family."""
+    import torch
+    from transformers import AutoTokenizer, RobertaConfig, RobertaForSequenceClassification
+
+    from kdlib.core.models import resolve_model
+
+    folder = tmp_path / "roberta teacher"
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("minilm"))
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=6, num_attention_heads=2,
+                           intermediate_size=128, max_position_embeddings=514, pad_token_id=tokenizer.pad_token_id)
+    RobertaForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 @pytest.mark.slow
-def test_init_then_run_recommends_and_exports_the_model_to_ship(own_csv, tmp_path, reports_dir, capsys):
+@pytest.mark.parametrize("teacher", ["minilm", "roberta"])
+def test_init_then_run_recommends_and_exports_the_model_to_ship(teacher, own_csv, tmp_path, reports_dir, request):
     params = tmp_path / "params"
+    chosen = ["--teacher", str(request.getfixturevalue("tiny_roberta"))] if teacher == "roberta" else []
     assert main(["init", "--data", str(own_csv), "--text-column", "sentence", "--label-column", "sentiment",
-                 "--name", "mine", "--params-dir", str(params)]) == 0
+                 "--name", "mine", "--params-dir", str(params), *chosen]) == 0
     path = params / "mine.yaml"
     header = path.read_text().split("\n\n")[0]
     assert "Rows: train 240, validation 30, test 30" in header and "max_length" in header
@@ -43,8 +63,10 @@ def test_init_then_run_recommends_and_exports_the_model_to_ship(own_csv, tmp_pat
 
     # a tiny profile: the smoke profile's sizes, fewer students and routes; the data and steps init chose
     smoke = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    model = raw["teacher"]["model"]
     for section in ("teacher", "distill", "grid", "compare", "benchmark"):
         raw[section] = smoke[section]
+    raw["teacher"]["model"] = model
     raw["teacher"]["epochs"] = 1
     raw["grid"]["students"] = [{"layers": 1, "ffn": 1536}, {"layers": 3, "ffn": 96}, {"layers": 3, "ffn": 1536}]
     raw["compare"].update(runtimes=["torch", "onnxruntime"], precisions=["fp32", "int8"], svd_ranks=[64],

@@ -122,7 +122,7 @@ def _classification(df: pd.DataFrame, names: tuple[str, ...],
     return datasets.Dataset.from_dict(data, features=datasets.Features(feats))
 
 
-def _carve(labels: np.ndarray, size: int | float, seed: int = SPLIT_SEED):
+def carve(labels: np.ndarray, size: int | float, seed: int = SPLIT_SEED):
     """Stratified (rest, carved) row positions, each sorted so row order is the file order."""
     rest, carved = train_test_split(np.arange(len(labels)), test_size=size,
                                     stratify=labels, random_state=seed)
@@ -137,8 +137,8 @@ def split_811(labels, seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
     """
     labels = np.asarray(labels)
     n_eval = round(0.1 * len(labels))
-    rest, test = _carve(labels, n_eval, seed)
-    train, val = _carve(labels[rest], n_eval, seed)
+    rest, test = carve(labels, n_eval, seed)
+    train, val = carve(labels[rest], n_eval, seed)
     return {"train": rest[train], "validation": rest[val], "test": test}
 
 
@@ -157,7 +157,7 @@ def _build_sst2(tables: Tables, source: str) -> datasets.DatasetDict:
     # validation split of the same size is carved from train.
     train, test = _frame(tables["train"]), _frame(tables["validation"])
     _check_names(train, SST2_LABELS)
-    rest, val = _carve(train["label"].to_numpy(), len(test))
+    rest, val = carve(train["label"].to_numpy(), len(test))
     return datasets.DatasetDict({
         "train": _classification(train.iloc[rest], SST2_LABELS),
         "validation": _classification(train.iloc[val], SST2_LABELS),
@@ -216,7 +216,7 @@ def _build_newsgroups(tables: Tables, source: str, clean_newsgroups: bool = True
     train, test = train.reset_index(drop=True), test.reset_index(drop=True)
     for df in (train, test):
         df["coarse_label"] = np.asarray(NEWSGROUPS_COARSE_OF)[df["label"].to_numpy()]
-    rest, val = _carve(train["label"].to_numpy(), 0.2)
+    rest, val = carve(train["label"].to_numpy(), 0.2)
     extra = {"coarse_label": NEWSGROUPS_COARSE_LABELS}
     parts = {"train": train.iloc[rest], "validation": train.iloc[val], "test": test}
     return datasets.DatasetDict(
@@ -448,15 +448,6 @@ def token_lengths(dsd: datasets.DatasetDict, tokenizer, column: str = "text") ->
 # a profile's data, ready for a model
 
 
-def prepare(data_params, seed: int) -> datasets.DatasetDict:
-    """The profile's dataset (config.DataParams): loaded, then subset (stratified, seeded) to its sizes;
-    None keeps the whole split."""
-    dsd = load(data_params.dataset)
-    sizes = {"train": data_params.train_size, "validation": data_params.validation_size,
-             "test": data_params.test_size}
-    return stratified_subset(dsd, sizes, seed=seed)
-
-
 def tokenize(dsd: datasets.DatasetDict, tokenizer, max_length: int) -> datasets.DatasetDict:
     """Token ids (truncated to max_length, not padded: batches are padded to their longest row) and label."""
 
@@ -469,10 +460,3 @@ def tokenize(dsd: datasets.DatasetDict, tokenizer, max_length: int) -> datasets.
 
 def label_names(dsd: datasets.DatasetDict) -> list[str]:
     return list(dsd["train"].features["label"].names)
-
-
-def task_data(cfg, tokenizer):
-    """The profile's task data (`cfg`: the study's parameters): the subset (prepare), its label names, and its
-    tokenised splits."""
-    dsd = prepare(cfg.data, cfg.seed)
-    return dsd, label_names(dsd), tokenize(dsd, tokenizer, cfg.data.max_length)

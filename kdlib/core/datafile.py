@@ -27,9 +27,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from kdlib.core.data import SPLIT_SEED, split_811
+from kdlib.core.data import carve, split_811
 
 SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 SPLIT_NAMES = {"train": "train", "validation": "validation", "dev": "validation", "valid": "validation",
@@ -165,11 +164,6 @@ def _check_classes(names: list[str], labels: pd.Series, where: str, min_rows: in
                             f"{min_rows} here (add rows, merge the class, or give the splits as files)")
 
 
-def _carve(labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    rest, carved = train_test_split(np.arange(len(labels)), test_size=size, stratify=labels, random_state=SPLIT_SEED)
-    return np.sort(rest), np.sort(carved)
-
-
 def _splits(frames: dict[str, pd.DataFrame], where: str) -> dict[str, pd.DataFrame]:
     """train/validation/test frames from the splits given (see the module's docstring)."""
     if set(frames) == {"all"}:
@@ -185,7 +179,7 @@ def _splits(frames: dict[str, pd.DataFrame], where: str) -> dict[str, pd.DataFra
         _check_classes(class_names(train["label"]), train["label"], f"{where} (train)", 1 + 2 * len(missing))
     for split in missing:
         train = out["train"]
-        rest, carved = _carve(train["label"].to_numpy(), max(len(class_names(train["label"])),
+        rest, carved = carve(train["label"].to_numpy(), max(len(class_names(train["label"])),
                                                             round(len(train) / 9)))
         out["train"], out[split] = train.iloc[rest].reset_index(drop=True), train.iloc[carved].reset_index(drop=True)
     return {s: out[s] for s in ("train", "validation", "test")}

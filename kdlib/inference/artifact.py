@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from tokenizers import Tokenizer
 
-from kdlib.inference.routes import OPENVINO_CONFIG, openvino_precision
+from kdlib.inference.routes import openvino_config
 
 MANIFEST = "manifest.json"
 
@@ -77,8 +77,7 @@ def load_artifact(folder: str | Path, threads: int | None = None) -> Predictor:
     else:
         import openvino as ov
 
-        config = {**OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": openvino_precision(manifest["route"]["precision"]),
-                  **({"INFERENCE_NUM_THREADS": threads} if threads else {})}
+        config = openvino_config(manifest["route"]["precision"], threads)
         compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
         request, port = compiled.create_infer_request(), compiled.output(logits_name)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from kdlib.core import squad as qa
 from kdlib.inference import machine
-from kdlib.inference.routes import openvino_precision
+from kdlib.inference.routes import onnxruntime_options, openvino_config
 
 # Benchmark profiles: batch 1 and the thread count of the target (capped at this machine's cores).
 PROFILES = {"pi5": {"batch_size": 1, "threads": 4, "description": "Raspberry Pi 5: batch 1, 4 threads"}}
@@ -109,12 +109,7 @@ def load_model(model: str | Path, runtime: str, precision: str, threads: int):
     if runtime == "onnxruntime":
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Its threads would spin on after each call, taking the cores from a --baseline model timed next.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(model), onnxruntime_options(threads), providers=["CPUExecutionProvider"])
         names = tuple(i.name for i in session.get_inputs())
         outputs = [o.name for o in session.get_outputs()]
 
@@ -127,9 +122,7 @@ def load_model(model: str | Path, runtime: str, precision: str, threads: int):
         import openvino as ov
 
         core = ov.Core()
-        compiled = core.compile_model(str(model), "CPU", {"INFERENCE_NUM_THREADS": threads,
-                                                         "INFERENCE_PRECISION_HINT": openvino_precision(precision),
-                                                         "PERFORMANCE_HINT": "LATENCY"})
+        compiled = core.compile_model(str(model), "CPU", openvino_config(precision, threads))
         request = compiled.create_infer_request()
         names = tuple(i.get_any_name() for i in compiled.inputs)
 

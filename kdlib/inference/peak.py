@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from kdlib.inference import machine
+from kdlib.inference import machine, routes
 from kdlib.inference.runtimes import example_inputs
 
 SIZE = 1024  # a 1024³ product: compute-bound, ~2 GFLOP, a few ms to a few hundred ms
@@ -38,10 +38,8 @@ def _int8_product(n: int, threads: int):
          helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
         [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model.SerializeToString(), routes.onnxruntime_options(threads),
+                                   providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
     feeds = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8), "b": rng.integers(-128, 127, (n, n), dtype=np.int8)}
     return lambda: session.run(None, feeds)

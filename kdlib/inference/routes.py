@@ -86,9 +86,6 @@ def int8_format(flags: set[str] | None = None) -> dict[str, Any]:
     return {"activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": not vnni}
 
 
-OPENVINO_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-
-
 def openvino_precision(precision: str) -> str:
     """OpenVINO's inference precision for a route: bf16 for openvino/bf16, and for what int8_static leaves
     unquantised on a CPU with native bf16; f32 otherwise (the plugin would pick bf16 on AMX CPUs by itself,
@@ -96,3 +93,25 @@ def openvino_precision(precision: str) -> str:
     if precision == "bf16" or (precision == "int8_static" and machine.bf16_supported()):
         return "bf16"
     return "f32"
+
+
+def onnxruntime_options(threads: int):
+    """ONNX Runtime session options for a timed session: `threads` intra-op threads, one inter-op thread (the
+    graph is a chain: no parallel branches to feed), every graph optimisation, and no spinning. A spinning
+    session's threads spin on after each call and take the cores from the model timed next in the same round:
+    the PyTorch teacher timed in turn with one ran far slower than alone, which inflated every ONNX Runtime
+    speed-up over it (a spinning session is faster alone; see docs/conventions.md)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def openvino_config(precision: str, threads: int | None = None) -> dict:
+    """OpenVINO CPU compile settings for a route's precision: latency mode, the inference precision of
+    `openvino_precision`, and `threads` where given (every place that compiles a model uses these)."""
+    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": openvino_precision(precision),
+            **({"INFERENCE_NUM_THREADS": threads} if threads else {})}

@@ -528,27 +528,31 @@ def _model_fields(obj, where: str = ""):
 
 def _local(value: str, folder: Path) -> str:
     """The path rule: `value` names a local folder when <folder>/<value> is one (returned absolute), else it
-    is an alias or a hub id (returned as it is)."""
+    is an alias or a hub id (returned as it is). A "random:<folder>" spec follows the same rule."""
+    if models.is_random(value):
+        return models.RANDOM_PREFIX + _local(value[len(models.RANDOM_PREFIX):], folder)
     path = folder / value
     return str(path.resolve()) if path.is_dir() else value
 
 
-def _student_sources(p: StudyParams) -> set[str]:
-    """The model keys that make_student shrinks, or (05's transformer) that a BERT class loads."""
-    return {"teacher.model", "edge.teacher"} | ({"hetero.encoder"} if p.hetero.transformer.enabled else set())
+def _model_kinds(p: StudyParams) -> dict[str, tuple[str, ...]]:
+    """The model types a model key accepts: those make_student shrinks for a teacher, BERT alone for 05's
+    transformer student (a BERT class loads it); keys not here take any model that loads."""
+    kinds = {"teacher.model": models.STUDENT_MODEL_TYPES, "edge.teacher": models.STUDENT_MODEL_TYPES}
+    return kinds | ({"hetero.encoder": ("bert",)} if p.hetero.transformer.enabled else {})
 
 
 def _check_models(p: StudyParams, folder: Path, look_up: bool) -> None:
     """Apply the path rule to every model key; with `look_up`, refuse a model that cannot be found (folder,
     Hugging Face cache, or hub) or that cannot make the students its steps build."""
-    students = _student_sources(p)
-    problems: dict[tuple[str, bool], str | None] = {}  # one look-up per model, though several keys name it
+    kinds = _model_kinds(p)
+    problems: dict[tuple[str, tuple[str, ...]], str | None] = {}  # one look-up per model, though several keys name it
     for key, owner, attr in _model_fields(p):
         value = _local(getattr(owner, attr), folder)
         setattr(owner, attr, value)
         if not look_up:
             continue
-        need = (value, key in students)
+        need = (value, kinds.get(key, ()))
         if need not in problems:
             problems[need] = models.check_model_name(*need)
         if problems[need]:

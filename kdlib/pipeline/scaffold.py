@@ -104,7 +104,7 @@ def init_profile(data: str | Path, text_column: str, label_column: str, teacher:
         raise ParamsError(f"{out}: exists already (choose another --name, or --force to replace it)")
     teacher_dir = Path(teacher).expanduser()
     teacher = str(teacher_dir.resolve()) if teacher_dir.is_dir() else teacher
-    problem = models.check_model_name(teacher, students=True)
+    problem = models.check_model_name(teacher, models.STUDENT_MODEL_TYPES)
     if problem:
         raise ParamsError(f"--teacher: {problem}")
     config = models.model_config(teacher)

@@ -79,7 +79,6 @@ import torch
 
 from kdlib.inference.routes import (  # noqa: F401
     INPUT_NAMES,
-    OPENVINO_CONFIG,
     PRECISIONS,
     REQUIRED_PACKAGES,
     ROUTE_PACKAGES,

@@ -158,15 +158,7 @@ def onnxruntime_route(model, runtime: str, precision: str, workdir: Path, thread
     path, names, outputs = shared_export(model, workdir / "model.onnx")
     if precision != "fp32":
         path = quantize_onnx(model, path, workdir, precision, names, calibration)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1  # the graph is a chain: no parallel branches to feed
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Its threads would spin on after each call and take the cores from the model timed next in the same
-    # round: the PyTorch teacher timed in turn with a spinning session ran far slower than alone, which
-    # inflated every ONNX Runtime speed-up over it (a spinning session is faster alone; see docs/conventions.md).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), routes.onnxruntime_options(threads), providers=["CPUExecutionProvider"])
 
     def run(inputs):
         return dict(zip(outputs, session.run(list(outputs), inputs)))

@@ -25,18 +25,16 @@ def openvino_route(model, runtime: str, precision: str, workdir: Path, threads: 
     xml.parent.mkdir(exist_ok=True)
     # compress_to_fp16=False: keep fp32 weights, so the fp32 route is fp32 on disk too.
     ov.save_model(ov_model, str(xml), compress_to_fp16=False)
-    return openvino_runner(core, xml, runtime, precision, [xml, xml.with_suffix(".bin")], names, outputs, threads,
-                           routes.openvino_precision(precision))
+    return openvino_runner(core, xml, runtime, precision, [xml, xml.with_suffix(".bin")], names, outputs, threads)
 
 
 def openvino_runner(core, model_file: Path, runtime: str, precision: str, files: list[Path], names, outputs,
-                    threads: int, inference_precision: str = "f32") -> Runner:
+                    threads: int) -> Runner:
     """A Runner of `model_file` (OpenVINO IR or ONNX) compiled by OpenVINO's CPU plugin, computing in
-    `inference_precision` ("f32" or "bf16": routes.openvino_precision)."""
+    the precision routes.openvino_config gives the route (f32, or bf16 where the route asks for it)."""
     import openvino as ov
 
-    settings = {**routes.OPENVINO_CONFIG, "INFERENCE_PRECISION_HINT": inference_precision, "INFERENCE_NUM_THREADS": threads}
-    compiled = core.compile_model(str(model_file), "CPU", settings)
+    compiled = core.compile_model(str(model_file), "CPU", routes.openvino_config(precision, threads))
     request = compiled.create_infer_request()
     ports = [compiled.output(name) for name in outputs]
 
