@@ -21,7 +21,7 @@ import torch
 from huggingface_hub import HfApi, try_to_load_from_cache
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 from torch import nn
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging
 
 from kdlib.core.io import atomic_folder
@@ -65,8 +65,6 @@ def random_source(name: str) -> Path:
 def _random_model(name: str) -> str:
     """A saved masked-LM model of the spec's architecture with random weights drawn from seed 0, and its
     tokenizer, built once in the system's temporary folder (any head class loads its encoder from it)."""
-    from transformers import AutoConfig, AutoModelForMaskedLM
-
     source = random_source(name)
     digest = hashlib.sha256(b"".join(f.read_bytes() for f in sorted(source.iterdir()) if f.is_file())).hexdigest()
     folder = Path(tempfile.gettempdir()) / "kdlib-random-models" / f"{source.name}-{digest[:16]}"
