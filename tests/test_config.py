@@ -14,7 +14,7 @@ from kdlib.pipeline.config import ParamsError, deep_merge, load_params
 REPO = Path(__file__).resolve().parents[1]
 # Profiles whose models are all local (the minilm alias) load as `kdstudy check` loads them. `full` names hub
 # models: its schema is validated with the look-up skipped (check_models=False), and offline it is refused.
-OFFLINE_PROFILES = ("smoke", "quick", "korean")
+OFFLINE_PROFILES = ("smoke", "quick", "korean", "full-shapes")
 
 
 @pytest.fixture
@@ -26,8 +26,8 @@ def hub_off(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
-@pytest.mark.parametrize("profile", ["smoke", "quick", "full", "korean"])
-def test_shipped_profiles_validate(profile, hub_off):
+@pytest.mark.parametrize("profile", ["smoke", "quick", "full", "korean", "full-shapes"])
+def test_shipped_profiles_validate(profile, hub_off, data_dir):
     cfg = load_params(REPO / "params" / f"{profile}.yaml", check_models=profile in OFFLINE_PROFILES)
     assert cfg.profile == profile
     assert len(cfg.fingerprint()) == 16
@@ -42,6 +42,59 @@ def test_full_is_refused_offline_at_once(hub_off):
     assert str(err.value).startswith(f"{path}: teacher.model: 'bert-base-uncased' is not an alias (minilm), not a "
                                      f"local folder and not in the Hugging Face cache, and the hub is off "
                                      f"(HF_HUB_OFFLINE=1)")
+
+
+# What makes full-shapes small and offline: its sizes, epochs, seeds and repeats, and random weights in place of
+# the hub's models. Every other key (the architecture, the grid, the routes, the losses) is full's.
+SMALL_AND_OFFLINE = {
+    "profile", "data.train_size", "data.validation_size", "data.test_size",
+    "teacher.model", "teacher.epochs", "distill.epochs", "grid.epochs", "grid.general_distill.epochs",
+    "grid.general_distill.max_texts", "compare.recovery_epochs", "compare.calibration_size",
+    "hetero.encoder", "hetero.train_size", "hetero.validation_size", "hetero.test_size", "hetero.curve_epochs",
+    "hetero.seeds", "hetero.epochs", "hetero.patience", "hetero.transformer.train_size",
+    "hetero.transformer.test_size", "hetero.transformer.seeds", "hetero.transformer.epochs",
+    "edge.teacher", "edge.train_size", "edge.eval_size", "edge.epochs", "edge.select_size",
+    "benchmark.warmup", "benchmark.repeats", "verdicts.seeds",
+}
+
+
+def _flat(d: dict, where: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        name = f"{where}.{key}" if where else key
+        out.update(_flat(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def test_full_shapes_is_full_made_small_and_offline(hub_off, data_dir):
+    full = _flat(load_params(REPO / "params" / "full.yaml", check_models=False).to_dict())
+    shapes_cfg = load_params(REPO / "params" / "full-shapes.yaml")  # its models are found offline
+    shapes = _flat(shapes_cfg.to_dict())
+    different = {k for k in full.keys() | shapes.keys() if full.get(k) != shapes.get(k)}
+    assert different <= SMALL_AND_OFFLINE, sorted(different - SMALL_AND_OFFLINE)
+    assert {"teacher.model", "hetero.encoder", "edge.teacher", "data.train_size"} <= different
+    for key in ("teacher.model", "hetero.encoder", "edge.teacher"):
+        assert shapes[key] == "random:bert-base-uncased" and full[key] == "bert-base-uncased"
+    assert {(s.layers, s.ffn) for s in shapes_cfg.grid.students} == {(l, f) for l in (1, 3, 6) for f in (192, 768, 3072)}
+
+
+def test_full_passes_the_check_where_the_hugging_face_cache_holds_its_models(tmp_path, monkeypatch, data_dir):
+    """Offline with bert-base-uncased in the Hugging Face cache (a GPU machine that downloaded it once),
+    `kdstudy check --params params/full.yaml` passes: the cache here holds the config the project ships."""
+    import shutil
+
+    import huggingface_hub
+
+    root = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = root / "models--bert-base-uncased" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (root / "models--bert-base-uncased" / "refs").mkdir()
+    (root / "models--bert-base-uncased" / "refs" / "main").write_text("abc123")
+    shutil.copy(data_dir / "bert" / "bert-base-uncased" / "config.json", snapshot)
+    cfg = load_params(REPO / "params" / "full.yaml")
+    assert cfg.teacher.model == "bert-base-uncased" and cfg.edge.teacher == "bert-base-uncased"
 
 
 def test_quick_profile_is_the_offline_default():
