@@ -9,7 +9,7 @@ BIN      = $(VENV)/bin
 KD_DATA_DIR ?= $(wildcard $(abspath ..)/shared/data)
 export KD_DATA_DIR
 
-.PHONY: study test test-fast test-browser venv lab status clean
+.PHONY: study test test-fast test-browser test-full-shapes venv lab status clean
 
 study: $(VENV)/.installed  ## run every notebook of a profile (default: the offline quick profile)
 	$(BIN)/kdstudy run --params $(PARAMS)
@@ -23,6 +23,10 @@ test-fast: $(VENV)/.installed  ## unit tests only (skips the slow training and n
 # JupyterLab in headless Chromium: needs Debian's packages (sudo apt-get install chromium chromium-driver).
 test-browser: $(VENV)/.installed  ## open 02 in JupyterLab in a real browser, run its sandbox cell, save
 	$(BIN)/python -m pytest -q -m browser tests/test_browser.py
+
+# The full profile at the papers' shapes (BERT-base, random weights), offline: longer than CI allows.
+test-full-shapes: $(VENV)/.installed  ## every notebook of params/full-shapes.yaml, end to end
+	$(BIN)/python -m pytest -q -m full_shapes tests/test_full_shapes.py
 
 venv: $(VENV)/.installed
 

@@ -341,6 +341,21 @@ class StudyParams:
         """Whether the profile runs step `stem` (all steps unless `steps` names some)."""
         return self.steps is None or stem in self.steps
 
+    def random_models(self) -> dict[str, str]:
+        """The model keys that name random weights ("random:<config>"), with their values: a profile for shape
+        and speed only, whose accuracies mean nothing."""
+        return {key: getattr(owner, attr) for key, owner, attr in _model_fields(self)
+                if models.is_random(getattr(owner, attr))}
+
+    def random_warning(self) -> str | None:
+        """One line saying that this profile's accuracies are meaningless, or None when its models are trained."""
+        found = self.random_models()
+        if not found:
+            return None
+        named = ", ".join(f"{k} = {v}" for k, v in found.items())
+        return (f"Random weights ({named}): every accuracy, F1 and agreement of this profile is meaningless. "
+                f"Its shapes, parameter counts and times are real.")
+
     def fingerprint(self, sections: typing.Iterable[str] | None = None) -> str:
         """A short content hash of the parameters (all, or only the named top-level sections)."""
         d = self.to_dict()

