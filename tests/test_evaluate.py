@@ -193,6 +193,25 @@ def test_time_runner_stops_after_max_seconds_but_not_before_five_calls():
         ev.BenchmarkSettings(max_seconds=0)
 
 
+def test_the_median_interval_is_the_order_statistics_around_the_middle():
+    samples = list(range(1, 101))  # 100 values: n/2 -+ 1.96*sqrt(n)/2 = 50 -+ 9.8 -> 0-based 40 and 60
+    assert ev.median_interval(samples) == (41.0, 61.0)
+    assert ev.median_interval([3.0] * 5) == (3.0, 3.0) and ev.median_spread_pct([3.0] * 5) == 0.0
+    assert ev.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (1.0, 5.0)  # five calls: min to max
+
+
+def test_timing_stops_once_every_median_is_within_the_tolerance():
+    steady = ev.BenchmarkSettings(batch_size=2, seq_len=8, warmup=0, repeats=200, tolerance=0.5)
+    result = ev.time_runner(CountingRunner(), steady, vocab_size=100)  # 1 ms sleeps: settled at once
+    assert result["timed_calls"] == ev.MIN_REPEATS and result["median_ci95_pct"] <= 50
+    rounds = ev.time_interleaved({"a": CountingRunner(), "b": CountingRunner()}, steady, vocab_size=100)
+    assert {r["timed_calls"] for r in rounds.values()} == {ev.MIN_REPEATS}
+    everything = ev.BenchmarkSettings(batch_size=2, seq_len=8, warmup=0, repeats=9, tolerance=None)
+    assert ev.time_runner(CountingRunner(), everything, vocab_size=100)["timed_calls"] == 9
+    with pytest.raises(ValueError, match="tolerance"):
+        ev.BenchmarkSettings(tolerance=1.5)
+
+
 def test_time_runner_restores_threads_on_error():
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError, match="broken"):

@@ -90,6 +90,9 @@ class BenchmarkSettings:
     # Stop early once the timed calls add up to this many seconds (after at least MIN_REPEATS): a large
     # batch's calls are long and steady, and 30 of them would cost a minute on a slow route.
     max_seconds: float | None = None
+    # Stop early once the 95% confidence interval of every median lies within +-tolerance of it (after at least
+    # MIN_REPEATS): no more repeats than the spread needs. None: every repeat.
+    tolerance: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "seq_len", "repeats"):
@@ -101,6 +104,28 @@ class BenchmarkSettings:
             raise ValueError(f"threads must be > 0 or None, got {self.threads}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.tolerance is not None and not 0 < self.tolerance < 1:
+            raise ValueError(f"tolerance must be in (0, 1) or None, got {self.tolerance}")
+
+
+def median_interval(samples: Sequence[float], z: float = 1.96) -> tuple[float, float]:
+    """The distribution-free confidence interval of the median (95% at z = 1.96): the order statistics
+    n/2 -+ z*sqrt(n)/2 of the sorted samples (a latency's distribution is skewed, so no normal interval)."""
+    s = np.sort(np.asarray(samples, dtype=float))
+    n, half = len(s), z * math.sqrt(len(s)) / 2
+    return float(s[max(math.floor(n / 2 - half), 0)]), float(s[min(math.ceil(n / 2 + half), n - 1)])
+
+
+def median_spread_pct(samples: Sequence[float]) -> float:
+    """How far the median's 95% interval reaches from the median, in % of it (the larger side)."""
+    median = float(np.median(samples))
+    lo, hi = median_interval(samples)
+    return 100 * max(median - lo, hi - median) / median
+
+
+def _settled(samples: Sequence[float], settings: BenchmarkSettings) -> bool:
+    return (settings.tolerance is not None and len(samples) >= MIN_REPEATS
+            and median_spread_pct(samples) <= 100 * settings.tolerance)
 
 
 @contextlib.contextmanager
@@ -147,6 +172,8 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
             timings.append(time.perf_counter() - start)
             if settings.max_seconds and len(timings) >= MIN_REPEATS and sum(timings) >= settings.max_seconds:
                 break
+            if _settled(timings, settings):
+                break
     timings_ms = np.asarray(timings) * 1e3
     median_ms = float(np.median(timings_ms))
     return {
@@ -156,6 +183,7 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
         "latency_ms_median": median_ms,
         "latency_ms_p95": float(np.percentile(timings_ms, 95, method="linear")),
         "latency_ms_mean": float(timings_ms.mean()),
+        "median_ci95_pct": median_spread_pct(timings_ms),
         "throughput_per_s": settings.batch_size / (median_ms / 1e3),
     }
 
@@ -168,7 +196,7 @@ def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: Benchm
 
     Returns, per name, what `time_runner` returns plus `rounds`: the seconds of each of its timed calls.
     `max_seconds` (each runner's budget) stops after a round once the rounds add up to it times the number
-    of runners (after MIN_REPEATS rounds).
+    of runners (after MIN_REPEATS rounds); `tolerance` stops after the round that settles every median.
     """
     names = list(runners)
     inputs = {n: rt.random_batch(settings.batch_size, settings.seq_len, vocab_size,
@@ -189,14 +217,16 @@ def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: Benchm
             # max_seconds is each runner's budget, as when it is timed alone
             if settings.max_seconds and r + 1 >= MIN_REPEATS and spent >= settings.max_seconds * len(names):
                 break
+            if all(_settled(rounds[n], settings) for n in names):
+                break
     out = {}
     for n in names:
         ms = np.asarray(rounds[n]) * 1e3
         median_ms = float(np.median(ms))
         out[n] = {**asdict(settings), "timed_calls": len(ms), "threads": getattr(runners[n], "threads", None) or threads,
                   "latency_ms_median": median_ms, "latency_ms_p95": float(np.percentile(ms, 95, method="linear")),
-                  "latency_ms_mean": float(ms.mean()), "throughput_per_s": settings.batch_size / (median_ms / 1e3),
-                  "rounds": rounds[n]}
+                  "latency_ms_mean": float(ms.mean()), "median_ci95_pct": median_spread_pct(ms),
+                  "throughput_per_s": settings.batch_size / (median_ms / 1e3), "rounds": rounds[n]}
     return out
 
 

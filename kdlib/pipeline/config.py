@@ -280,6 +280,9 @@ class BenchmarkParams:
     repeats: int = field(default=10, metadata=_range(1, 100000))
     # Step 04 stops timing a route once its timed calls add up to this (after 5 calls); None: all repeats.
     max_seconds: float | None = field(default=None, metadata=_range(0.01, 3600))
+    # Every timing stops once the 95% confidence interval of each median it takes is within +-tolerance of it
+    # (after 5 calls): no more repeats than the spread needs. None: all repeats.
+    tolerance: float | None = field(default=0.03, metadata=_range(0.001, 0.5))
 
 
 @dataclass

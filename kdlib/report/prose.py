@@ -288,6 +288,9 @@ def methods(cfg, root: Path) -> list[tuple[str, str]]:
         ("Timing", f"Random token batches of {b.seq_len} tokens at batch sizes {', '.join(map(str, b.batch_sizes))}; "
                    f"{b.warmup} untimed calls, then up to {b.repeats} timed rounds"
                    + (f" (stopped after {b.max_seconds:g} s of calls, never before 5)" if b.max_seconds else "")
+                   + (f", stopped once the 95% confidence interval of every median was within ±{100 * b.tolerance:g}% "
+                      f"of it (order statistics; each row's median_ci95_pct says how close it came)"
+                      if b.tolerance else "")
                    + ". Within a round every model of a route is called "
                    "once beside the teacher on PyTorch fp32, in an order reversed every other round; a speed-up is "
                    "the median of the per-round ratios, so both timings share the machine's state. ONNX Runtime's "

@@ -102,7 +102,7 @@ def benchmark_models(named_models: dict, bench, baseline: str | None = None, cac
                 params = {"models": {name: model_fingerprint(m)[:16] for name, m in named_models.items()},
                           "baseline": baseline, "runtime": runtime, "precision": precision,
                           "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len, "threads": bench.threads,
-                          "warmup": bench.warmup, "repeats": bench.repeats}
+                          "warmup": bench.warmup, "repeats": bench.repeats, "tolerance": bench.tolerance}
                 key = memo.unit_key("benchmark", ("inference.timing", "inference.runtimes", _route_rows), params,
                                     memo.machine(bench.threads))
                 unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params,
@@ -115,7 +115,7 @@ def _route_rows(benches: dict, baseline: str | None, runtime: str, precision: st
     """One route at one batch size: every model's row, timed in turn with the others and with the baseline's
     PyTorch fp32 runner; the speed-ups are ratios over the rounds of that one timing."""
     settings = BenchmarkSettings(batch_size=batch_size, seq_len=bench.seq_len, threads=bench.threads,
-                                 warmup=bench.warmup, repeats=bench.repeats)
+                                 warmup=bench.warmup, repeats=bench.repeats, tolerance=bench.tolerance)
     rows, runners = {}, {}
     for name, b in benches.items():
         row, runner = b.prepare_row(settings, runtime, precision)

@@ -143,7 +143,7 @@ def half_depth(cfg: StudyParams, seed: int, out: Path) -> dict:
 def _bench_settings(cfg: StudyParams):
     b = cfg.benchmark
     return BenchmarkSettings(batch_size=max(b.batch_sizes), seq_len=b.seq_len, threads=b.threads, warmup=b.warmup,
-                             repeats=b.repeats)
+                             repeats=b.repeats, tolerance=b.tolerance)
 
 
 def _timed(out: Path, name: str, tag: tuple[str, int], named_models: dict, settings: dict, measure,

@@ -284,7 +284,8 @@ def _time_route(runners: dict, reference, bench, vocab_size: int, baseline: str)
     out = {name: {} for name in runners}
     threads = bench.threads or torch.get_num_threads()
     for b in bench.batch_sizes:
-        settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds)
+        settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds,
+                                     bench.tolerance)
         stats = time_interleaved(timed, settings, vocab_size)
         for name in runners:
             s = stats[name]
@@ -365,7 +366,7 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
         params = {"models": {n: model_fingerprint(m)[:16] for n, m in named_models.items()}, "runtime": runtime,
                   "precision": precision, "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len,
                   "threads": bench.threads, "warmup": bench.warmup, "repeats": bench.repeats,
-                  "max_seconds": bench.max_seconds,
+                  "max_seconds": bench.max_seconds, "tolerance": bench.tolerance,
                   "test": dataset_fingerprint(test_ds)[:16], "max_length": max_length,
                   "validation": None if validation_ds is None else dataset_fingerprint(validation_ds)[:16],
                   "calibration": None if calibration is None else len(calibration), "baseline": baseline}
