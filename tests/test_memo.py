@@ -129,3 +129,20 @@ def test_a_unit_recorded_by_another_step_is_adopted_not_redone(tmp_path):
     done = memo.run_unit(tmp_path / "03" / "s", "k", build, files=["weights.txt"])
     assert build.calls == 1 and done["reused"] is True and (tmp_path / "03" / "s" / "weights.txt").exists()
     assert memo.adopt(tmp_path / "03" / "s", "k", [tmp_path / "02" / "kd"]) is None  # already there
+
+
+def test_a_verdict_seed_copies_the_run_a_step_holds_under_its_key(tmp_path):
+    """A verdict's seed that is the profile's own seed: the run 02 recorded under the same key, and the model
+    it saved, are copied into the verdict's folder instead of trained again; a run of another key is not."""
+    from kdlib.studies import train
+
+    step, verdict = tmp_path / "02_distill", tmp_path / "verdicts" / "02_distill_seed42"
+    memo.run_unit(step / "runs" / "kd_cached", "same-key", lambda folder: {"accuracy": 0.8}, params={})
+    (step / "student_model").mkdir()
+    (step / "student_model" / "config.json").write_text("{}")
+    train.adopt_run(verdict / "runs" / "kd_cached", "same-key", step, verdict / "student_model")
+    assert memo.load_unit(verdict / "runs" / "kd_cached", "same-key")["accuracy"] == 0.8
+    assert (verdict / "student_model" / "config.json").is_file()
+    train.adopt_run(verdict / "runs" / "kd_cached_other", "another-key", step)
+    train.adopt_run(verdict / "runs" / "nokd", "another-key", step)
+    assert not (verdict / "runs" / "nokd").exists() and not (verdict / "runs" / "kd_cached_other").exists()

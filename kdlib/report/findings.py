@@ -38,7 +38,8 @@ ALPHA = 0.05
 ALTERNATIVE = {">": "greater", "<": "less"}
 
 
-def _metrics(root: Path, step: str) -> dict | None:
+def step_metrics(root: Path, step: str) -> dict | None:
+    """A step's metrics.json under the profile's folder `root`, or None before the step ran."""
     path = root / step / "metrics.json"
     return read_json(path) if path.exists() else None
 
@@ -141,7 +142,7 @@ class Claim:
 
 def _grid_fast_student(root: Path) -> dict | None:
     """03's fast student (chosen on validation, verdicts.grid_choice): its speed-up and test points lost."""
-    choice, m = verdicts.grid_choice(root), _metrics(root, "03_grid")
+    choice, m = verdicts.grid_choice(root), step_metrics(root, "03_grid")
     if choice is None or m is None:
         return None
     return {**choice, "points_lost": 100 * (m["teacher_test_accuracy"] - choice["test_accuracy"])}
@@ -159,7 +160,7 @@ def _grid_timing_finding(root: Path) -> dict | None:
 
 def _from_metrics(step: str, **columns: str):
     def read(root: Path) -> dict | None:
-        m = _metrics(root, step)
+        m = step_metrics(root, step)
         if m is None or any(k not in m or m[k] is None for k in columns.values()):
             return None
         return {col: m[key] for col, key in columns.items()}
@@ -292,7 +293,7 @@ def _hetero_std(root: Path, convention: str, comparison: str) -> float:
 def _hetero_from_metrics(claim: Claim, root: Path) -> list[dict] | None:
     """05 runs its own seeds and writes means, stds and two-sided paired-test p-values; the claim is
     one-sided, so its p is half of 05's on the claim's side (and 1 − half on the other)."""
-    m = _metrics(root, "05_hetero_kd")
+    m = step_metrics(root, "05_hetero_kd")
     if m is None:
         return None
     n = int(m["n_seeds"])
@@ -390,7 +391,7 @@ def disagreements(root: Path) -> list[dict]:
     table6 = {row["model"]: (round(100 * row["accuracy"], 1), row["total_time_s"]) for row in papers.SEED000_TABLE6}
     acc_k, time_k = table6["KcBERT-base"]
     acc_d, time_d = table6["distil-KcBERT"]
-    m2, m1 = _metrics(root, "02_distill"), _metrics(root, "01_teacher")
+    m2, m1 = step_metrics(root, "02_distill"), step_metrics(root, "01_teacher")
     if m2 is None or m1 is None:
         ours = "not run (01_teacher, 02_distill)"
     else:
@@ -408,7 +409,7 @@ def disagreements(root: Path) -> list[dict]:
                           f"{time_d} s: {time_k / time_d:.1f}× faster and {acc_k - acc_d:.1f} points lower.",
                   "ours": ours})
 
-    m5 = _metrics(root, "05_hetero_kd")
+    m5 = step_metrics(root, "05_hetero_kd")
     a, b, c = ((papers.SEED003_TABLE4[k]["accuracy"], papers.SEED003_TABLE4[k]["macro_f1"],
                 papers.SEED003_TABLE4[k]["epoch"]) for k in "ABC")
     c_at_19 = papers.SEED003_TABLE5[19][2], papers.SEED003_TABLE6[19][2]  # Tables 5 and 6: model C at epoch 19
@@ -421,7 +422,7 @@ def disagreements(root: Path) -> list[dict]:
                           f"A {m5['acc_A_mean']:.4f} ± {m5['acc_A_std']:.4f}, B {m5['acc_B_mean']:.4f} ± "
                           f"{m5['acc_B_std']:.4f}, C {m5['acc_C_mean']:.4f} ± {m5['acc_C_std']:.4f}."})
 
-    m6 = _metrics(root, "06_edge_benchmark")
+    m6 = step_metrics(root, "06_edge_benchmark")
     gaps = ", ".join(f"{name} {f - e:.1f}" for name, e, f, _ in papers.SEED004_TABLE2.values())
     paper = ", ".join(f"{k} {f - e:.1f}" for k, (e, f) in papers.DISTILBERT_PAPER_SQUAD.items())
     items.append({"title": "Seed 004's EM–F1 gap",

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.core import models
-from kdlib.core.io import read_json
+from kdlib.report.findings import step_metrics
 from kdlib.report.manifest import teacher_source
 
 # The sources, as the report's readers know them (the repository calls them seed 000-004).
@@ -36,11 +36,6 @@ def readable(text: str) -> str:
                   text)
     # "seed 000 (Jang 2021)" became "Jang 2021 (Jang 2021)"
     return re.sub(r"(" + "|".join(map(re.escape, SOURCES.values())) + r") \(\1\)", r"\1", text)
-
-
-def _metrics(root: Path, step: str) -> dict | None:
-    path = root / step / "metrics.json"
-    return read_json(path) if path.exists() else None
 
 
 def _table(root: Path, rel: str) -> pd.DataFrame | None:
@@ -130,7 +125,7 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
         p = f", one-sided p = {t['p']:.2f}" if not math.isnan(t["p"]) else ""
         out.append(f"KD against the same student trained on labels alone ({t['n_text']}): "
                    f"{diff:+.2f}{spread} points{p}; verdict: {t['verdict']} ({refs.get('findings', 'Findings')}).")
-    m4, table6 = _metrics(root, "04_compare"), _table(root, "04_compare/tables/table6.csv")
+    m4, table6 = step_metrics(root, "04_compare"), _table(root, "04_compare/tables/table6.csv")
     if m4 and table6 is not None and m4.get("best_route_teacher_within_1pp") and "reference_latency_bs1_ms_median" in table6:
         teacher = route_row(table6, *_split_route(m4["best_route_teacher_within_1pp"]))
         best = route_row(table6, *_split_route(m4["best_route_within_1pp"]))
@@ -150,7 +145,7 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
             out.append(f"Within 97% of the teacher's accuracy (on validation), the fastest at batch 1 is "
                        f"{speed(b1, 1)}; at batch 32 {same} route wins: {speed(b32, 32)} "
                        f"({refs.get('figure1', 'Figure 1')}, {refs.get('table6b', 'Table 6b')}).")
-    m5 = _metrics(root, "05_hetero_kd")
+    m5 = step_metrics(root, "05_hetero_kd")
     if m5:
         text = (f"Heterogeneous KD (Yu & Kim 2022) against traditional KD over {m5['n_seeds']} seeds: "
                 f"{100 * (m5['acc_A_mean'] - m5['acc_B_mean']):+.2f} points ({_p(m5.get('p_A_vs_B'), 'paired ')})")
@@ -179,7 +174,7 @@ def _verdict(findings: list[dict], key: str) -> dict | None:
 def conclusion(section: str, root: Path, findings: list[dict], refs: dict[str, str]) -> str:
     """The sentences that end a section, from its numbers; "" when its steps have not run."""
     if section == "grid":
-        m3, table4 = _metrics(root, "03_grid"), _table(root, "03_grid/tables/table4.csv")
+        m3, table4 = step_metrics(root, "03_grid"), _table(root, "03_grid/tables/table4.csv")
         if m3 is None or table4 is None:
             return ""
         best = table4.loc[table4["val_accuracy"].idxmax()]
@@ -194,7 +189,7 @@ def conclusion(section: str, root: Path, findings: list[dict], refs: dict[str, s
         return text + (" The grid's own latencies come from 03's timing run; the speeds quoted elsewhere in this "
                        f"report come from 04's ({refs.get('table6b', 'Table 6b')}).")
     if section == "compare":
-        m4, table6 = _metrics(root, "04_compare"), _table(root, "04_compare/tables/table6.csv")
+        m4, table6 = step_metrics(root, "04_compare"), _table(root, "04_compare/tables/table6.csv")
         if m4 is None or "best_route_within_1pp_bs32" not in m4:
             return ""
         text = (f"Within 1 point of the teacher (on validation), {m4['best_route_within_1pp']} is the fastest at "
@@ -236,7 +231,7 @@ def conclusion(section: str, root: Path, findings: list[dict], refs: dict[str, s
         verdict = root / "05_hetero_kd" / "verdict.md"
         return verdict.read_text().strip() if verdict.exists() else ""
     if section == "edge":
-        m6 = _metrics(root, "06_edge_benchmark")
+        m6 = step_metrics(root, "06_edge_benchmark")
         if m6 is None:
             return ""
         paper = _table(root, "06_edge_benchmark/tables/table2.csv")
@@ -262,7 +257,7 @@ def conclusion(section: str, root: Path, findings: list[dict], refs: dict[str, s
 
 def methods(cfg, root: Path) -> list[tuple[str, str]]:
     """(heading, paragraph) pairs: data, teacher, students, loss, training, timing, seeds and tests."""
-    d, t, s, b = _metrics(root, "00_data_prep"), _metrics(root, "01_teacher"), cfg.distill, cfg.benchmark
+    d, t, s, b = step_metrics(root, "00_data_prep"), step_metrics(root, "01_teacher"), cfg.distill, cfg.benchmark
     data = (f"{Path(str(d['dataset'])).name}: {d['n_train']:,} training, {d['n_validation']:,} validation and "
             f"{d['n_test']:,} test texts, {d['n_classes']} classes, truncated to {cfg.data.max_length} tokens "
             f"({pct(d['truncated_share'])} of texts are longer). Every choice (epoch, student, route) is made on "

@@ -88,7 +88,7 @@ def paper_architecture_table() -> pd.DataFrame:
 
 
 def _train_student(cfg, out_dir, name, student, params, tok, train_ds, names, tokenizer, teacher=None,
-                   hp=None, loss=None, alpha=None, save=True) -> dict:
+                   hp=None, loss=None, alpha=None, save=True, same_as: Path | None = None) -> dict:
     """One memoised training run of a student; returns its result."""
 
 
@@ -98,6 +98,7 @@ def _train_student(cfg, out_dir, name, student, params, tok, train_ds, names, to
     model_dir = out_dir / "models" / name if save else None
     # The same run recorded by step 02 (same shape, data and hyperparameters) is copied, not redone.
     kd_run = step_dir(cfg.profile, "02_distill", create=False) / "runs" / "kd_cached"
+    train.adopt_run(out_dir / "runs" / name, key, same_as, model_dir)
     if save and memo.adopt(out_dir / "runs" / name, key, [kd_run]) is not None:
 
         shutil.copytree(kd_run.parents[1] / "student_model", model_dir, dirs_exist_ok=True)
@@ -134,7 +135,7 @@ def _general_distill(cfg, out_dir, name, student, teacher_dir, tok, names, token
 
 
 def train_shape(cfg: StudyParams, out_dir: Path, shape, teacher, tok, cached_ds, cache_name: str, names,
-                tokenizer) -> tuple[object, dict]:
+                tokenizer, same_as: Path | None = None) -> tuple[object, dict]:
     """One grid student of `shape` (layers, ffn), copied from the teacher and distilled from its cached logits
     (`cached_ds`, from the cache file `cache_name`) as step 03 does, with cfg.seed; a memoised unit in
     out_dir. Returns (the untrained student, the run's result)."""
@@ -143,7 +144,8 @@ def train_shape(cfg: StudyParams, out_dir: Path, shape, teacher, tok, cached_ds,
     params = train.student_spec(cfg, student, g, g.loss, g.alpha, g.temperature, cache_name, cfg.compute.bf16,
                                 teacher=teacher)
     name = shape_name(shape.layers, shape.ffn)
-    return student, _train_student(cfg, out_dir, name, student, params, tok, cached_ds, names, tokenizer)
+    return student, _train_student(cfg, out_dir, name, student, params, tok, cached_ds, names, tokenizer,
+                                   same_as=same_as)
 
 
 def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:

@@ -61,14 +61,26 @@ def _predictions_frame(logits, labels, names) -> pd.DataFrame:
 
 
 
+def adopt_run(run_dir: Path, key: str, same_as: Path | None, model_dir: Path | None = None) -> None:
+    """Copy the unit of `key` that another step recorded in `same_as` (its runs/<name>, and the model it saved
+    at the same place relative to its folder) rather than train it again: a verdict's seed that is the
+    profile's own seed asks for runs the profile's steps hold under the same keys. Nothing without that key."""
+    if same_as is None or not memo.adopt(run_dir, key, [Path(same_as) / "runs" / run_dir.name]):
+        return
+    if model_dir is not None:
+        shutil.copytree(Path(same_as) / model_dir.relative_to(run_dir.parents[1]), model_dir, dirs_exist_ok=True)
+
+
 def run_training(name: str, out_dir: Path, key: str, train_fn, names, params: dict, save_to: Path | None = None,
-                 tokenizer=None) -> dict:
+                 tokenizer=None, same_as: Path | None = None) -> dict:
     """One training run as a memoised unit in <out_dir>/runs/<name>/.
 
     With `save_to`, the trained model is saved there (safetensors) before the result is recorded, and a
-    recorded result counts only while that model is still there.
+    recorded result counts only while that model is still there. `same_as`: another step's folder that may
+    hold the same run (adopt_run).
     """
     run_dir = out_dir / "runs" / name
+    adopt_run(run_dir, key, same_as, save_to)
     if save_to is not None and not (save_to / "config.json").exists():
         (run_dir / "result.json").unlink(missing_ok=True)  # its model is gone: the run must be redone
 
@@ -151,7 +163,7 @@ def load_teacher(cfg: StudyParams):
     return _load_saved(teacher_dir), AutoTokenizer.from_pretrained(teacher_dir)
 
 
-def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
+def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path | None = None) -> dict:
     """Distil one student from the fine-tuned teacher, beside its no-KD twin (and online KD if asked).
 
     All runs start from the same student weights (a copy of one `make_student`) and the same seed, so
@@ -189,7 +201,7 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None) -> dict:
         # The cached-KD student is the one the study keeps (and benchmarks).
         save_to = out_dir / "student_model" if name == "kd_cached" else None
         key = memo.unit_key("student", TRAINING_CODE, params)
-        results[name] = run_training(name, out_dir, key, train, names, params, save_to, tokenizer)
+        results[name] = run_training(name, out_dir, key, train, names, params, save_to, tokenizer, same_as)
     summary = {
         "runs": results,
         "cache": {"file": cache.path.name, "built_now": cache.built_now, "build_seconds": cache.build_seconds,

@@ -128,11 +128,17 @@ def staleness(cfg: StudyParams, claim: str, csv: Path) -> str | None:
 # --------------------------------------------------------------------------
 
 
+def _own(cfg: StudyParams, stem: str) -> Path:
+    """The profile's own folder of step `stem`: a seed's run whose key a step already holds is copied from
+    there, not trained again (the profile's own seed, unless its parameters changed since)."""
+    return step_dir(cfg.profile, stem, create=False)
+
+
 def half_depth(cfg: StudyParams, seed: int, out: Path) -> dict:
     """Step 02's student and its no-KD twin with `seed` (online KD off: it gives the cached run's numbers)."""
 
     c = dataclasses.replace(cfg, seed=seed, distill=dataclasses.replace(cfg.distill, compare_online_kd=False))
-    runs = train.distill_student(c, out_dir=out / f"02_distill_seed{seed}")["runs"]
+    runs = train.distill_student(c, out_dir=out / f"02_distill_seed{seed}", same_as=_own(cfg, train.DISTILL_STEP))["runs"]
     kd, nokd = runs["kd_cached"]["test"]["accuracy"], runs["nokd"]["test"]["accuracy"]
     teacher = _teacher_accuracy(cfg)
     return {"seed": seed, "teacher_accuracy": teacher, "kd_accuracy": kd, "nokd_accuracy": nokd,
@@ -231,7 +237,7 @@ def fast_student(cfg: StudyParams, seed: int, out: Path, train_only: bool = Fals
     folder = out / f"03_grid_seed{seed}"
     name = grid.shape_name(shape.layers, shape.ffn)
     _, result = grid.train_shape(c, folder, shape, teacher, tok, with_teacher_logits(tok["train"], cache.logits),
-                                 cache.path.name, names, tokenizer)
+                                 cache.path.name, names, tokenizer, same_as=_own(cfg, grid.GRID_STEP))
     accuracy, teacher_acc = result["test"]["accuracy"], _teacher_accuracy(cfg)
     row = {"seed": seed, "student": name, "val_accuracy": max(h["accuracy"] for h in result["history"]),
            "accuracy": accuracy, "teacher_accuracy": teacher_acc, "points_lost": 100 * (teacher_acc - accuracy),
@@ -301,7 +307,8 @@ def edge_speedup(cfg: StudyParams, seed: int, out: Path, train_only: bool = Fals
     if not shared:
         shared.update(_edge_setup(cfg, out))
     inputs, teacher, shape = shared["inputs"], shared["teacher"], shared["shape"]
-    run = edge.train_student(cfg, inputs, teacher, shape, kd=True, seed=seed, out_dir=out / f"06_edge_seed{seed}")
+    run = edge.train_student(cfg, inputs, teacher, shape, kd=True, seed=seed, out_dir=out / f"06_edge_seed{seed}",
+                             same_as=_own(cfg, edge.STEP))
     scores, _, student = edge.eval_scores(run["model_dir"], inputs.tokenizer, inputs.datasets,
                                           inputs.examples["eval"], cfg.edge)
     name, t = edge.student_name(shape, kd=True), shared["teacher_scores"]

@@ -290,7 +290,9 @@ def _time_route(runners: dict, reference, bench, vocab_size: int, baseline: str)
         for name in runners:
             s = stats[name]
             out[name].update({f"latency_bs{b}_ms_median": s["latency_ms_median"],
-                              f"latency_bs{b}_ms_p95": s["latency_ms_p95"]})
+                              f"latency_bs{b}_ms_p95": s["latency_ms_p95"],
+                              f"timed_calls_bs{b}": s["timed_calls"],  # fewer than repeats: the spread settled
+                              f"median_ci95_pct_bs{b}": s["median_ci95_pct"]})
             if ref_name is not None:
                 r = round_ratios(stats[ref_name]["rounds"], s["rounds"])
                 # the reference's own median in this unit: the milliseconds the speed-up is measured against

@@ -81,7 +81,7 @@ def no_kd_twin_row(measured: pd.DataFrame, nokd_test: dict, nokd_val_accuracy: f
 TABLE6_COLUMNS = ["name", "family", "method", "runtime", "precision", "status", "accuracy", "macro_f1",
                   "pct_of_teacher", "params", "params_nonzero", "size_mb", "latency_bs1_ms_median",
                   "latency_bs1_ms_p95", "latency_bs32_ms_median", "latency_bs32_ms_p95", "reference_latency_bs1_ms_median",
-                  "reference_latency_bs32_ms_median", "flops_per_sample", "gflops_bs1", "peak_share_bs1",
+                  "reference_latency_bs32_ms_median", "median_ci95_pct_bs1", "median_ci95_pct_bs32", "flops_per_sample", "gflops_bs1", "peak_share_bs1",
                   "gflops_bs32", "peak_share_bs32", "test_prediction_seconds",
                   "val_accuracy", "speedup_vs_torch_fp32_teacher_bs1", "speedup_vs_torch_fp32_teacher_bs32",
                   "speedup_vs_same_route_teacher_bs1", "speedup_vs_same_route_teacher_bs32", "threads",

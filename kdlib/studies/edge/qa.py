@@ -16,7 +16,7 @@ from kdlib.core.models import _from_pretrained
 from kdlib.core.squad import extract_answers, input_rows, training_rows
 from kdlib.pipeline import memo
 from kdlib.pipeline.config import TrainParams
-from kdlib.studies.train import TRAINING_CODE, memo_params
+from kdlib.studies.train import TRAINING_CODE, adopt_run, memo_params
 
 
 def load_examples(edge, seed: int) -> dict[str, list[dict]]:
@@ -67,7 +67,7 @@ def load_qa_model(name_or_dir: str, seed: int):
 
 def train_qa(name: str, out_dir, model, tokenizer, train_ds, select_ds, hp: TrainParams, seed: int,
              key_parts: dict, bf16: bool, teacher_cache: str | None = None, alpha: float = 1.0,
-             temperature: float = 1.0) -> dict:
+             temperature: float = 1.0, same_as: Path | None = None) -> dict:
     """One memoised QA training run in <out_dir>/runs/<name>/, its model saved to <out_dir>/models/<name>/.
 
     alpha = 1: fine-tuning on the gold spans; alpha < 1: soft-target KD on the start and end distributions
@@ -82,6 +82,7 @@ def train_qa(name: str, out_dir, model, tokenizer, train_ds, select_ds, hp: Trai
                           "alpha": alpha, "temperature": temperature, "schedule": dataclasses.asdict(hp),
                           **key_parts})  # key_parts: the data settings, the teacher
     key = memo.unit_key("qa-run", (*TRAINING_CODE, "core.squad"), params)
+    adopt_run(run_dir, key, same_as, model_dir)  # the same run recorded by another step
     if not (model_dir / "config.json").exists():
         (run_dir / "result.json").unlink(missing_ok=True)  # its model is gone: redo the run
 

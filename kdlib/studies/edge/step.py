@@ -136,7 +136,8 @@ def load_teacher(run: dict, inputs: StepInputs) -> Teacher:
     return Teacher(run, model, cache, distill.with_teacher_outputs(kd_rows, cache.outputs, task="qa"))
 
 
-def train_student(cfg, inputs: StepInputs, teacher: Teacher, shape, kd: bool, seed: int, out_dir) -> dict:
+def train_student(cfg, inputs: StepInputs, teacher: Teacher, shape, kd: bool, seed: int, out_dir,
+                  same_as: Path | None = None) -> dict:
     """One student of `shape` made from the trained teacher (its layers edge.student_init and its QA head),
     trained with `seed`: with soft-target KD on the teacher's cached start/end logits, or (kd=False) as the
     no-KD twin on the gold spans alone. A memoised run in out_dir/runs/<student_name>."""
@@ -149,7 +150,7 @@ def train_student(cfg, inputs: StepInputs, teacher: Teacher, shape, kd: bool, se
     run = train_qa(student_name(shape, kd), out_dir, student, inputs.tokenizer,
                    teacher.kd_train if kd else ds["train"], ds["select"], student_schedule(edge), seed, parts,
                    inputs.bf16, teacher_cache=teacher.cache.path.name if kd else None,
-                   alpha=edge.alpha if kd else 1.0, temperature=edge.temperature)
+                   alpha=edge.alpha if kd else 1.0, temperature=edge.temperature, same_as=same_as)
     return {**run, "layers": shape.layers, "kd": kd}
 
 
