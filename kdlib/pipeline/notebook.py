@@ -33,8 +33,8 @@ def start(stem: str, params_file: str | Path, check_models: bool = True, overrid
         cfg = load_params(params_file, check_models=check_models)
     out = step_dir(cfg.profile, step.stem)
     print(f"profile {cfg.profile}: writing to {out}")
-    if cfg.random_warning():
-        print("WARNING: " + cfg.random_warning())
+    if warning := cfg.random_warning():
+        print("WARNING: " + warning)
     return step, cfg, out
 
 
