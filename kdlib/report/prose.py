@@ -151,8 +151,11 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
                 f"{100 * (m5['acc_A_mean'] - m5['acc_B_mean']):+.2f} points ({_p(m5.get('p_A_vs_B'), 'paired ')})")
         hetero, plain = m5.get("transformer_hetero_acc"), m5.get("transformer_plain_acc")
         if hetero is not None and plain is not None:
-            text += (f"; on a 1-layer transformer student it does {'worse' if hetero < plain else 'better'} than "
-                     f"plain KD, {pct(hetero)} against {pct(plain)} ({_p(m5.get('transformer_p_hetero_vs_plain'))})")
+            # compared as printed: two accuracies that round alike are called the same
+            side = ("scores the same as" if pct(hetero) == pct(plain)
+                    else "does worse than" if hetero < plain else "does better than")
+            text += (f"; on a 1-layer transformer student it {side} plain KD, {pct(hetero)} against {pct(plain)} "
+                     f"({_p(m5.get('transformer_p_hetero_vs_plain'))})")
         out.append(text + f" ({refs.get('hetero', 'section 5')}).")
     half = by_key.get("half_depth_retention")
     if half and half["tests"] and len(out) < 5:

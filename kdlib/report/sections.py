@@ -11,6 +11,7 @@ wheel: pip only, no browser, no TeX) and the HTML.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -49,7 +50,7 @@ class Note:
 class Section:
     key: str  # prose.conclusion's name for it
     title: str
-    intro: str
+    intro: str | Callable[[Path], str]  # a callable reads what the profile ran from its files
     items: tuple = ()
     extras_of: str | None = None  # also show this step's tables/figures that no section declares
     steps: tuple[str, ...] = ()  # the steps it reads (derived from the items when empty)
@@ -106,11 +107,25 @@ def table6_papers(frame: pd.DataFrame) -> pd.DataFrame:
 
 T6 = ("04_compare", "tables/table6.csv")
 
+
+def _grid_stand_ins(root: Path) -> str:
+    """What stands in for the paper's private data and teacher, read from 00's metrics and 03's table 3."""
+    data = root / "00_data_prep" / "metrics.json"
+    table3 = root / "03_grid" / "tables" / "table3.csv"
+    dataset = json.loads(data.read_text())["dataset"] if data.exists() else None
+    text = f"Its data is private: {dataset} stands in. " if dataset else "Its data is private. "
+    if not table3.exists():
+        return text
+    t3 = pd.read_csv(table3)
+    teacher, students = t3.iloc[0], t3.iloc[1:]
+    depths = ", ".join(str(d) for d in sorted(students["layers"].unique()))
+    return text + (f"Our teacher is {teacher['model'].removeprefix('teacher ').strip('()')} ({int(teacher['layers'])} "
+                   f"layers, hidden {int(teacher['hidden'])}), so our grid's depths are {depths}.")
+
 SECTIONS: tuple[Section, ...] = (
     Section("grid", "A grid of distilled students (Jang 2021)",
-            "A KcBERT teacher distilled into students of 1, 3 and 6 layers and three FFN sizes, timed and "
-            "scored on 3-class news sentiment. Its data is private: Financial PhraseBank stands in, and "
-            "all-MiniLM-L6-v2 (6 layers) is the offline teacher, so our grid is 1-3 layers.", (
+            lambda root: "A KcBERT teacher distilled into students of 1, 3 and 6 layers and three FFN sizes, "
+                         "timed and scored on 3-class news sentiment. " + _grid_stand_ins(root), (
                 Table("00_data_prep", "tables/class_balance.csv", "The classes and their shares (Jang 2021's "
                       "Table 1 gives its own)"),
                 Table("03_grid", "tables/table3.csv", "The teacher and students; Jang 2021's teacher (its Table 3) in "
@@ -351,7 +366,8 @@ def collect_sections(profile_dir: Path, off: tuple[str, ...] = ()) -> list[dict]
             if s.extras_of:
                 items += extras(profile_dir, s.extras_of)
         partial = bool(not_run) and len(not_run) < len(s.reads())
-        out.append({"key": s.key, "title": s.title, "intro": s.intro, "content": items, "not_run": not_run,
+        intro = s.intro(profile_dir) if callable(s.intro) else s.intro
+        out.append({"key": s.key, "title": s.title, "intro": intro, "content": items, "not_run": not_run,
                     "partial": partial})
     return out
 
