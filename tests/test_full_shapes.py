@@ -3,6 +3,7 @@ CPU, with random weights of bert-base-uncased's shape for the teacher, 05's enco
 longer than CI's budget allows (the note of the issue gives its time): `make test-full-shapes` runs it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,19 +17,27 @@ PER_LAYER, PER_FFN_UNIT = 2_366_208, 1_537
 
 
 def test_every_step_runs_at_the_papers_shapes(tmp_path, monkeypatch, data_dir):
-    monkeypatch.setenv("KD_REPORTS_DIR", str(tmp_path / "reports"))
+    # KD_FULL_SHAPES_REPORTS=reports writes the run where the study keeps it (reports/full-shapes, committed);
+    # remove that folder first for a cold run. Unset: a temporary folder.
+    reports = Path(os.environ.get("KD_FULL_SHAPES_REPORTS") or tmp_path / "reports").resolve()
+    monkeypatch.setenv("KD_REPORTS_DIR", str(reports))
     monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path / "cache"))
     from kdlib.pipeline import runner
 
     done = runner.run(REPO / "params" / "full-shapes.yaml")
     assert [r["status"] for r in done] == ["ran"] * len(done), done
-    root = tmp_path / "reports" / "full-shapes"
+    check_record(reports / "full-shapes")
 
+
+def check_record(root: Path) -> None:
+    """What a full-shapes run must show (tests/test_provenance.py checks the committed one with it too)."""
     # seed 000's Table 4 rebuilt at the paper's exact shapes, to the unit
     paper = pd.read_csv(root / "03_grid" / "tables" / "table4_paper_architecture.csv")
     assert len(paper) == 9 and (paper["difference"] == 0).all()
     # the students built and timed here, at BERT-base width: the paper's increments per layer and per FFN unit
-    built = pd.read_csv(root / "03_grid" / "tables" / "table4.csv").set_index(["layers", "ffn"])["params"]
+    table4 = pd.read_csv(root / "03_grid" / "tables" / "table4.csv")
+    grid = table4[table4["student"] == "L" + table4["layers"].astype(str) + "_F" + table4["ffn"].astype(str)]
+    built = grid.set_index(["layers", "ffn"])["params"]  # the grid's own students (not the _gd variants)
     assert {(l, f) for l, f in built.index} >= {(l, f) for l in (1, 3, 6) for f in (192, 768, 3072)}
     assert built[(3, 768)] - built[(1, 768)] == 2 * (PER_LAYER + PER_FFN_UNIT * 768)
     assert built[(1, 3072)] - built[(1, 192)] == PER_FFN_UNIT * (3072 - 192)

@@ -41,7 +41,9 @@ for name, path in [("teacher", "reports/quick/01_teacher/model"), ("L3_F1536", "
         ref = model(input_ids=ids).logits
         for k in ("torch.ao/int8", "torchao/int8"):
             l = mods[k](input_ids=ids).logits
-            print(name, k, "argmax agreement", (l.argmax(-1) == ref.argmax(-1)).float().mean().item(), "max abs", (l - ref).abs().max().item())
+            row = dict(model=name, route=k, argmax_agreement_with_fp32=(l.argmax(-1) == ref.argmax(-1)).float().mean().item(),
+                       max_abs_logit_difference=(l - ref).abs().max().item())
+            print(row, flush=True); out.append(row)
 info = dict(cpu=platform.processor(), torch=torch.__version__, torchao=torchao.__version__)
 try: info.update(machine.describe())
 except Exception as e: info["machine"] = str(e)
