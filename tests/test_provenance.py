@@ -108,7 +108,6 @@ def test_the_committed_quick_verdicts_carry_records_of_the_quick_profile():
     assert own["kd_accuracy"] == step["student_test_accuracy"] and own["nokd_accuracy"] == step["nokd_test_accuracy"]
 
 
-
 def test_the_committed_full_shapes_record_holds_seed_000s_table_4_to_the_unit():
     """reports/full-shapes is the run of params/full-shapes.yaml (random BERT-base weights): the nine students
     it built and timed have the parameter counts of seed 000's Table 4, and its report warns of the weights."""
