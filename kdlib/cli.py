@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a classifier on one inference route as a deployable folder")
     export.add_argument("--model", required=True, help="a saved classifier folder (config.json, weights, tokenizer)")
     export.add_argument("--runtime", required=True, help="onnx or openvino")
-    export.add_argument("--precision", required=True, help="fp32 or int8; bf16 on openvino (CPUs with native bf16)")
+    export.add_argument("--precision", required=True, help="a route's precision as 04's tables name it: fp32, int8 or int8_static on "
+                                                             "onnx; fp32, int8_static (or int8) or bf16 on openvino")
     export.add_argument("--out", required=True, help="the artifact folder to write")
     export.add_argument("--params", help="a profile: measure accuracy on its test split (and calibrate on its "
                                          "training split where the route needs it)")

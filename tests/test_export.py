@@ -111,6 +111,7 @@ def test_cli_writes_an_artifact(classifier_dir, tmp_path, capsys):
     (["--runtime", "tensorrt", "--precision", "fp32"], "unknown runtime 'tensorrt'"),
     (["--runtime", "onnx", "--precision", "int4"], "unknown precision 'int4'"),
     (["--runtime", "openvino", "--precision", "int8"], "pass --params"),
+    (["--runtime", "onnx", "--precision", "int8_static"], "pass --params"),
 ])
 def test_cli_errors_are_one_line(classifier_dir, tmp_path, capsys, args, words):
     if "--model" not in args:
@@ -121,6 +122,18 @@ def test_cli_errors_are_one_line(classifier_dir, tmp_path, capsys, args, words):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and words in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out" / ex.MANIFEST).exists()
+
+
+def test_every_route_of_an_exportable_runtime_exports_under_the_name_04s_tables_print():
+    """04 may pick any route of ONNX Runtime or OpenVINO as the one to ship; `kdstudy export` takes the
+    precision as the tables name it (and `int8` on OpenVINO, whose only int8 is the static one)."""
+    from kdlib.studies.compare.ship import EXPORTABLE
+
+    for name, runtime in ex.RUNTIMES.items():
+        for precision in rt.ROUTES[runtime]:
+            assert ex.route_of(name, precision) == (runtime, precision)
+            assert EXPORTABLE[(runtime, precision)] == (name, precision)
+    assert ex.route_of("openvino", "int8") == ("openvino", "int8_static")
 
 
 def test_load_artifact_rejects_other_folders(tmp_path):

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from kdlib.core.io import write_json
+from kdlib.inference import machine
 from kdlib.pipeline import runner, steps
 from kdlib.pipeline.config import load_params
 from kdlib.report import findings, manifest
@@ -56,7 +57,8 @@ def test_a_verdict_made_with_the_same_parameters_is_used(cfg, profile):
     assert {"seed", "data", "teacher", "distill", "compute"} <= set(record["sections"])
     assert record["fingerprint"] == cfg.fingerprint(record["sections"]) and record["units"]["0"]["kd_cached"] == "abc"
     found = findings.finding(claim("half_depth_retention"), profile, profile / "verdicts", cfg)
-    assert found["source"] == "verdicts/half_depth_retention.csv (5 seeds)" and not found["stale"]
+    assert found["source"].startswith("verdicts/half_depth_retention.csv (5 seeds; on ") and not found["stale"]
+    assert machine.cpu_model() in found["source"] and found["source"].endswith(" threads)")
     assert found["tests"][0]["n"] == 5 and found["verdict"] == "holds"
 
 
@@ -78,6 +80,19 @@ def test_a_parameter_the_claims_runs_do_not_read_keeps_it_current(cfg, profile):
     assert verdicts.staleness(other, "half_depth_retention", profile / "verdicts" / "half_depth_retention.csv") is None
     assert verdicts.staleness(with_alpha(cfg, 0.9), "half_depth_retention",
                               profile / "verdicts" / "half_depth_retention.csv") == "made with other parameters (distill)"
+
+
+def test_a_verdict_trained_in_another_precision_is_stale(cfg, profile, monkeypatch):
+    """`compute.precision: auto` is one parameter that trains in bf16 on a CPU with native bf16 and in fp32
+    elsewhere: a verdict made on the other kind of CPU is not of this machine's runs."""
+    frame = pd.DataFrame({"seed": range(5), "student_retention": RETENTION})
+    csv = verdicts.write_rows(cfg, profile / "verdicts", "half_depth_retention", frame, {})
+    here = "bf16" if cfg.compute.bf16 else "fp32"
+    assert verdicts.staleness(cfg, "half_depth_retention", csv) is None
+    other = {"fp32": "bf16", "bf16": "fp32"}[here]
+    monkeypatch.setattr(type(cfg.compute), "bf16", property(lambda self: other == "bf16"))
+    assert verdicts.staleness(cfg, "half_depth_retention", csv) == \
+        f"trained in {here}; here `compute.precision: {cfg.compute.precision}` trains in {other}"
 
 
 def test_a_verdict_without_its_record_or_edited_after_it_is_stale(cfg, profile):
@@ -196,7 +211,7 @@ def test_layer_vs_ffn_rows_are_repeated_timings(cfg, profile):
                          "ffn_widening_ms": [20.0, 21.0, 19.0, 22.0, 18.0]})
     verdicts.write_rows(cfg, profile / "verdicts", "layer_vs_ffn", rows, {})
     found = findings.finding(claim("layer_vs_ffn"), profile, profile / "verdicts", cfg)
-    assert found["source"] == "verdicts/layer_vs_ffn.csv (5 repeated timings, not seeds)"
+    assert found["source"].startswith("verdicts/layer_vs_ffn.csv (5 repeated timings, not seeds; on ")
     test = found["tests"][0]
     assert test["n_text"] == "5 repeated timings, not seeds" and test["verdict"] == "holds"
     assert test["p"] != test["p"] and test["std"] > 0  # no t-test (p is NaN); the spread is shown

@@ -1,6 +1,6 @@
 """`kdstudy export`: one model on one inference route as a deployable folder, and `load_artifact` to use it.
 
-    kdstudy export --model DIR --runtime onnx|openvino --precision fp32|int8|bf16 --out DIR [--params F]
+    kdstudy export --model DIR --runtime onnx|openvino --precision fp32|int8|int8_static|bf16 --out DIR [--params F]
 
 An artifact folder holds:
 - the route's model file(s): `model.onnx` (ONNX Runtime) or `model.xml` + `model.bin` (OpenVINO), built by
@@ -11,8 +11,9 @@ An artifact folder holds:
   study's test split of the parameter file's dataset (`--params`), or null and the reason when no
   parameter file was given.
 
-int8 is ONNX Runtime's dynamic quantisation (no calibration needed) or, on OpenVINO, NNCF's static one,
-calibrated on the parameter file's training split (so it needs `--params`).
+The precisions are the route registry's, as 04's tables name them: on ONNX Runtime int8 is its dynamic
+quantisation (no calibration needed) and int8_static its static one; OpenVINO's int8_static (or `int8`) is
+NNCF's static one. A static route is calibrated on the parameter file's training split (so it needs `--params`).
 
 `load_artifact(folder)` returns a `Predictor` (texts -> label names or logits) that needs only numpy, the
 `tokenizers` library and the runtime: no torch, no transformers.
@@ -36,9 +37,10 @@ from kdlib.inference.artifact import MANIFEST, Predictor, load_artifact
 
 # The command's runtime names -> the route registry's.
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
-# (runtime, the command's precision) -> the registry's precision.
-PRECISIONS = {("onnxruntime", "fp32"): "fp32", ("onnxruntime", "int8"): "int8",
-              ("openvino", "fp32"): "fp32", ("openvino", "bf16"): "bf16", ("openvino", "int8"): "int8_static"}
+# (runtime, the command's precision) -> the registry's precision: every route of the registry under its own
+# name (what 04's tables print), and `int8` on OpenVINO for its only int8, the static one.
+PRECISIONS = {**{(runtime, p): p for runtime in RUNTIMES.values() for p in rt.ROUTES[runtime]},
+              ("openvino", "int8"): "int8_static"}
 DEFAULT_MAX_LENGTH = 128  # without --params; the study's profiles set data.max_length
 # Canonical names of the route's files inside the artifact.
 MODEL_FILES = {".onnx": "model.onnx", ".xml": "model.xml", ".bin": "model.bin"}

@@ -84,6 +84,10 @@ class Test:
     margin: float | None = None
     margin_text: str = ""
     timing: bool = False  # a timing of fixed shapes: its values are repeated timings, whatever the rows are
+    # How the report shows its values, threshold and band: `scale` × value, in `unit` (a share of the teacher's
+    # in %, a difference of accuracies in points); declared here, never guessed from the label.
+    unit: str = ""
+    scale: float = 1.0
 
     def values(self, rows: pd.DataFrame) -> list[float]:
         v = rows[self.a] - (rows[self.b] if self.b else 0)
@@ -93,9 +97,12 @@ class Test:
     def band(self) -> tuple[float, float]:
         return self.threshold - self.margin, self.threshold + self.margin
 
+    def shown(self, x: float) -> str:
+        return f"{self.scale * x:g}"
+
     @property
     def threshold_text(self) -> str:
-        return f"{self.side} {self.threshold:g}"
+        return f"{self.side} {self.shown(self.threshold)}"
 
     def p_values(self, values: list[float]) -> tuple[float, float]:
         """(p for the claim, p against it)."""
@@ -117,12 +124,12 @@ class Test:
 
     def description(self) -> str:
         if self.timing:
-            where = (f"within {self.band[0]:g} to {self.band[1]:g}" if self.side == "≈"
-                     else f"{self.side} {self.threshold:g}")
+            where = (f"within {self.shown(self.band[0])} to {self.shown(self.band[1])}" if self.side == "≈"
+                     else self.threshold_text)
             return f"repeated timings, not seeds: holds when every timing is {where}"
         if self.side == "≈":
-            return f"TOST (two one-sided t-tests), H1: {self.band[0]:g} < mean < {self.band[1]:g}"
-        return f"{'paired ' if self.b else ''}one-sided t-test, H1: mean {self.side} {self.threshold:g}"
+            return f"TOST (two one-sided t-tests), H1: {self.shown(self.band[0])} < mean < {self.shown(self.band[1])}"
+        return f"{'paired ' if self.b else ''}one-sided t-test, H1: mean {self.threshold_text}"
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,8 @@ CLAIMS: tuple[Claim, ...] = (
           "03_grid: tables/timing_finding.csv (large batch)", by="repeat"),
     Claim("kd_beats_twin", "seed 000, after Hinton et al. (2015); translated",
           "training on the teacher's softmax output trains the model more efficiently",
-          (Test("kd_accuracy", "nokd_accuracy", 0.0, ">", "accuracy KD − no-KD twin (half-depth student)"),),
+          (Test("kd_accuracy", "nokd_accuracy", 0.0, ">", "accuracy KD − no-KD twin (half-depth student)",
+                unit="points", scale=100),),
           "02_distill: metrics.json student_test_accuracy, nokd_test_accuracy",
           reading="more accurate than the same student trained on the labels alone"),
     Claim("fast_student", "seed 000, on its Table 6; translated",
@@ -190,20 +198,22 @@ CLAIMS: tuple[Claim, ...] = (
           reading="its own Table 6 gives 6.6× and 4.3 points; 3% read as at most 3 points"),
     Claim("half_depth_retention", "DistilBERT (Sanh et al. 2019), quoted by seed 001 as \"97% of BERT\"",
           "retaining 97% of its language understanding capabilities",
-          (Test("student_retention", None, 0.97, "≈", "student accuracy ÷ teacher accuracy", margin=0.02,
+          (Test("student_retention", None, 0.97, "≈", "student accuracy ÷ teacher accuracy", margin=0.02, unit="%", scale=100,
                 margin_text="± 2 points (95% to 99%): the seeds quote distilled students at 96% to 97% of BERT"),),
           "02_distill: metrics.json student_retention"),
     Claim("hetero_kd", "seed 003 (Yu & Kim 2022), abstract and §4",
           "the heterogeneous knowledge distillation method showed superior performance [...] compared to the "
           "traditional knowledge distillation",
-          (Test("acc_A", "acc_B", 0.0, ">", "accuracy A − B"), Test("acc_B", "acc_C", 0.0, ">", "accuracy B − C")),
+          (Test("acc_A", "acc_B", 0.0, ">", "accuracy A − B", unit="points", scale=100),
+           Test("acc_B", "acc_C", 0.0, ">", "accuracy B − C", unit="points", scale=100)),
           "05_hetero_kd: metrics.json (its own seeds)",
           reading="A (heterogeneous) beats B (traditional KD), which beats C (no KD)"),
     Claim("edge_speedup", "seed 004 (Im, Kim & Suh), its results; translated",
           "DistilBERT's F1 is 3% lower [...] its inference is 50% faster",
           (Test("student_speedup", None, 2.0, "≈", "half-depth speed-up, pi5 profile", margin=0.2,
                 margin_text="± 10% of 2× (1.8× to 2.2×)", timing=True),
-           Test("student_f1_retention", None, 0.97, ">", "student F1 ÷ teacher F1 (half-depth)")),
+           Test("student_f1_retention", None, 0.97, ">", "student F1 ÷ teacher F1 (half-depth)", unit="%",
+                scale=100)),
           "06_edge_benchmark: metrics.json student_speedup, student_f1_retention",
           reading="50% faster is half the time: about 2× (its Table 2: 2.03×); 3% lower read as at least 97% "
                   "of the teacher's F1"),
@@ -270,9 +280,9 @@ def _test_row(t: Test, values: list[float], by: str) -> dict:
     else:
         p, p_against = t.p_values(values)
         verdict, n_text = verdict_of(n, p, p_against), _plural(n, "seed")
-    return {"quantity": t.label, "threshold": t.threshold_text, "margin": t.margin_text or "–",
-            "test": t.description(), "n": n, "n_text": n_text, "mean": mean, "std": std, "p": p,
-            "p_against": p_against, "verdict": verdict}
+    return {"quantity": t.label, "unit": t.unit, "scale": t.scale, "threshold": t.threshold_text,
+            "margin": t.margin_text or "–", "test": t.description(), "n": n, "n_text": n_text, "mean": mean,
+            "std": std, "p": p, "p_against": p_against, "verdict": verdict}
 
 
 def _test_rows(claim: Claim, rows: pd.DataFrame) -> list[dict]:
@@ -305,8 +315,8 @@ def _hetero_from_metrics(claim: Claim, root: Path) -> list[dict] | None:
         p = two / 2 if _on_side(mean, t.threshold, t.side) else 1 - two / 2
         out.append({"quantity": f"{t.label} ({x} {_fmt(m[f'acc_{x}_mean'])} ± {_fmt(m[f'acc_{x}_std'])}, "
                                 f"{y} {_fmt(m[f'acc_{y}_mean'])} ± {_fmt(m[f'acc_{y}_std'])})",
-                    "threshold": t.threshold_text, "margin": "–",
-                    "test": f"paired one-sided t-test, H1: mean {t.side} {t.threshold:g} (05's {p_key}, halved)",
+                    "unit": t.unit, "scale": t.scale, "threshold": t.threshold_text, "margin": "–",
+                    "test": f"paired one-sided t-test, H1: mean {t.threshold_text} (05's {p_key}, halved)",
                     "n": n, "n_text": _plural(n, "seed"), "mean": mean,
                     "std": _hetero_std(root, m.get("convention", "ours"), f"{x} vs {y}"),
                     "p": p, "p_against": 1 - p, "verdict": verdict_of(n, p, 1 - p)})
@@ -318,7 +328,16 @@ def _verdict_rows(claim: Claim, csv: Path) -> tuple[list[dict], str]:
     missing = [c for c in (claim.by, *claim.columns) if c not in rows.columns]
     if missing:
         raise ValueError(f"{csv}: lacks columns {missing}")
-    return _test_rows(claim, rows), f"verdicts/{claim.key}.csv ({_count(len(rows), claim.by)})"
+    return _test_rows(claim, rows), f"verdicts/{claim.key}.csv ({_count(len(rows), claim.by)}{_made_on(csv)})"
+
+
+def _made_on(csv: Path) -> str:
+    """", on <CPU> (<flags>), <n> threads" from the verdict's record; said plainly where it has no machine (a
+    record written before records held one)."""
+    m = read_json(csv.with_suffix(".json")).get("machine")
+    if not m:
+        return "; machine not recorded"
+    return f"; on {m['cpu']} ({m['flags'] or 'no listed flags'}), {m['threads']} threads"
 
 
 def _single_run(claim: Claim, profile_dir: Path) -> list[dict] | None:

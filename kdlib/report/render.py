@@ -67,44 +67,25 @@ def _p_cell(t: dict) -> str:
     return cell(t["p"])
 
 
-def _unit(quantity: str) -> tuple[float, str]:
-    """How a finding's quantity is shown: a difference of accuracies in points, a share of the teacher's in %;
-    anything else (ms, ×) as it is."""
-    if "÷" in quantity:
-        return 100.0, " %"
-    if "accuracy" in quantity and "−" in quantity:
-        return 100.0, " points"
-    return 1.0, ""
-
-
-def _scaled(text: str, scale: float, after: str = "") -> str:
-    """`text` with its numbers (those after `after`) multiplied by `scale`."""
-    if scale == 1.0 or text in ("–", ""):
-        return text
-    head, sep, tail = text.partition(after) if after else ("", "", text)
-    if after and not sep:
-        return text
-    return head + sep + re.sub(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])", lambda m: f"{scale * float(m.group()):g}", tail)
-
-
 def findings_rows(profile_dir: Path, verdicts_dir: Path, cfg: StudyParams | None = None) -> list[dict]:
     """The findings as text cells: claim (its words), where its numbers come from, quantity, threshold, margin,
     test, n, mean ± std, p, verdict. Verdict CSVs count only while they match `cfg` (findings.finding)."""
     out = []
     for f in fnd.findings(profile_dir, verdicts_dir, cfg):
         c = f["claim"]
-        tests = f["tests"] or [{"quantity": "–", "threshold": "–", "margin": "–", "test": "–", "n_text": "0",
+        tests = f["tests"] or [{"quantity": "–", "unit": "", "scale": 1.0, "threshold": "–", "margin": "–",
+                                "test": "–", "n_text": "0",
                                 "mean": math.nan, "std": math.nan, "p": math.nan, "p_against": math.nan,
                                 "verdict": f["verdict"]}]
         words = f"“{c.words}” ({c.source})" + (f"; tested as: {c.reading}" if c.reading else "")
         for i, t in enumerate(tests):
-            scale, unit = _unit(t["quantity"])
-            mean, std = scale * t["mean"], scale * t["std"]
+            unit = f" {t['unit']}" if t["unit"] else ""
+            mean, std = t["scale"] * t["mean"], t["scale"] * t["std"]
             spread = f"{cell(mean)} ± {cell(std)}{unit}" if not math.isnan(std) else f"{cell(mean)}{unit}"
             out.append({"claim": words if i == 0 else "", "source": f["source"] if i == 0 else "",
-                        "quantity": t["quantity"] + unit.replace(" ", " in ") if unit else t["quantity"],
-                        "threshold": _scaled(t["threshold"], scale), "margin": t["margin"],
-                        "n": t["n_text"], "mean_std": spread, "test": _scaled(t["test"], scale, after="H1:"),
+                        "quantity": f"{t['quantity']} in {t['unit']}" if t["unit"] else t["quantity"],
+                        "threshold": t["threshold"], "margin": t["margin"],
+                        "n": t["n_text"], "mean_std": spread, "test": t["test"],
                         "p": _p_cell(t),
                         "verdict": t["verdict"], "overall": f["verdict"] if i == 0 else ""})
     return out

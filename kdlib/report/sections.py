@@ -20,6 +20,8 @@ from typing import Callable
 
 import pandas as pd
 
+from kdlib.core.io import read_json
+
 REPORT_STEP = "07_report"
 
 
@@ -112,7 +114,7 @@ def _grid_stand_ins(root: Path) -> str:
     """What stands in for the paper's private data and teacher, read from 00's metrics and 03's table 3."""
     data = root / "00_data_prep" / "metrics.json"
     table3 = root / "03_grid" / "tables" / "table3.csv"
-    dataset = json.loads(data.read_text())["dataset"] if data.exists() else None
+    dataset = read_json(data)["dataset"] if data.exists() else None
     text = f"Its data is private: {dataset} stands in. " if dataset else "Its data is private. "
     if not table3.exists():
         return text
@@ -121,6 +123,7 @@ def _grid_stand_ins(root: Path) -> str:
     depths = ", ".join(str(d) for d in sorted(students["layers"].unique()))
     return text + (f"Our teacher is {teacher['model'].removeprefix('teacher ').strip('()')} ({int(teacher['layers'])} "
                    f"layers, hidden {int(teacher['hidden'])}), so our grid's depths are {depths}.")
+
 
 SECTIONS: tuple[Section, ...] = (
     Section("grid", "A grid of distilled students (Jang 2021)",

@@ -94,15 +94,23 @@ def _sha256(path: Path) -> str:
 
 def write_rows(cfg: StudyParams, out: Path, claim: str, frame: pd.DataFrame, units: dict) -> Path:
     """`<claim>.csv`, then `<claim>.json` beside it: the sections' fingerprint and values, the units of each
-    row (by its seed or repeat), and the CSV's hash (a CSV rewritten without its record no longer matches)."""
+    row (by its seed or repeat), the machine the rows were made on (CPU model, flags, threads: a timing's and a
+    bf16 training's numbers depend on it), and the CSV's hash (a CSV rewritten without its record no longer
+    matches)."""
     csv = out / f"{claim}.csv"
     write_csv(csv, frame)
     sections = claim_sections(claim)
     params = cfg.to_dict()
     write_json(out / f"{claim}.json", {
         "claim": claim, "csv_sha256": _sha256(csv), "sections": sections, "fingerprint": cfg.fingerprint(sections),
-        "params": {s: params[s] for s in sections}, "units": units})
+        "params": {s: params[s] for s in sections}, "training_precision": _training_precision(cfg), "units": units,
+        "machine": memo.machine()})
     return csv
+
+
+def _training_precision(cfg: StudyParams) -> str:
+    """What `compute.precision` resolves to here: `auto` trains in bf16 on a CPU with native bf16 only."""
+    return "bf16" if cfg.compute.bf16 else "fp32"
 
 
 def staleness(cfg: StudyParams, claim: str, csv: Path) -> str | None:
@@ -116,6 +124,10 @@ def staleness(cfg: StudyParams, claim: str, csv: Path) -> str | None:
     if record.get("csv_sha256") != _sha256(csv):
         return f"{record_path.name} records another version of it"
     sections = claim_sections(claim)
+    precision = record.get("training_precision")
+    if precision != _training_precision(cfg):  # the same parameters, resolved otherwise on another CPU
+        return (f"trained in {precision or 'an unrecorded precision'}; here `compute.precision: "
+                f"{cfg.compute.precision}` trains in {_training_precision(cfg)}")
     if record.get("sections") == sections and record.get("fingerprint") == cfg.fingerprint(sections):
         return None
     now, then = cfg.to_dict(), record.get("params", {})

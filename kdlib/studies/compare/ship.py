@@ -17,9 +17,9 @@ from kdlib.studies.compare.tables import teacher_row
 
 MARGIN_PP = 1.0  # accuracy points below the teacher's (validation) that the shipped model may lose
 DEPLOY_DIR = "deploy"  # reports/<profile>/deploy/: the artifact 04 writes
-# The registry's route -> the export command's --runtime and --precision.
-EXPORTABLE = {(runtime, route_precision): (name, precision) for name, runtime in RUNTIMES.items()
-              for (r, precision), route_precision in PRECISIONS.items() if r == runtime}
+# The registry's route -> the export command's --runtime and --precision (the registry's name).
+EXPORTABLE = {(runtime, route_precision): (name, route_precision) for name, runtime in RUNTIMES.items()
+              for (r, _), route_precision in PRECISIONS.items() if r == runtime}
 
 
 def recommend(measured: pd.DataFrame, model_dirs: dict[str, Path], batch: int = 1,
