@@ -11,7 +11,6 @@ wheel: pip only, no browser, no TeX) and the HTML.
 from __future__ import annotations
 
 import base64
-import json
 import math
 import re
 from dataclasses import dataclass
