@@ -92,6 +92,19 @@ def test_a_unit_is_built_once_then_reused(tmp_path):
     assert build.calls == 2
 
 
+def test_a_built_unit_reads_as_a_reused_one_does(tmp_path):
+    """The same tables cold and warm: a result is returned as it was recorded (keys in the recorded order,
+    tuples as lists), not as the build made it."""
+    def build(_folder):
+        return {"z": 1, "a": (1, 2), "m": {"y": 0.25, "b": 2}}
+
+    first = memo.run_unit(tmp_path / "u", "k", build)
+    again = memo.run_unit(tmp_path / "u", "k", build)
+    assert list(first) == list(again) and list(first["m"]) == list(again["m"]) == ["b", "y"]
+    assert first["a"] == again["a"] == [1, 2]
+    assert {k: v for k, v in first.items() if k != "reused"} == {k: v for k, v in again.items() if k != "reused"}
+
+
 def test_a_unit_with_a_missing_file_is_rebuilt_with_a_warning(tmp_path):
     build = Builder()
     memo.run_unit(tmp_path / "u", "k", build, files=["weights.txt"])

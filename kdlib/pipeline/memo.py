@@ -109,4 +109,5 @@ def run_unit(folder: str | Path, key: str, build: Callable[[Path], dict], *, par
     result.setdefault("machine", machine())
     if record and (keep is None or keep(result)):
         write_json(folder / "result.json", result)
+        return read_json(folder / "result.json")  # as a later run reads it (keys sorted): the same tables cold and warm
     return result

@@ -313,8 +313,8 @@ def _hetero_from_metrics(claim: Claim, root: Path) -> list[dict] | None:
         mean = m[f"acc_{x}_mean"] - m[f"acc_{y}_mean"]
         two = math.nan if m.get(p_key) is None else float(m[p_key])
         p = two / 2 if _on_side(mean, t.threshold, t.side) else 1 - two / 2
-        out.append({"quantity": f"{t.label} ({x} {_fmt(m[f'acc_{x}_mean'])} ± {_fmt(m[f'acc_{x}_std'])}, "
-                                f"{y} {_fmt(m[f'acc_{y}_mean'])} ± {_fmt(m[f'acc_{y}_std'])})",
+        acc = {z: f"{_fmt(t.scale * m[f'acc_{z}_mean'])} ± {_fmt(t.scale * m[f'acc_{z}_std'])}" for z in (x, y)}
+        out.append({"quantity": f"{t.label} ({x} {acc[x]}, {y} {acc[y]}; accuracies in %)",
                     "unit": t.unit, "scale": t.scale, "threshold": t.threshold_text, "margin": "–",
                     "test": f"paired one-sided t-test, H1: mean {t.threshold_text} (05's {p_key}, halved)",
                     "n": n, "n_text": _plural(n, "seed"), "mean": mean,
