@@ -113,8 +113,9 @@ def _training_precision(cfg: StudyParams) -> str:
     return "bf16" if cfg.compute.bf16 else "fp32"
 
 
-def staleness(cfg: StudyParams, claim: str, csv: Path) -> str | None:
-    """Why `csv` does not hold rows of `cfg`'s parameters; None when it does."""
+def staleness(cfg: StudyParams, claim: str, csv: Path, on_this_machine: bool = True) -> str | None:
+    """Why `csv` does not hold rows of `cfg`'s parameters (and, `on_this_machine`, of the training precision
+    they resolve to here); None when it does."""
     record_path = csv.with_suffix(".json")
     if claim not in CLAIM_STEPS:
         return "no `kdstudy verdicts` runs make it"
@@ -125,7 +126,7 @@ def staleness(cfg: StudyParams, claim: str, csv: Path) -> str | None:
         return f"{record_path.name} records another version of it"
     sections = claim_sections(claim)
     precision = record.get("training_precision")
-    if precision != _training_precision(cfg):  # the same parameters, resolved otherwise on another CPU
+    if on_this_machine and precision != _training_precision(cfg):  # the same parameters, resolved otherwise
         return (f"trained in {precision or 'an unrecorded precision'}; here `compute.precision: "
                 f"{cfg.compute.precision}` trains in {_training_precision(cfg)}")
     if record.get("sections") == sections and record.get("fingerprint") == cfg.fingerprint(sections):
