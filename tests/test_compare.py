@@ -198,7 +198,7 @@ def test_measure_a_tiny_model_on_torch_and_a_refused_route(tiny_bert_config, tin
     bench = BenchmarkParams(batch_sizes=[1, 4], seq_len=8, threads=1, warmup=1, repeats=2)
     routes = [("torch", "fp32"), ("no_such_runtime", "fp32")]
     validation = test.select(range(4))
-    frame = compare.measure({"m": model}, routes, bench, test, tiny_tokenizer, 8, tmp_path, validation_ds=validation)
+    frame = compare.measure({"m": model}, routes, bench, test, tiny_tokenizer, tmp_path, validation_ds=validation)
     ok = frame[frame["status"] == "ok"].iloc[0]
     assert ok["params"] == sum(p.numel() for p in model.parameters())
     assert ok["latency_bs1_ms_median"] > 0 and ok["latency_bs4_ms_p95"] > 0 and ok["size_mb"] > 0
@@ -209,9 +209,16 @@ def test_measure_a_tiny_model_on_torch_and_a_refused_route(tiny_bert_config, tin
     assert ok["val_accuracy"] == pytest.approx(float((expected[:4] == np.array(test["label"][:4])).mean()))
     refused = frame[frame["runtime"] == "no_such_runtime"].iloc[0]
     assert refused["status"] == "refused" and "unknown runtime" in refused["reason"]
-    again = compare.measure({"m": model}, routes[:1], bench, test, tiny_tokenizer, 8, tmp_path,
+    again = compare.measure({"m": model}, routes[:1], bench, test, tiny_tokenizer, tmp_path,
                             validation_ds=validation)
     assert again.iloc[0]["latency_bs1_ms_median"] == ok["latency_bs1_ms_median"]  # reused, not re-timed
+    # the same weights under a second name: measured once (the unit above is reused), the row under both names
+    import copy
+
+    both = compare.measure({"m": model, "same weights": copy.deepcopy(model)}, routes[:1], bench, test,
+                           tiny_tokenizer, tmp_path, validation_ds=validation).set_index("name")
+    assert list(both.index) == ["m", "same weights"]
+    assert both.loc["same weights", "latency_bs1_ms_median"] == ok["latency_bs1_ms_median"]
 
 
 def test_every_route_is_timed_in_turn_with_the_pytorch_fp32_teacher(tiny_bert_config, tiny_tokenizer, tmp_path):
@@ -231,7 +238,7 @@ def test_every_route_is_timed_in_turn_with_the_pytorch_fp32_teacher(tiny_bert_co
                               "label": [0, 1, 2, 0]})
     bench = BenchmarkParams(batch_sizes=[1], seq_len=8, threads=1, warmup=1, repeats=4)
     routes = [("torch", "fp32")] + ([("onnxruntime", "fp32")] if refusal("onnxruntime", "fp32") is None else [])
-    frame = compare.measure({"teacher": teacher, "student": student}, routes, bench, test, tiny_tokenizer, 8, tmp_path)
+    frame = compare.measure({"teacher": teacher, "student": student}, routes, bench, test, tiny_tokenizer, tmp_path)
     ok = frame[frame["status"] == "ok"].set_index(["name", "runtime"])
     assert ok.loc[("teacher", "torch"), "speedup_vs_torch_fp32_teacher_bs1"] == 1.0
     assert ok.loc[("teacher", "torch"), "speedup_vs_same_route_teacher_bs1"] == 1.0

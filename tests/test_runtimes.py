@@ -174,8 +174,11 @@ def test_int8_is_close_to_fp32_and_smaller(bench, tiny):
     graph = onnx.load(str(int8.files[0])).graph
     weights = {i.name for i in graph.initializer}
     assert {n.op_type for n in graph.node} & {"MatMulInteger", "DynamicQuantizeMatMul"}
-    # Every MatMul by a weight is quantised; those left multiply activations (attention scores).
-    assert not [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    # Every MatMul by a weight is quantised but the FFN outputs; those left multiply activations (attention).
+    from kdlib.inference.runtimes.onnx_route import ffn_output_matmuls
+
+    by_weight = {n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & weights}
+    assert by_weight and by_weight == set(ffn_output_matmuls(onnx.load(str(int8.files[0]))))
     assert int8.size_mb < fp32.size_mb
 
 
@@ -307,6 +310,24 @@ def test_reduce_range_gives_7_bit_weights_without_vnni(monkeypatch, tiny, tiny_o
     weights = _int8_weights(rt.quantize_onnx(tiny, path, tmp_path, "int8", names))
     assert weights
     assert max(int(np.abs(w.astype(int)).max()) for w in weights) == limit
+
+
+@pytest.mark.parametrize("precision", ["int8", "int8_static"])
+def test_int8_routes_keep_each_ffn_output_matrix_in_fp32(tiny, tiny_onnx, tmp_path, precision):
+    """The MatMul after each layer's GELU stays a float MatMul on its fp32 weights; the others are quantised."""
+    import onnx
+
+    from kdlib.inference.runtimes.onnx_route import ffn_output_matmuls
+
+    path, names, _ = tiny_onnx
+    fused = rt.fuse_for_onnxruntime(tiny, path, tmp_path / "fused.onnx")
+    kept = ffn_output_matmuls(onnx.load(str(fused)))
+    assert len(kept) == tiny.config.num_hidden_layers
+    calibration = [rt.example_inputs(tiny, 1, 12, seed=s) for s in range(4)] if precision == "int8_static" else None
+    graph = onnx.load(str(rt.quantize_onnx(tiny, path, tmp_path, precision, names, calibration))).graph
+    float_matmuls = {n.name for n in graph.node if n.op_type == "MatMul"}
+    assert set(kept) <= float_matmuls
+    assert _int8_weights(tmp_path / f"model.{precision}.onnx")  # the rest is int8
 
 
 def _separated(model):

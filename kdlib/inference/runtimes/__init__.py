@@ -29,6 +29,11 @@ Routes:
   weights, uint8 activations quantised per batch at run time (QOperator: MatMulInteger).
 - onnxruntime/int8_static: the fused export statically quantised (`quantize_static`, QDQ format, MatMul
   only) with activation ranges calibrated (MinMax) on real tokenised inputs passed to `prepare`.
+- Both ONNX Runtime int8 routes keep each layer's FFN output MatMul (the one after the GELU) in fp32 and
+  quantise the weights per output channel (`onnx_route.ffn_output_matmuls`). With every MatMul in int8 and
+  one scale per tensor, 06's half-depth SQuAD student lost several F1 points, more than 06's 97% allows;
+  with both changes it kept its fp32 F1, at some of the speed (each recipe's F1 and time, and the cost on a
+  classifier: docs/benchmarks/int8_ffn_output.json).
 - openvino/fp32: the ONNX export read and compiled by OpenVINO's CPU plugin with an f32 inference
   precision hint (the plugin would otherwise pick bf16 on AMX CPUs).
 - openvino/bf16: the same export computed in bf16 (inference precision hint bf16); refused without native
@@ -45,7 +50,7 @@ onnxruntime.ai/docs/performance/model-optimizations/quantization.html), picked f
 `int8_format`: uint8 activations x int8 weights (U8S8) on x86; on x86 without VNNI the weights are
 quantised to 7 bits (`reduce_range`), because the AVX2/AVX-512 U8S8 kernel (VPMADDUBSW) adds pairs of
 products in int16 and can saturate, which VNNI's VPDPBUSD (int32 accumulation) cannot; on ARM int8
-activations (S8S8). Per-tensor weights (per_channel=False): ORT's fastest on CPU.
+activations (S8S8).
 
 ONNX exporter: `torch.onnx.export(..., dynamo=True)` (torch.export + onnxscript), with dynamic batch and
 sequence dimensions: the exporter torch maintains (the TorchScript one, `dynamo=False`, is deprecated).

@@ -346,18 +346,23 @@ def _measure_route(named_models: dict, runtime: str, precision: str, bench, test
         torch.set_num_threads(previous)
 
 
-def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_ds, tokenizer, max_length: int,
-            cache_dir: Path, calibration=None, validation_ds=None, baseline: str = "teacher") -> pd.DataFrame:
+def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_ds, tokenizer, cache_dir: Path, calibration=None, validation_ds=None, baseline: str = "teacher") -> pd.DataFrame:
     """One row per (model, route): size, latency (median, p95) at each benchmark batch size, accuracy,
-    macro-F1 and wall seconds to predict the whole test split (batches of the largest batch size, padded
-    to `max_length` so every route sees the same shapes), and, given `validation_ds`, `val_accuracy` through
-    the same runner (what a choice among rows reads). Each route is a memoised unit of all its models, timed
-    in turn, call by call, with `baseline` on PyTorch fp32, so each speed-up is a ratio within that one unit
-    (`speedup_vs_torch_fp32_teacher_bs<b>` with its 25th and 75th percentiles over rounds, and
-    `speedup_vs_same_route_teacher_bs<b>`); a refused route gives rows with the reason."""
-    collate = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length, return_tensors="pt")
+    macro-F1 and wall seconds to predict the whole test split (batches of the largest batch size, sentences
+    sorted by length and each batch padded to its longest, so every route sees the same batches), and, given
+    `validation_ds`, `val_accuracy` through the same runner (what a choice among rows reads). Each route is a
+    memoised unit of all its models, timed in turn, call by call, with `baseline` on PyTorch fp32, so each
+    speed-up is a ratio within that one unit (`speedup_vs_torch_fp32_teacher_bs<b>` with its 25th and 75th
+    percentiles over rounds, and `speedup_vs_same_route_teacher_bs<b>`); a refused route gives rows with the
+    reason. Models with the same weights under two names are measured once; the second name gets the rows."""
+    # Padding every batch to the data's max_length would double the work: most sentences are far shorter.
+    collate = DataCollatorWithPadding(tokenizer, padding="longest", pad_to_multiple_of=8, return_tensors="pt")
+    test_ds, validation_ds = _by_length(test_ds), None if validation_ds is None else _by_length(validation_ds)
     sizes = {n: {"params": count_parameters(m)["total"], "params_nonzero": pruning.count_nonzero(m),
                  "flops_per_sample": peak.model_flops(m, bench.seq_len)} for n, m in named_models.items()}
+    first_of = {}  # weights -> the first name they came under
+    aliases = {n: first_of.setdefault(model_fingerprint(m), n) for n, m in named_models.items()}
+    named_models = {n: m for n, m in named_models.items() if aliases[n] == n}
     rows = []
     for runtime, precision in route_list:
         reason = refusal(runtime, precision)
@@ -369,7 +374,7 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
                   "precision": precision, "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len,
                   "threads": bench.threads, "warmup": bench.warmup, "repeats": bench.repeats,
                   "max_seconds": bench.max_seconds, "tolerance": bench.tolerance,
-                  "test": dataset_fingerprint(test_ds)[:16], "max_length": max_length,
+                  "test": dataset_fingerprint(test_ds)[:16],
                   "validation": None if validation_ds is None else dataset_fingerprint(validation_ds)[:16],
                   "calibration": None if calibration is None else len(calibration), "baseline": baseline}
         key = memo.unit_key("compare_route", (*MEASURE_CODE, measure, _measure_route, _prepare_one, _time_route,
@@ -383,7 +388,13 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
         # A route that failed on some model is kept out of the memo: the next run tries it again.
         rows += memo.run_unit(cache_dir / f"{runtime}-{precision}", key, block, params=params,
                               keep=lambda r: all(row["status"] != "failed" for row in r["rows"]))["rows"]
+    rows = [{**r, "name": alias} for r in rows for alias, name in aliases.items() if name == r["name"]]
     return pd.DataFrame([{**r, **sizes[r["name"]]} for r in rows])
+
+
+def _by_length(ds):
+    """`ds` sorted by token count (stable): batches of similar lengths carry little padding."""
+    return ds.select(np.argsort([len(ids) for ids in ds["input_ids"]], kind="stable"))
 
 
 def calibration_inputs(test_or_train_ds, tokenizer, size: int, max_length: int) -> list[dict]:
