@@ -13,3 +13,8 @@
 
 tests/test_layers.py holds the order.
 """
+from kdlib.core.allocator import reuse_freed_memory
+
+# Every process of the study (notebook kernels, workers, torchrun ranks, the benchmark) imports kdlib first:
+# from here on, its large tensors reuse freed memory (why: kdlib/core/allocator.py).
+reuse_freed_memory()

@@ -200,14 +200,36 @@ def test_the_median_interval_is_the_order_statistics_around_the_middle():
     assert ev.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (1.0, 5.0)  # five calls: min to max
 
 
-def test_timing_stops_once_every_median_is_within_the_tolerance():
+class SteadyClock:
+    """A clock that every runner call moves on by exactly 1 ms: a machine with no noise, whatever the load."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def runner(self):
+        clock = self
+
+        class Steady(CountingRunner):
+            def __call__(self, inputs):
+                clock.now += 0.001
+                return super().__call__(inputs)
+
+        return Steady()
+
+
+def test_timing_stops_once_every_median_is_within_the_tolerance(monkeypatch):
+    clock = SteadyClock()
+    monkeypatch.setattr(ev, "time", clock)  # the harness reads this clock: every call takes 1 ms, settled at once
     steady = ev.BenchmarkSettings(batch_size=2, seq_len=8, warmup=0, repeats=200, tolerance=0.5)
-    result = ev.time_runner(CountingRunner(), steady, vocab_size=100)  # 1 ms sleeps: settled at once
+    result = ev.time_runner(clock.runner(), steady, vocab_size=100)
     assert result["timed_calls"] == ev.MIN_REPEATS and result["median_ci95_pct"] <= 50
-    rounds = ev.time_interleaved({"a": CountingRunner(), "b": CountingRunner()}, steady, vocab_size=100)
+    rounds = ev.time_interleaved({"a": clock.runner(), "b": clock.runner()}, steady, vocab_size=100)
     assert {r["timed_calls"] for r in rounds.values()} == {ev.MIN_REPEATS}
     everything = ev.BenchmarkSettings(batch_size=2, seq_len=8, warmup=0, repeats=9, tolerance=None)
-    assert ev.time_runner(CountingRunner(), everything, vocab_size=100)["timed_calls"] == 9
+    assert ev.time_runner(clock.runner(), everything, vocab_size=100)["timed_calls"] == 9
     with pytest.raises(ValueError, match="tolerance"):
         ev.BenchmarkSettings(tolerance=1.5)
 
