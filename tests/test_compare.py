@@ -3,6 +3,7 @@ columns, the KD-position probe of the loss registry, and the measurement of rout
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -260,3 +261,71 @@ def test_each_batch_size_names_its_own_winner():
     assert metrics["best_route_teacher_within_1pp"] == "teacher on onnxruntime/int8"
     assert metrics["best_speedup_teacher_within_1pp"] == pytest.approx(2.5)
     assert metrics["best_same_route_speedup_within_3pct"] == pytest.approx(4.0)  # student int8 over teacher int8
+
+
+def test_contenders_are_the_fastest_few_of_each_choice_pool_at_each_batch_size():
+    frame = compare_report.with_speedups(_frame(), [1, 32])
+    picked = compare_report.contenders(frame, [1, 32], per_pool=1)
+    at1 = set(map(tuple, picked[picked["batch_size"] == 1][["name", "runtime", "precision"]].values))
+    # quantized: tiny int8 (20x); within 1 point: teacher int8 (2.5x); within 97%: student int8 (10x); the
+    # teacher's own rows within 1 point: its int8 row again
+    assert at1 == {("tiny", "onnxruntime", "int8"), ("teacher", "onnxruntime", "int8"),
+                   ("student", "onnxruntime", "int8")}
+    extra = frame[frame["name"] == "student"]
+    with_extra = compare_report.contenders(frame, [1], extra_pools=[extra], per_pool=2)
+    assert ("student", "torch", "fp32") in set(map(tuple, with_extra[["name", "runtime", "precision"]].values))
+    assert set(picked["batch_size"]) == {1, 32}
+
+
+def test_choices_are_made_and_quoted_from_the_head_to_head_run():
+    """Two rows' speed-ups from their own routes' runs rank them one way; timed side by side, the other: the
+    choice, its quoted speed-up and the model to ship follow the side-by-side run."""
+    from kdlib.studies.compare import ship
+
+    frame = compare_report.with_speedups(_frame(), [1, 32])
+    h2h = pd.DataFrame([
+        {"name": "student", "runtime": "onnxruntime", "precision": "int8", "batch_size": 1, "h2h_speedup_bs1": 6.0,
+         "h2h_latency_bs1_ms_median": 2.0, "h2h_reference_latency_bs1_ms_median": 12.0},
+        {"name": "teacher", "runtime": "onnxruntime", "precision": "int8", "batch_size": 1, "h2h_speedup_bs1": 7.0,
+         "h2h_latency_bs1_ms_median": 1.7, "h2h_reference_latency_bs1_ms_median": 12.0},
+    ])
+    merged = compare_report.with_head_to_head(frame, h2h)
+    assert len(merged) == len(frame) and merged["h2h_speedup_bs1"].notna().sum() == 2
+    metrics = compare_report.headline_metrics(merged)
+    assert metrics["best_route_within_3pct"] == "teacher on onnxruntime/int8"  # 10x > 2.5x apart, 6x < 7x together
+    assert metrics["best_speedup_within_3pct"] == pytest.approx(7.0)
+    assert metrics["best_speedup_within_3pct_bs32"] == pytest.approx(5.0)  # no side-by-side run at 32: as measured
+    merged["macro_f1"], merged["size_mb"], merged["params"] = 0.7, 1.0, 10
+    model_dirs = {"teacher": Path("teacher"), "student": Path("student")}
+    rec = ship.recommend(merged, model_dirs, margin_pp=5.0)  # both int8 rows within 5 points
+    assert rec["route"] == "onnxruntime/int8" and rec["model"] == "teacher"
+    assert rec["speedup_vs_torch_fp32_teacher_bs1"] == pytest.approx(7.0)
+    assert rec["speedup_measured_in_bs1"] == "head-to-head run" and rec["speedup_measured_in_bs32"] == "route run"
+
+
+def test_head_to_head_times_every_contender_in_one_run_with_the_teacher(tiny_bert_config, tmp_path):
+    import copy
+
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from kdlib.pipeline.config import BenchmarkParams
+
+    torch.manual_seed(0)
+    teacher = BertForSequenceClassification(tiny_bert_config(num_labels=3)).eval()
+    student = BertForSequenceClassification(tiny_bert_config(num_labels=3, num_hidden_layers=1)).eval()
+    models = {"teacher": teacher, "student": student, "same weights": copy.deepcopy(student)}
+    contenders = pd.DataFrame([("teacher", "torch", "fp32", 1), ("student", "torch", "fp32", 1),
+                               ("student", "torch", "fp32", 4), ("no weights here", "torch", "fp32", 1)],
+                              columns=["name", "runtime", "precision", "batch_size"])
+    bench = BenchmarkParams(batch_sizes=[1, 4], seq_len=8, threads=1, warmup=1, repeats=4)
+    rows = compare.head_to_head(models, contenders, bench, tmp_path)
+    at1 = rows[rows["batch_size"] == 1].set_index("name")
+    assert set(at1.index) == {"teacher", "student", "same weights"}  # the twin-like row without weights: left out
+    assert at1.loc["teacher", "h2h_speedup_bs1"] == 1.0  # the reference against itself
+    assert at1["h2h_reference_latency_bs1_ms_median"].nunique() == 1  # one run, one teacher measurement
+    assert at1.loc["same weights", "h2h_latency_bs1_ms_median"] == at1.loc["student", "h2h_latency_bs1_ms_median"]
+    at4 = rows[rows["batch_size"] == 4]
+    assert set(at4["name"]) == {"student", "same weights"} and (at4["h2h_timed_calls_bs4"] >= 1).all()
+    again = compare.head_to_head(models, contenders, bench, tmp_path)  # the memoised unit, not re-timed
+    pd.testing.assert_frame_equal(rows, again)

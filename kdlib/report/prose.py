@@ -67,11 +67,16 @@ def route_row(table6: pd.DataFrame, model: str, route: str) -> pd.Series | None:
 
 
 def speed(row: pd.Series, batch: int) -> str:
-    """The one form every speed in prose takes: the row's median in its route's run, the teacher's median
-    in the same run, and the speed-up measured round by round."""
-    return (f"{row['name']} on {row['runtime']}/{row['precision']} takes {ms(row[f'latency_bs{batch}_ms_median'])} ms "
-            f"at batch {batch} ({ratio(row[f'speedup_vs_torch_fp32_teacher_bs{batch}'])} the teacher on "
-            f"PyTorch fp32, {ms(row[f'reference_latency_bs{batch}_ms_median'])} ms in the same run)")
+    """The one form every speed in prose takes: the row's median in a run, the teacher's median in the same
+    run, and the speed-up measured round by round. The run is the head-to-head one where the row took part
+    in it (the run that chose it), else its route's."""
+    h2h = f"h2h_speedup_bs{batch}"
+    prefix, where = ("h2h_", "in the run that timed the contenders side by side") \
+        if h2h in row and not pd.isna(row[h2h]) else ("", "in the same run")
+    speedup = row[h2h] if prefix else row[f"speedup_vs_torch_fp32_teacher_bs{batch}"]
+    return (f"{row['name']} on {row['runtime']}/{row['precision']} takes "
+            f"{ms(row[f'{prefix}latency_bs{batch}_ms_median'])} ms at batch {batch} ({ratio(speedup)} the teacher on "
+            f"PyTorch fp32, {ms(row[f'{prefix}reference_latency_bs{batch}_ms_median'])} ms {where})")
 
 
 def _split_route(text: str) -> tuple[str, str]:

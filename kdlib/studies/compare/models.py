@@ -9,6 +9,8 @@
   together through `kdlib.inference.timing.time_runner` at each benchmark batch size, and their accuracy and
   total prediction time over the test split taken through the same prepared runner. Routes come from
   `kdlib.inference.runtimes.ROUTES`; a route this machine refuses is a row with the reason.
+- The contenders (`head_to_head`): the rows a headline choice picks among, timed again side by side in one
+  unit with the teacher, so that the choice compares speed-ups from one run.
 
 The tables built from these rows are in kdlib.studies.compare.tables, seed 001's KD-position table in
 kdlib.studies.compare.kd_positions, the figures in kdlib.studies.compare.plots.
@@ -390,6 +392,80 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
                               keep=lambda r: all(row["status"] != "failed" for row in r["rows"]))["rows"]
     rows = [{**r, "name": alias} for r in rows for alias, name in aliases.items() if name == r["name"]]
     return pd.DataFrame([{**r, **sizes[r["name"]]} for r in rows])
+
+
+def _time_side_by_side(named_models: dict, entries: list[tuple[str, str, str, int]], bench, calibration,
+                       baseline: str, workdir: Path) -> list[dict]:
+    """Each (model, runtime, precision) of `entries` prepared once, then, per batch size, the entries of that
+    batch size timed in turn with the teacher on PyTorch fp32 in one run: their rows of H2H columns."""
+    previous = torch.get_num_threads()
+    threads = bench.threads or previous
+    torch.set_num_threads(threads)
+    try:
+        runners = {}
+        for i, (n, r, p) in enumerate(dict.fromkeys(e[:3] for e in entries)):
+            if (n, r, p) != (baseline, "torch", "fp32"):  # the reference itself, prepared below
+                runners[(n, r, p)] = _prepare_one(named_models[n], n, r, p, bench, workdir / f"{i}", calibration)[1]
+        reference = _prepare_one(named_models[baseline], baseline, "torch", "fp32", bench, workdir / "reference",
+                                 None)[1]
+        vocab = named_models[baseline].config.vocab_size
+        rows = []
+        for b in sorted({e[3] for e in entries}):
+            mine = [e[:3] for e in entries if e[3] == b]
+            timed = {f"{n}@{r}/{p}": runners[(n, r, p)] for n, r, p in mine if runners.get((n, r, p)) is not None}
+            settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds,
+                                         bench.tolerance)
+            stats = time_interleaved({**timed, REFERENCE: reference}, settings, vocab)
+            ref = stats[REFERENCE]
+            for n, r, p in mine:
+                label = REFERENCE if (n, r, p) == (baseline, "torch", "fp32") else f"{n}@{r}/{p}"
+                if label not in stats:
+                    continue  # its route failed to prepare: the route's own run has the row and the reason
+                ratio = round_ratios(ref["rounds"], stats[label]["rounds"])
+                rows.append({"name": n, "runtime": r, "precision": p, "batch_size": b,
+                             f"h2h_speedup_bs{b}": ratio["median"], f"h2h_speedup_bs{b}_p25": ratio["p25"],
+                             f"h2h_speedup_bs{b}_p75": ratio["p75"],
+                             f"h2h_latency_bs{b}_ms_median": stats[label]["latency_ms_median"],
+                             f"h2h_reference_latency_bs{b}_ms_median": ref["latency_ms_median"],
+                             f"h2h_timed_calls_bs{b}": stats[label]["timed_calls"]})
+        return rows
+    finally:
+        torch.set_num_threads(previous)
+
+
+def head_to_head(named_models: dict, contenders: pd.DataFrame, bench, cache_dir: Path, calibration=None,
+                 baseline: str = "teacher") -> pd.DataFrame:
+    """The rows that contend for a choice (`tables.contenders`: name, runtime, precision, batch_size) timed
+    again side by side: one memoised unit that prepares each contender's route once and, per batch size,
+    times that batch's contenders in turn with the teacher on PyTorch fp32, round by round.
+
+    Why: every route's run (`measure`) times the teacher anew, and on a shared machine the teacher's speed
+    moves between runs (its batch-1 median differed twofold between two routes' runs of one cold study), so
+    speed-ups from two runs cannot rank two rows; speed-ups from one run can. Rows: name, runtime, precision,
+    batch_size and the H2H columns (`tables.H2H_COLUMNS`); a contender whose model is not in `named_models`
+    (02's no-KD twin, which has no weights here) is left out, and two names with the same weights are timed
+    once and given the row under both names."""
+    first_of = {}
+    aliases = {n: first_of.setdefault(model_fingerprint(m), n) for n, m in named_models.items()}
+    entries = list(dict.fromkeys((aliases[n], r, p, int(b)) for n, r, p, b in
+                                 contenders[["name", "runtime", "precision", "batch_size"]].itertuples(index=False)
+                                 if n in aliases))
+    if not entries:
+        return pd.DataFrame(columns=["name", "runtime", "precision", "batch_size"])
+    params = {"contenders": [[model_fingerprint(named_models[n])[:16], r, p, b] for n, r, p, b in entries],
+              "reference": model_fingerprint(named_models[baseline])[:16], "seq_len": bench.seq_len,
+              "threads": bench.threads, "warmup": bench.warmup, "repeats": bench.repeats,
+              "max_seconds": bench.max_seconds, "tolerance": bench.tolerance,
+              "calibration": None if calibration is None else len(calibration)}
+    key = memo.unit_key("compare_head_to_head", (*MEASURE_CODE, head_to_head, _time_side_by_side, _prepare_one,
+                                                  _prepare), params, memo.machine(bench.threads))
+
+    def block(_folder):
+        with tempfile.TemporaryDirectory(prefix="kd-h2h-") as work:
+            return {"rows": _time_side_by_side(named_models, entries, bench, calibration, baseline, Path(work))}
+
+    rows = memo.run_unit(Path(cache_dir) / "head-to-head", key, block, params=params)["rows"]
+    return pd.DataFrame([{**r, "name": alias} for r in rows for alias, name in aliases.items() if name == r["name"]])
 
 
 def _by_length(ds):

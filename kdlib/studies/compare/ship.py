@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdlib.inference.export import PRECISIONS, RUNTIMES
-from kdlib.studies.compare.tables import teacher_row
+from kdlib.studies.compare.tables import speedup, teacher_row
 
 MARGIN_PP = 1.0  # accuracy points below the teacher's (validation) that the shipped model may lose
 DEPLOY_DIR = "deploy"  # reports/<profile>/deploy/: the artifact 04 writes
@@ -30,18 +30,13 @@ def recommend(measured: pd.DataFrame, model_dirs: dict[str, Path], batch: int = 
     model has a folder in `model_dirs` and their route can be exported; the fastest at `batch` among those
     within `margin_pp` points of the teacher's validation accuracy wins (the teacher's exported fp32 route
     when none is)."""
-    ok = measured[(measured["status"] == "ok") & measured["name"].isin(model_dirs)]
     teacher = teacher_row(measured)
-    exportable = ok[[(r, p) in EXPORTABLE for r, p in zip(ok["runtime"], ok["precision"])]]
-    if exportable.empty:
-        raise ValueError("no measured row can be exported (onnxruntime or openvino, fp32 or int8): add one of "
-                         "them to compare.runtimes")
-    floor = teacher["val_accuracy"] - margin_pp / 100
-    within = exportable[exportable["val_accuracy"] >= floor]
+    within = candidates(measured, model_dirs, margin_pp)
     speed = f"speedup_vs_torch_fp32_teacher_bs{batch}"
-    if within.empty:
-        within = exportable[exportable["name"] == "teacher"]
-    best = within.sort_values([speed, "val_accuracy"], ascending=False).iloc[0]
+    # Ranked on the head-to-head run where the rows took part in it (tables.fastest says why), then as measured.
+    h2h = f"h2h_speedup_bs{batch}"
+    keys = [h2h, speed, "val_accuracy"] if h2h in within and within[h2h].notna().any() else [speed, "val_accuracy"]
+    best = within.sort_values(keys, ascending=False, na_position="last").iloc[0]
     runtime, precision = EXPORTABLE[(best["runtime"], best["precision"])]
     return {
         "model": best["name"], "model_dir": str(model_dirs[best["name"]]),
@@ -51,10 +46,32 @@ def recommend(measured: pd.DataFrame, model_dirs: dict[str, Path], batch: int = 
         "test_accuracy": float(best["accuracy"]), "teacher_test_accuracy": float(teacher["accuracy"]),
         "test_macro_f1": float(best["macro_f1"]),
         **{c: float(best[c]) for c in measured.columns if c.startswith("speedup_vs_torch_fp32_teacher_bs")},
+        # where the row took part in the head-to-head run, its speed-up there (what chose it)
+        **{f"speedup_vs_torch_fp32_teacher_bs{b}": speedup(best, b) for b in _batch_sizes(measured)},
+        **{f"speedup_measured_in_bs{b}": "head-to-head run" if not pd.isna(best.get(f"h2h_speedup_bs{b}"))
+           else "route run" for b in _batch_sizes(measured)},
         "size_mb": float(best["size_mb"]), "teacher_size_mb": float(teacher["size_mb"]),
         "params": int(best["params"]), "teacher_params": int(teacher["params"]),
         "cpu_flags": str(best.get("cpu_flags", "")),
     }
+
+
+def candidates(measured: pd.DataFrame, model_dirs: dict[str, Path], margin_pp: float = MARGIN_PP) -> pd.DataFrame:
+    """The rows `recommend` picks from: they ran, their model has a folder in `model_dirs`, their route can be
+    exported, and they are within `margin_pp` points of the teacher's validation accuracy (the teacher's
+    exportable rows when none is)."""
+    ok = measured[(measured["status"] == "ok") & measured["name"].isin(model_dirs)]
+    exportable = ok[[(r, p) in EXPORTABLE for r, p in zip(ok["runtime"], ok["precision"])]]
+    if exportable.empty:
+        raise ValueError("no measured row can be exported (onnxruntime or openvino, fp32 or int8): add one of "
+                         "them to compare.runtimes")
+    within = exportable[exportable["val_accuracy"] >= teacher_row(measured)["val_accuracy"] - margin_pp / 100]
+    return within if len(within) else exportable[exportable["name"] == "teacher"]
+
+
+def _batch_sizes(measured: pd.DataFrame) -> list[int]:
+    prefix = "speedup_vs_torch_fp32_teacher_bs"
+    return [int(c[len(prefix):]) for c in measured.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
 
 
 def export_command(rec: dict, params_file: str | Path, out: str | Path, root: str | Path) -> str:

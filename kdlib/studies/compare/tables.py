@@ -84,7 +84,9 @@ TABLE6_COLUMNS = ["name", "family", "method", "runtime", "precision", "status", 
                   "reference_latency_bs32_ms_median", "median_ci95_pct_bs1", "median_ci95_pct_bs32", "flops_per_sample", "gflops_bs1", "peak_share_bs1",
                   "gflops_bs32", "peak_share_bs32", "test_prediction_seconds",
                   "val_accuracy", "speedup_vs_torch_fp32_teacher_bs1", "speedup_vs_torch_fp32_teacher_bs32",
-                  "speedup_vs_same_route_teacher_bs1", "speedup_vs_same_route_teacher_bs32", "threads",
+                  "speedup_vs_same_route_teacher_bs1", "speedup_vs_same_route_teacher_bs32",
+                  *(f"h2h_{c}_bs{b}{tail}" for b in (1, 32) for c, tail in
+                    (("speedup", ""), ("latency", "_ms_median"), ("reference_latency", "_ms_median"))), "threads",
                   "runtime_version", "cpu_flags", "reason", "note"]
 
 
@@ -143,10 +145,73 @@ def teacher_row(frame: pd.DataFrame, baseline: str = BASELINE) -> pd.Series:
     return frame[(frame["name"] == baseline) & (frame["runtime"] == "torch") & (frame["precision"] == "fp32")].iloc[0]
 
 
+# Columns of the head-to-head run (kdlib.studies.compare.models.head_to_head), per batch size.
+H2H_COLUMNS = ("h2h_speedup_bs{b}", "h2h_speedup_bs{b}_p25", "h2h_speedup_bs{b}_p75", "h2h_latency_bs{b}_ms_median",
+               "h2h_reference_latency_bs{b}_ms_median", "h2h_timed_calls_bs{b}")
+CONTENDERS_PER_POOL = 3  # the rows of each choice timed again side by side, per batch size
+
+
+def _h2h(rows: pd.DataFrame, batch: int) -> pd.Series | None:
+    col = f"h2h_speedup_bs{batch}"
+    return rows[col] if col in rows and rows[col].notna().any() else None
+
+
+def speedup(row: pd.Series, batch: int) -> float:
+    """A row's speed-up over the PyTorch fp32 teacher at `batch`: from the head-to-head run where the row took
+    part in it, else from its route's run."""
+    h2h = row.get(f"h2h_speedup_bs{batch}")
+    return float(h2h) if h2h is not None and not pd.isna(h2h) else float(row[f"speedup_vs_torch_fp32_teacher_bs{batch}"])
+
+
 def fastest(rows: pd.DataFrame, batch: int = 1) -> pd.Series | None:
-    """The row with the largest speed-up over the PyTorch fp32 teacher at `batch` (the first on ties), or None."""
-    col = f"speedup_vs_torch_fp32_teacher_bs{batch}"
-    return rows.loc[rows[col].idxmax()] if len(rows) else None
+    """The row with the largest speed-up over the PyTorch fp32 teacher at `batch` (the first on ties), or None.
+    Where some rows were timed again side by side (`with_head_to_head`), the choice is among those, on the
+    head-to-head speed-ups: every route's run has its own measurement of the teacher, and the teacher's speed
+    moves between runs on a shared machine, so ratios from two runs do not rank two rows; ratios from one do."""
+    if not len(rows):
+        return None
+    h2h = _h2h(rows, batch)
+    col = h2h if h2h is not None else rows[f"speedup_vs_torch_fp32_teacher_bs{batch}"]
+    return rows.loc[col.idxmax()]
+
+
+def choice_pools(frame: pd.DataFrame, baseline: str = BASELINE) -> dict[str, pd.DataFrame]:
+    """The rows each headline choice picks from (status ok): every int8 row; the rows within 1 point of the
+    teacher's validation accuracy; within 97% of it; the teacher's own rows within 1 point."""
+    ok = frame[frame["status"] == "ok"]
+    val0 = teacher_row(ok, baseline)["val_accuracy"]
+    return {"quantized": ok[ok["precision"].str.startswith("int8")],
+            "within_1pp": ok[ok["val_accuracy"] >= val0 - 0.01],
+            "within_3pct": ok[ok["val_accuracy"] >= 0.97 * val0],
+            "teacher_within_1pp": ok[(ok["name"] == baseline) & (ok["val_accuracy"] >= val0 - 0.01)]}
+
+
+def contenders(frame: pd.DataFrame, batch_sizes, extra_pools: list[pd.DataFrame] = (),
+               per_pool: int = CONTENDERS_PER_POOL, baseline: str = BASELINE) -> pd.DataFrame:
+    """The rows to time again side by side: at each batch size, the `per_pool` fastest rows (by their route
+    run's speed-up) of every choice pool and of `extra_pools` (the model to ship picks from its own).
+    Columns name, runtime, precision, batch_size; one row per (row, batch size)."""
+    pools = [*choice_pools(frame, baseline).values(), *extra_pools]
+    keys = ["name", "runtime", "precision"]
+    out = []
+    for b in batch_sizes:
+        col = f"speedup_vs_torch_fp32_teacher_bs{b}"
+        top = [pool.dropna(subset=[col]).nlargest(per_pool, col)[keys] for pool in pools if len(pool)]
+        if top:
+            out.append(pd.concat(top).drop_duplicates().assign(batch_size=b))
+    return (pd.concat(out, ignore_index=True) if out
+            else pd.DataFrame(columns=[*keys, "batch_size"]))
+
+
+def with_head_to_head(frame: pd.DataFrame, h2h: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with the head-to-head run's columns (`H2H_COLUMNS`, per batch size) on the rows that took part
+    in it, NaN elsewhere."""
+    keys = ["name", "runtime", "precision"]
+    out = frame.drop(columns=[c for c in frame if c.startswith("h2h_")])
+    for b, rows in h2h.groupby("batch_size"):
+        cols = [c.format(b=b) for c in H2H_COLUMNS]
+        out = out.merge(rows.reindex(columns=keys + cols), on=keys, how="left")
+    return out
 
 
 def headline_metrics(frame: pd.DataFrame, baseline: str = BASELINE, batch: int = 1) -> dict:
@@ -164,10 +229,7 @@ def headline_metrics(frame: pd.DataFrame, baseline: str = BASELINE, batch: int =
     ok = frame[frame["status"] == "ok"]
     teacher = teacher_row(ok, baseline)
     acc0, val0 = teacher["accuracy"], teacher["val_accuracy"]
-    pools = {"quantized": ok[ok["precision"].str.startswith("int8")],
-             "within_1pp": ok[ok["val_accuracy"] >= val0 - 0.01],
-             "within_3pct": ok[ok["val_accuracy"] >= 0.97 * val0],
-             "teacher_within_1pp": ok[(ok["name"] == baseline) & (ok["val_accuracy"] >= val0 - 0.01)]}
+    pools = choice_pools(frame, baseline)
     names = {pool: ("best_quantized_speedup", "best_quantized_route") if pool == "quantized"
              else (f"best_speedup_{pool}", f"best_route_{pool}") for pool in pools}
 
@@ -182,7 +244,7 @@ def headline_metrics(frame: pd.DataFrame, baseline: str = BASELINE, batch: int =
         for pool, rows in pools.items():
             best = fastest(rows, b)
             speed, where = names[pool]
-            metrics[speed + suffix] = float(best[col]) if best is not None else None
+            metrics[speed + suffix] = speedup(best, b) if best is not None else None
             metrics[where + suffix] = route(best) if best is not None else None
             metrics[f"best_test_accuracy_{pool}{suffix}"] = float(best["accuracy"]) if best is not None else None
             # how much of the speed-up the model itself gives, on its own route
