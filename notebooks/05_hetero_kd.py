@@ -78,8 +78,10 @@ lengths.pivot_table(index="max_length", columns="split", values=["truncated_shar
 # ## Embeddings, once
 #
 # Each document becomes the mean of the encoder's last hidden states over its tokens. The route (runtime and
-# precision) is chosen by measuring: every candidate encodes the same few documents, and the fastest whose
-# embeddings agree with PyTorch fp32's (cosine ≥ 0.995 on every document) encodes all of them, longest first
+# precision) is checked by measuring: every candidate encodes the same few documents, and the first listed in
+# `hetero.encode_routes` whose embeddings agree with PyTorch fp32's (cosine ≥ 0.995 on every document)
+# encodes all of them (not the fastest in the probe: a few documents' timing on a shared machine ranked two
+# routes differently from run to run, and every number below would follow the ranking), longest first
 # so that each batch carries little padding. The probe's table below gives each candidate's speed and
 # agreement on this machine. The result is cached under a key of encoder, texts, length and route: a rerun
 # reads it back.

@@ -203,8 +203,9 @@ class HeteroParams:
     train_size: int | None = field(default=None, metadata=_range(1))
     validation_size: int | None = field(default=None, metadata=_range(1))
     test_size: int | None = field(default=None, metadata=_range(1))
-    # Encoding routes ("runtime/precision") probed on a few hundred documents; the fastest one whose
-    # embeddings match torch fp32's encodes (torch/fp32 is always probed, as the reference).
+    # Encoding routes ("runtime/precision"), in order of preference, probed on a few documents; the first one
+    # that runs here and whose embeddings match torch fp32's encodes (torch/fp32 is always probed, as the
+    # reference).
     encode_routes: list[str] = field(default_factory=lambda: ["torch/bf16", "onnxruntime/fp32"],
                                      metadata=_range(choices=ENCODE_ROUTES))
     seeds: int = field(default=5, metadata=_range(1, 100))
