@@ -375,10 +375,13 @@ def glossary(path: Path = GLOSSARY) -> list[tuple[str, str]]:
 
 def speed_mentions(text: str, models: list[tuple[str, str]]) -> list[dict]:
     """Every speed `speed()` wrote in `text` (the rendered report) for the (model, route) pairs given: model,
-    route, batch, ms, ratio and the teacher's ms; what the consistency test compares across the report."""
+    route, batch, ms, ratio, the teacher's ms and `side_by_side` (True where the speed is the head-to-head run's);
+    what the consistency test compares across the report."""
     out = []
     for model, route in models:
         pattern = (re.escape(f"{model} on {route} takes ") + r"(?P<ms>[\d.]+) ms at batch (?P<batch>\d+) \((?P<ratio>[\d.]+)× "
-                   r"the teacher on PyTorch fp32, (?P<ref>[\d.]+) ms in the same run\)")
-        out += [{"model": model, "route": route, **m.groupdict()} for m in re.finditer(pattern, text)]
+                   r"the teacher on PyTorch fp32, (?P<ref>[\d.]+) ms in (?P<run>the same run|the run that timed the "
+                   r"contenders side by side)\)")
+        out += [{"model": model, "route": route, **{k: v for k, v in m.groupdict().items() if k != "run"},
+                 "side_by_side": m["run"] != "the same run"} for m in re.finditer(pattern, text)]
     return out
