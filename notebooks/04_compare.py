@@ -146,12 +146,13 @@ from kdlib.inference.runtimes import ROUTES
 # The routes are timed on the teacher, 03's students and the head-pruned half-depth student.
 kd_pruned = catalogue["name"].iloc[-1]
 quantization_set = {n: m for n, m in upstream.items() if n != "KD student (02)"} | {kd_pruned: families[kd_pruned]}
-fp32_rows = compare.measure({**upstream, **families}, [("torch", "fp32")], cfg.benchmark, data.tok["test"],
+route_bench = compare.route_bench(cfg)  # each route's run nominates contenders: its own timing budget
+fp32_rows = compare.measure({**upstream, **families}, [("torch", "fp32")], route_bench, data.tok["test"],
                             tokenizer, out / "measurements", validation_ds=data.tok["validation"])
 other_routes = [r for r in compare.routes(cfg.compare.runtimes, cfg.compare.precisions) if r != ("torch", "fp32")]
 calibration = compare.calibration_inputs(data.tok["train"], tokenizer, cfg.compare.calibration_size,
                                          cfg.data.max_length)
-route_rows = compare.measure(quantization_set, other_routes, cfg.benchmark, data.tok["test"], tokenizer,
+route_rows = compare.measure(quantization_set, other_routes, route_bench, data.tok["test"], tokenizer,
                              out / "measurements", calibration=calibration,
                              validation_ds=data.tok["validation"])
 print(f"routes offered by kdlib.inference.runtimes: {ROUTES}")

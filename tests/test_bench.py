@@ -1,4 +1,5 @@
 """`kdstudy bench` end to end on a tiny QA model and three questions (torch and ONNX Runtime)."""
+import itertools
 import json
 import subprocess
 import sys
@@ -145,6 +146,26 @@ def test_bench_times_a_baseline_in_turn(tiny_qa_dir, data_file, tmp_path):
     assert r["f1"] == alone["f1"] and r["predictions"] == alone["predictions"]
     assert r["speedup_vs_baseline"] == pytest.approx(b["total_seconds"] / r["total_seconds"])
     assert b["p95_ms"] >= b["p50_ms"] > 0
+
+
+def test_in_turn_each_timed_question_follows_an_untimed_pass_of_the_same_model(monkeypatch, tiny_qa_dir, data_file):
+    """Paired runs warm each model with one untimed window before each of its timed questions, so no model is
+    timed right after the other's call; the calls run in blocks of one model: its warm pass, then its windows."""
+    calls = []
+    real = bench.load_model
+
+    def counting(model, runtime, precision, threads):
+        forward, *rest = real(model, runtime, precision, threads)
+        tag = "baseline" if len(calls) and calls[-1] == "load" else "model"
+        calls.append("load")
+        return (lambda inputs, tag=tag: calls.append(tag) or forward(inputs)), *rest
+
+    monkeypatch.setattr(bench, "load_model", counting)
+    r = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0, baseline=tiny_qa_dir)
+    timed = [c for c in calls if c != "load"]
+    blocks = [len(list(g)) for _, g in itertools.groupby(timed)]
+    assert timed.count("model") == timed.count("baseline") == r["questions"] + r["windows"]
+    assert min(blocks) >= 2  # never a lone call: each timed window comes after the same model's warm pass
 
 
 def test_bench_refuses_a_baseline_it_cannot_run(tiny_qa_dir, data_file, tmp_path):

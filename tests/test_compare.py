@@ -329,3 +329,17 @@ def test_head_to_head_times_every_contender_in_one_run_with_the_teacher(tiny_ber
     assert set(at4["name"]) == {"student", "same weights"} and (at4["h2h_timed_calls_bs4"] >= 1).all()
     again = compare.head_to_head(models, contenders, bench, tmp_path)  # the memoised unit, not re-timed
     pd.testing.assert_frame_equal(rows, again)
+
+
+def test_route_runs_take_their_own_budget_and_the_side_by_side_run_keeps_the_benchmarks():
+    import dataclasses
+
+    from kdlib.pipeline.config import load_params
+
+    cfg = load_params(Path(__file__).parents[1] / "params" / "quick.yaml", check_models=False)
+    assert cfg.compare.route_seconds < cfg.benchmark.max_seconds
+    routes_bench = compare.route_bench(cfg)
+    assert routes_bench.max_seconds == cfg.compare.route_seconds
+    assert dataclasses.replace(routes_bench, max_seconds=cfg.benchmark.max_seconds) == cfg.benchmark
+    unset = dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, route_seconds=None))
+    assert compare.route_bench(unset) is unset.benchmark

@@ -342,10 +342,61 @@ def test_runners_timed_in_turn_give_the_ratio_of_their_calls():
         return call
 
     settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=6)
-    stats = ev.time_interleaved({"slow": runner("slow", 0.004), "fast": runner("fast", 0.002)}, settings, 100,
+    # both longer than SWITCH_WARMUP_S: no untimed calls between the timed ones
+    slow, fast = 4 * ev.SWITCH_WARMUP_S, 2 * ev.SWITCH_WARMUP_S
+    stats = ev.time_interleaved({"slow": runner("slow", slow), "fast": runner("fast", fast)}, settings, 100,
                                 {"slow": ["input_ids"], "fast": ["input_ids"]})
     timed = calls[2:]  # after one warm-up call each
     assert timed[:4] == ["slow", "fast", "fast", "slow"]  # the order alternates
     assert len(stats["slow"]["rounds"]) == len(stats["fast"]["rounds"]) == 6
     ratio = ev.round_ratios(stats["slow"]["rounds"], stats["fast"]["rounds"])
     assert 1.5 < ratio["median"] < 2.5 and ratio["p25"] <= ratio["median"] <= ratio["p75"] and ratio["rounds"] == 6
+
+
+def test_a_short_call_is_timed_after_calls_of_its_own_not_cold_after_another_model(monkeypatch):
+    """A runner faster than SWITCH_WARMUP_S is called untimed until that much of its own calls precede each
+    timed one; a slower runner is timed as it comes."""
+    clock = SteadyClock()
+    monkeypatch.setattr(ev, "time", clock)
+    calls = []
+
+    def runner(name, seconds):
+        def call(inputs):
+            calls.append(name)
+            clock.now += seconds
+        return call
+
+    short, long = 2 ** -10, ev.SWITCH_WARMUP_S * 3  # 5.12 short calls fill SWITCH_WARMUP_S: 6 untimed
+    settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=3)
+    stats = ev.time_interleaved({"short": runner("short", short), "long": runner("long", long)}, settings, 100,
+                                {"short": ["input_ids"], "long": ["input_ids"]})
+    rounds = calls[2:]  # after one warm-up call each
+    # round 1: short (6 untimed + 1 timed), long; round 2 reversed: long, short; round 3 as round 1
+    assert ev.SWITCH_WARMUP_S == 0.005
+    assert rounds == ["short"] * 7 + ["long", "long"] + ["short"] * 7 + ["short"] * 7 + ["long"]
+    assert stats["short"]["timed_calls"] == stats["long"]["timed_calls"] == 3
+    assert stats["short"]["latency_ms_median"] == pytest.approx(short * 1e3)  # untimed calls are not counted
+
+
+def test_with_a_reference_timing_stops_once_every_ratio_to_it_is_settled(monkeypatch):
+    """The machine's speed swings from round to round, moving both runners alike: their latencies never settle
+    within the tolerance, but the ratio of each round's calls does, and that is what a speed-up reports."""
+    clock = SteadyClock()
+    monkeypatch.setattr(ev, "time", clock)
+    calls = {"n": 0}
+
+    def runner(seconds):
+        def call(inputs):
+            slow_down = 1 + (calls["n"] // 2) % 4  # a load that changes every round (two calls), 1x to 4x
+            calls["n"] += 1
+            clock.now += seconds * slow_down
+        return call
+
+    settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=40, tolerance=0.03)
+    make = lambda: {"teacher": runner(0.08), "student": runner(0.01)}  # noqa: E731 - both longer: no warm-up calls
+    by_latency = ev.time_interleaved(make(), settings, 100)
+    by_ratio = ev.time_interleaved(make(), settings, 100, reference="teacher")
+    assert by_latency["student"]["timed_calls"] == 40  # the latencies never settled
+    assert by_ratio["student"]["timed_calls"] < 40
+    ratio = ev.round_ratios(by_ratio["teacher"]["rounds"], by_ratio["student"]["rounds"])
+    assert ratio["median"] == pytest.approx(8.0, rel=0.03)

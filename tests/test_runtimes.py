@@ -302,6 +302,24 @@ def test_routes_of_one_model_share_one_export(monkeypatch, tiny, tmp_path):
     assert len(calls) == 2
 
 
+def test_a_quantised_route_quantises_once_per_weights_and_calibration(monkeypatch, tiny, tmp_path):
+    """Preparing ONNX Runtime's static int8 route of the same weights and calibration again (04 times the
+    contenders a second time) copies the first quantised graph; other calibration batches quantise anew."""
+    if rt.refusal("onnxruntime", "int8_static"):
+        pytest.skip(rt.refusal("onnxruntime", "int8_static"))
+    calls = []
+    real = onnx_route.quantize_onnx
+    monkeypatch.setattr(onnx_route, "quantize_onnx", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    calibration = [rt.example_inputs(tiny, 1, 12, seed=s) for s in range(2)]
+    first = rt.prepare(tiny, "onnxruntime", "int8_static", tmp_path / "a", 1, calibration=calibration)
+    again = rt.prepare(tiny, "onnxruntime", "int8_static", tmp_path / "b", 1, calibration=calibration)
+    assert calls == ["int8_static"]
+    assert first.files[0].read_bytes() == again.files[0].read_bytes() and first.files[0] != again.files[0]
+    rt.prepare(tiny, "onnxruntime", "int8_static", tmp_path / "c", 1,
+               calibration=[rt.example_inputs(tiny, 1, 12, seed=s) for s in range(2, 4)])
+    assert calls == ["int8_static", "int8_static"]
+
+
 @pytest.mark.parametrize("flags,limit", [({"avx2"}, 64), ({"avx2", "avx512_vnni"}, 127)])
 def test_reduce_range_gives_7_bit_weights_without_vnni(monkeypatch, tiny, tiny_onnx, tmp_path, flags, limit):
     """On a CPU without VNNI the quantised weights use 7 bits ([-64, 63]), with VNNI all 8 (up to 127)."""

@@ -188,36 +188,63 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
     }
 
 
+# A call timed right after another model's call is slower than the same call in a stream of its own: PyTorch's
+# OpenMP threads spin on after a call, and the runtime's own threads went idle while the other model ran. Measured with the quick study's teacher and a 2-layer
+# student on 2 threads (docs/benchmarks/switch_cost.py), this cost falls on short calls (it is a large share of
+# a 1-ms call at batch 1) and hardly on long ones, so timing in turn without it ranks small models below their
+# speed alone. Before each timed call, a runner whose calls are shorter than this is called untimed for about
+# this long; a longer call warms itself (the teacher's at batch 1 ran as fast in turn as alone).
+SWITCH_WARMUP_S = 0.005
+
+
+def _switch_warmup_calls(call_seconds: float) -> int:
+    """Untimed calls that fill SWITCH_WARMUP_S with calls of `call_seconds` each (none for a longer call)."""
+    return 0 if call_seconds >= SWITCH_WARMUP_S else math.ceil(SWITCH_WARMUP_S / max(call_seconds, 1e-6))
+
+
 def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: BenchmarkSettings, vocab_size: int,
-                     input_names: dict[str, Sequence[str]] | None = None) -> dict[str, dict[str, Any]]:
+                     input_names: dict[str, Sequence[str]] | None = None,
+                     reference: str | None = None) -> dict[str, dict[str, Any]]:
     """Time several runners in turn on batches of one shape: each round calls every runner once, in an order
     reversed every other round, so a drift in the machine's speed falls on all of them alike. A speed-up is
     then a ratio of calls made side by side (`round_ratios`), not of two measurements minutes apart.
 
+    A runner whose calls are shorter than SWITCH_WARMUP_S is called untimed for that long before each timed
+    call (`_switch_warmup_calls`), so each call is timed as in a stream of its own calls, not cold after
+    another model's.
+
     Returns, per name, what `time_runner` returns plus `rounds`: the seconds of each of its timed calls.
     `max_seconds` (each runner's budget) stops after a round once the rounds add up to it times the number
-    of runners (after MIN_REPEATS rounds); `tolerance` stops after the round that settles every median.
+    of runners (after MIN_REPEATS rounds); `tolerance` stops after the round that settles every median or,
+    with a `reference` (one of the runners), every other runner's median ratio to it (`round_ratios`): the
+    number a speed-up reports, which drift moves less than either latency, since it moves both alike.
     """
     names = list(runners)
     inputs = {n: rt.random_batch(settings.batch_size, settings.seq_len, vocab_size,
                                  (input_names or {}).get(n) or getattr(runners[n], "input_names", MODEL_INPUT_KEYS))
               for n in names}
     rounds: dict[str, list[float]] = {n: [] for n in names}
+    last: dict[str, float] = {}  # each runner's latest call, in seconds: how many untimed calls warm it
     with _num_threads(settings.threads) as threads:
         for _ in range(max(settings.warmup, 1)):
             for n in names:
+                start = time.perf_counter()
                 runners[n](inputs[n])
+                last[n] = time.perf_counter() - start
         spent = 0.0
         for r in range(settings.repeats):
             for n in (names if r % 2 == 0 else names[::-1]):
+                for _ in range(_switch_warmup_calls(last[n])):
+                    runners[n](inputs[n])
                 start = time.perf_counter()
                 runners[n](inputs[n])
-                rounds[n].append(time.perf_counter() - start)
-                spent += rounds[n][-1]
+                last[n] = time.perf_counter() - start
+                rounds[n].append(last[n])
+                spent += last[n]
             # max_seconds is each runner's budget, as when it is timed alone
             if settings.max_seconds and r + 1 >= MIN_REPEATS and spent >= settings.max_seconds * len(names):
                 break
-            if all(_settled(rounds[n], settings) for n in names):
+            if _all_settled(rounds, settings, reference):
                 break
     out = {}
     for n in names:
@@ -228,6 +255,13 @@ def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: Benchm
                   "latency_ms_mean": float(ms.mean()), "median_ci95_pct": median_spread_pct(ms),
                   "throughput_per_s": settings.batch_size / (median_ms / 1e3), "rounds": rounds[n]}
     return out
+
+
+def _all_settled(rounds: dict[str, list[float]], settings: BenchmarkSettings, reference: str | None) -> bool:
+    if reference is None or reference not in rounds:
+        return all(_settled(r, settings) for r in rounds.values())
+    base = np.asarray(rounds[reference])
+    return all(_settled(base / np.asarray(r), settings) for n, r in rounds.items() if n != reference)
 
 
 def round_ratios(baseline: Sequence[float], other: Sequence[float]) -> dict[str, float]:

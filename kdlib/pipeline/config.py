@@ -168,6 +168,9 @@ class CompareParams:
     # The ALBERT-style student: factorised embedding size E, and its depth (None: the teacher's).
     albert_embedding_size: int = field(default=128, metadata=_range(1, 65536))
     albert_layers: int | None = field(default=None, metadata=_range(1, 48))
+    # Each route's run: its timing budget per model in seconds (None: benchmark.max_seconds). Those runs only
+    # nominate the contenders, which `head_to_head` times again side by side with benchmark.max_seconds.
+    route_seconds: float | None = field(default=None, metadata=_range(0.01, 3600))
 
 
 ENCODE_ROUTES = ("torch/fp32", "torch/bf16", "torch_compile/fp32", "onnxruntime/fp32", "onnxruntime/int8",

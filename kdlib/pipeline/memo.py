@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -102,8 +103,10 @@ def run_unit(folder: str | Path, key: str, build: Callable[[Path], dict], *, par
     if done is not None:
         done["reused"] = True
         return done
+    started = time.perf_counter()
     result = dict(build(folder))
-    result.update(key=key, reused=False)
+    # what building it took: where a cold run's time went, read from the cache
+    result.update(key=key, reused=False, build_seconds=round(time.perf_counter() - started, 3))
     if params is not None:
         result["params"] = params
     result.setdefault("machine", machine())

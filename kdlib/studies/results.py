@@ -102,7 +102,8 @@ def benchmark_models(named_models: dict, bench, baseline: str | None = None, cac
                 params = {"models": {name: model_fingerprint(m)[:16] for name, m in named_models.items()},
                           "baseline": baseline, "runtime": runtime, "precision": precision,
                           "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len, "threads": bench.threads,
-                          "warmup": bench.warmup, "repeats": bench.repeats, "tolerance": bench.tolerance}
+                          "warmup": bench.warmup, "repeats": bench.repeats, "tolerance": bench.tolerance,
+                          "max_seconds": getattr(bench, "max_seconds", None)}
                 key = memo.unit_key("benchmark", ("inference.timing", "inference.runtimes", _route_rows), params,
                                     memo.machine(bench.threads))
                 unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params,
@@ -115,7 +116,8 @@ def _route_rows(benches: dict, baseline: str | None, runtime: str, precision: st
     """One route at one batch size: every model's row, timed in turn with the others and with the baseline's
     PyTorch fp32 runner; the speed-ups are ratios over the rounds of that one timing."""
     settings = BenchmarkSettings(batch_size=batch_size, seq_len=bench.seq_len, threads=bench.threads,
-                                 warmup=bench.warmup, repeats=bench.repeats, tolerance=bench.tolerance)
+                                 warmup=bench.warmup, repeats=bench.repeats, tolerance=bench.tolerance,
+                                 max_seconds=getattr(bench, "max_seconds", None))
     rows, runners = {}, {}
     for name, b in benches.items():
         row, runner = b.prepare_row(settings, runtime, precision)
@@ -133,7 +135,8 @@ def _route_rows(benches: dict, baseline: str | None, runtime: str, precision: st
         timed[REFERENCE] = reference
     vocab = next(iter(benches.values())).model.config.vocab_size
     try:
-        stats = time_interleaved(timed, settings, vocab) if timed else {}
+        ref_name = REFERENCE if REFERENCE in timed else baseline if baseline in timed else None
+        stats = time_interleaved(timed, settings, vocab, reference=ref_name) if timed else {}
     except Exception as error:  # noqa: BLE001 - a route that breaks while timing is a row, not a crash
         reason = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
         return [{**row, "status": "failed", "reason": reason} if row["status"] == "ok" else row for row in rows.values()]

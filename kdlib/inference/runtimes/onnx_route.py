@@ -7,7 +7,7 @@ import hashlib
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx
@@ -64,15 +64,48 @@ def shared_export(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple
     OpenVINO route of a model reads the same graph, and exporting (10-20 s for MiniLM) is their slowest step."""
 
 
-    config = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else ""
-    key = hashlib.sha256(f"{type(model).__name__}-{model_fingerprint(model)}-{config}".encode()).hexdigest()[:24]
+    key = export_key(model)
     if key not in _EXPORTS:
-        if not _EXPORT_DIR:
-            _EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
-        _EXPORTS[key] = export_onnx(model, Path(_EXPORT_DIR[0].name) / f"{key}.onnx")
+        _EXPORTS[key] = export_onnx(model, _export_dir() / f"{key}.onnx")
     source, names, outputs = _EXPORTS[key]
     shutil.copyfile(source, path)
     return Path(path), names, outputs
+
+
+def export_key(model) -> str:
+    """What decides a model's export: its class, weights and configuration."""
+    config = model.config.to_json_string(use_diff=False) if hasattr(model, "config") else ""
+    return hashlib.sha256(f"{type(model).__name__}-{model_fingerprint(model)}-{config}".encode()).hexdigest()[:24]
+
+
+def shared_files(key: str, files: tuple[str, ...], build: Callable[[Path], Any], dest: Path) -> list[Path]:
+    """The `files` that `build(folder)` writes, built once per `key` in a process and copied into `dest`: a
+    quantised graph is timed in a route's run and again beside the other contenders (04), and quantising
+    (calibration, NNCF's passes) takes seconds to tens of seconds a model."""
+    folder = _export_dir() / key
+    if not folder.is_dir():
+        part = folder.with_name(f"{key}.part")
+        shutil.rmtree(part, ignore_errors=True)
+        part.mkdir(parents=True)
+        build(part)
+        part.rename(folder)
+    dest.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copyfile(folder / name, dest / name)) for name in files]
+
+
+def calibration_key(calibration: list[dict[str, Any]] | None) -> str:
+    """A digest of calibration batches (their arrays' bytes, in order)."""
+    digest = hashlib.sha256()
+    for batch in calibration or []:
+        for name in sorted(batch):
+            digest.update(name.encode() + np.ascontiguousarray(np.asarray(batch[name], dtype=np.int64)).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _export_dir() -> Path:
+    if not _EXPORT_DIR:
+        _EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
+    return Path(_EXPORT_DIR[0].name)
 
 
 def _strip_value_info(path: Path) -> Path:
@@ -185,7 +218,12 @@ def onnxruntime_route(model, runtime: str, precision: str, workdir: Path, thread
 
     path, names, outputs = shared_export(model, workdir / "model.onnx")
     if precision != "fp32":
-        path = quantize_onnx(model, path, workdir, precision, names, calibration)
+        key = hashlib.sha256(f"{export_key(model)}-ort-{precision}-{routes.int8_format()}-"
+                             f"{calibration_key(calibration if precision == 'int8_static' else None)}".encode())
+        file = f"model.{precision}.onnx"
+        path = shared_files(key.hexdigest()[:24], (file,),
+                            lambda folder: quantize_onnx(model, path, folder, precision, names, calibration),
+                            workdir)[0]
     session = ort.InferenceSession(str(path), routes.onnxruntime_options(threads), providers=["CPUExecutionProvider"])
 
     def run(inputs):

@@ -3,6 +3,7 @@ openvino and nncf are imported in the functions that use them: they are optional
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -10,7 +11,14 @@ from typing import Any
 
 from kdlib.inference import routes
 from kdlib.inference.runtimes.base import Runner
-from kdlib.inference.runtimes.onnx_route import _quiet, calibration_feeds, shared_export
+from kdlib.inference.runtimes.onnx_route import (
+    _quiet,
+    calibration_feeds,
+    calibration_key,
+    export_key,
+    shared_export,
+    shared_files,
+)
 
 
 def openvino_route(model, runtime: str, precision: str, workdir: Path, threads: int, calibration=None) -> Runner:
@@ -18,13 +26,21 @@ def openvino_route(model, runtime: str, precision: str, workdir: Path, threads: 
 
     path, names, outputs = shared_export(model, workdir / "model.onnx")
     core = ov.Core()
-    ov_model = core.read_model(str(path))
-    if precision == "int8_static":
-        ov_model = nncf_int8(ov_model, calibration_feeds(calibration, names))
     xml = workdir / "openvino" / "model.xml"
-    xml.parent.mkdir(exist_ok=True)
-    # compress_to_fp16=False: keep fp32 weights, so the fp32 route is fp32 on disk too.
-    ov.save_model(ov_model, str(xml), compress_to_fp16=False)
+
+    def save(folder: Path, quantise: bool) -> None:
+        ov_model = core.read_model(str(path))
+        if quantise:
+            ov_model = nncf_int8(ov_model, calibration_feeds(calibration, names))
+        # compress_to_fp16=False: keep fp32 weights, so the fp32 route is fp32 on disk too.
+        ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=False)
+
+    if precision == "int8_static":  # NNCF's passes are the slow part: once per model and calibration
+        key = hashlib.sha256(f"{export_key(model)}-openvino-int8_static-{calibration_key(calibration)}".encode())
+        shared_files(key.hexdigest()[:24], ("model.xml", "model.bin"), lambda f: save(f, True), xml.parent)
+    else:
+        xml.parent.mkdir(exist_ok=True)
+        save(xml.parent, False)
     return openvino_runner(core, xml, runtime, precision, [xml, xml.with_suffix(".bin")], names, outputs, threads)
 
 

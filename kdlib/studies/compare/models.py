@@ -246,6 +246,13 @@ def routes(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
 REFERENCE = "teacher@torch/fp32"
 
 
+def route_bench(cfg):
+    """The timing settings of each route's run (`measure`): the benchmark's, with compare.route_seconds as the
+    budget where it is set. The choices read the side-by-side run (`head_to_head`), which keeps the benchmark's."""
+    seconds = cfg.compare.route_seconds
+    return cfg.benchmark if seconds is None else dataclasses.replace(cfg.benchmark, max_seconds=seconds)
+
+
 def _prepare(model, runtime, precision, workdir, threads, calibration):
     """runtimes.prepare, passing calibration inputs to routes whose prepare takes them (static int8)."""
 
@@ -288,7 +295,7 @@ def _time_route(runners: dict, reference, bench, vocab_size: int, baseline: str)
     for b in bench.batch_sizes:
         settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds,
                                      bench.tolerance)
-        stats = time_interleaved(timed, settings, vocab_size)
+        stats = time_interleaved(timed, settings, vocab_size, reference=ref_name)
         for name in runners:
             s = stats[name]
             out[name].update({f"latency_bs{b}_ms_median": s["latency_ms_median"],
@@ -415,7 +422,7 @@ def _time_side_by_side(named_models: dict, entries: list[tuple[str, str, str, in
             timed = {f"{n}@{r}/{p}": runners[(n, r, p)] for n, r, p in mine if runners.get((n, r, p)) is not None}
             settings = BenchmarkSettings(b, bench.seq_len, threads, bench.warmup, bench.repeats, bench.max_seconds,
                                          bench.tolerance)
-            stats = time_interleaved({**timed, REFERENCE: reference}, settings, vocab)
+            stats = time_interleaved({**timed, REFERENCE: reference}, settings, vocab, reference=REFERENCE)
             ref = stats[REFERENCE]
             for n, r, p in mine:
                 label = REFERENCE if (n, r, p) == (baseline, "torch", "fp32") else f"{n}@{r}/{p}"
