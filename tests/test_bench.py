@@ -164,8 +164,24 @@ def test_in_turn_each_timed_question_follows_an_untimed_pass_of_the_same_model(m
     r = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0, baseline=tiny_qa_dir)
     timed = [c for c in calls if c != "load"]
     blocks = [len(list(g)) for _, g in itertools.groupby(timed)]
-    assert timed.count("model") == timed.count("baseline") == r["questions"] + r["windows"]
+    assert timed.count("model") == timed.count("baseline") > r["questions"] + r["windows"]  # + the length warm-up
     assert min(blocks) >= 2  # never a lone call: each timed window comes after the same model's warm pass
+
+
+def test_every_window_length_runs_once_untimed_before_the_timed_questions(monkeypatch, tiny_qa_dir, data_file):
+    """OpenVINO compiles per input length on first sight: before timing, each model sees every length once."""
+    lengths = []
+    real = bench.load_model
+
+    def recording(model, runtime, precision, threads):
+        forward, *rest = real(model, runtime, precision, threads)
+        return (lambda inputs: lengths.append(inputs["input_ids"].shape[1]) or forward(inputs)), *rest
+
+    monkeypatch.setattr(bench, "load_model", recording)
+    r = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0)
+    distinct = set(lengths)
+    assert len(lengths) == len(distinct) + r["windows"]  # the warm-up, then the timed windows
+    assert sorted(lengths[:len(distinct)]) == sorted(distinct)  # one call per length, all of them first
 
 
 def test_bench_refuses_a_baseline_it_cannot_run(tiny_qa_dir, data_file, tmp_path):

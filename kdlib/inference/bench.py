@@ -27,6 +27,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -166,30 +167,45 @@ def guess_runtime(model: str | Path) -> str:
 
 
 
-def _answerer(model: str | Path, runtime: str, precision: str, threads: int, tokenizer, settings: dict):
-    """answer(question) -> (answer text, windows), what load_model says of the model (files, version), its
-    load time, and warm(question): an untimed pass over the question's first window."""
+class Answerer(NamedTuple):
+    """A loaded model that answers questions (`_answerer`)."""
+    answer: Callable  # question -> (answer text, windows)
+    files: list       # what load_model says of the model: its files and runtime version
+    version: str
+    load_seconds: float
+    warm: Callable    # question -> None: an untimed pass over its first window
+    warm_lengths: Callable  # questions -> None: an untimed pass per distinct window length
+
+
+def _answerer(model: str | Path, runtime: str, precision: str, threads: int, tokenizer, settings: dict) -> Answerer:
     tk = qa.window_tokenizer(_tokenizer_file(Path(model), tokenizer), settings["max_length"], settings["stride"])
     t_load = time.perf_counter()
     forward, input_names, files, version = load_model(model, runtime, precision, threads)
     load_seconds = time.perf_counter() - t_load
 
+    def run(window):
+        inputs = window.inputs()
+        return forward({k: inputs[k] for k in input_names})
+
     def answer(q):
         windows = qa.encode_windows(tk, [q["question"]], [q["context"]])
         starts, ends = [], []
         for w in windows:  # batch 1: one window per forward pass
-            inputs = w.inputs()
-            s, e = forward({k: inputs[k] for k in input_names})
+            s, e = run(w)
             starts.append(s)
             ends.append(e)
         return qa.extract_answers(windows, [q["context"]], starts, ends, settings["n_best"],
                                   settings["max_answer_length"])[0], len(windows)
 
-    def warm(q):  # one untimed pass over the question's first window
-        inputs = qa.encode_windows(tk, [q["question"]], [q["context"]])[0].inputs()
-        forward({k: inputs[k] for k in input_names})
+    def warm(q):
+        run(qa.encode_windows(tk, [q["question"]], [q["context"]])[0])
 
-    return answer, files, version, load_seconds, warm
+    def warm_lengths(questions):
+        windows = qa.encode_windows(tk, [q["question"] for q in questions], [q["context"] for q in questions])
+        for window in {len(w.input_ids): w for w in windows}.values():
+            run(window)
+
+    return Answerer(answer, files, version, load_seconds, warm, warm_lengths)
 
 
 def _summary(predictions: dict, seconds: list[float], questions: list[dict]) -> dict:
@@ -213,7 +229,11 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
     over its first window, as in a stream of its own calls: PyTorch's OpenMP threads spin on after a call and
     took a core from an OpenVINO model called right after (which no deployed model meets), and OpenVINO
     compiles for each new input length on first sight (which a serving model pays once per length).
-    Peak memory then covers both models."""
+    Peak memory then covers both models.
+
+    Before any timing, each model runs once, untimed, on one window of every length the questions use:
+    OpenVINO compiles for each new input length on first sight (windows are not padded, so a question set
+    brings many lengths), which a serving model pays once per length, so the timed questions measure the steady state."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     runtime = runtime or guess_runtime(model)
@@ -231,9 +251,11 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
     loaded = {name: _answerer(path, rt, prec, threads, tokenizer, settings)
               for name, (path, rt, prec) in routes.items()}
 
+    for answerer in loaded.values():  # untimed: see the docstring
+        answerer.warm_lengths(questions)
     for q in questions[:warmup]:  # warm-up: first-call allocations and kernel selection are not timed
-        for answer, *_ in loaded.values():
-            answer(q)
+        for answerer in loaded.values():
+            answerer.answer(q)
     predictions = {name: {} for name in loaded}
     seconds = {name: [] for name in loaded}
     n_windows = 0
@@ -241,12 +263,12 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
     for i, q in enumerate(questions):
         for name in (list(loaded) if i % 2 == 0 else list(loaded)[::-1]):
             if paired:  # as in a stream of its own calls, not right after the other model's (see above)
-                loaded[name][4](q)
+                loaded[name].warm(q)
             t0 = time.perf_counter()
-            predictions[name][q["id"]], n = loaded[name][0](q)
+            predictions[name][q["id"]], n = loaded[name].answer(q)
             seconds[name].append(time.perf_counter() - t0)
         n_windows += n
-    _, files, version, load_seconds, _ = loaded["model"]
+    files, version, load_seconds = loaded["model"].files, loaded["model"].version, loaded["model"].load_seconds
     result = {
         "model": Path(model).name,
         "runtime": runtime, "precision": precision, "runtime_version": version, "profile": profile,
@@ -262,7 +284,7 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
     if baseline is not None:
         path, rt, prec = routes["baseline"]
         result["baseline"] = {"model": Path(path).name, "runtime": rt, "precision": prec,
-                              "model_size_mb": _size_mb(loaded["baseline"][1]),
+                              "model_size_mb": _size_mb(loaded["baseline"].files),
                               **_summary(predictions["baseline"], seconds["baseline"], questions)}
         result["speedup_vs_baseline"] = result["baseline"]["total_seconds"] / result["total_seconds"]
     return result
