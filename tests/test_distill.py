@@ -3,6 +3,7 @@ predictor, cache and trainer on QA and two-head models; the NaN guard."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -129,6 +130,19 @@ def test_distill_step_cached_equals_online_and_is_deterministic(tiny_cfg, report
     assert third["runs"]["kd_cached"]["reused"] and not third["runs"]["nokd"]["reused"]
     assert third["runs"]["nokd"]["history"] == before["history"]
     assert third["runs"]["nokd"]["test"]["accuracy"] == before["test"]["accuracy"]
+
+
+def test_online_kd_as_a_probe_trains_as_its_cached_twin_over_the_same_steps(tiny_cfg):
+    train.train_teacher(tiny_cfg)
+    cfg = dataclasses.replace(tiny_cfg, distill=dataclasses.replace(tiny_cfg.distill, online_kd_epochs=0.5))
+    summary = train.distill_student(cfg)
+    assert set(summary["runs"]) == {"kd_cached", "nokd"}  # the full runs: what the tables and plots show
+    probe = summary["online_probe"]
+    assert probe["epochs"] == 0.5 and set(probe["runs"]) == {"kd_cached", "kd_online"}
+    cached, online = probe["runs"]["kd_cached"], probe["runs"]["kd_online"]
+    assert online["train_loss"] == pytest.approx(cached["train_loss"], rel=1e-5)
+    assert online["test"]["accuracy"] == cached["test"]["accuracy"]
+    assert cached["train_loss"] != summary["runs"]["kd_cached"]["train_loss"]  # half an epoch, not two
 
 
 def test_distill_without_teacher_says_what_to_run(tiny_cfg):

@@ -342,12 +342,12 @@ def test_runners_timed_in_turn_give_the_ratio_of_their_calls():
         return call
 
     settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=6)
-    # both longer than SWITCH_WARMUP_S: no untimed calls between the timed ones
+    # both longer than SWITCH_WARMUP_S: one untimed call before each timed one
     slow, fast = 4 * ev.SWITCH_WARMUP_S, 2 * ev.SWITCH_WARMUP_S
     stats = ev.time_interleaved({"slow": runner("slow", slow), "fast": runner("fast", fast)}, settings, 100,
                                 {"slow": ["input_ids"], "fast": ["input_ids"]})
     timed = calls[2:]  # after one warm-up call each
-    assert timed[:4] == ["slow", "fast", "fast", "slow"]  # the order alternates
+    assert timed[:8] == ["slow"] * 2 + ["fast"] * 4 + ["slow"] * 2  # the order alternates
     assert len(stats["slow"]["rounds"]) == len(stats["fast"]["rounds"]) == 6
     ratio = ev.round_ratios(stats["slow"]["rounds"], stats["fast"]["rounds"])
     assert 1.5 < ratio["median"] < 2.5 and ratio["p25"] <= ratio["median"] <= ratio["p75"] and ratio["rounds"] == 6
@@ -355,7 +355,7 @@ def test_runners_timed_in_turn_give_the_ratio_of_their_calls():
 
 def test_a_short_call_is_timed_after_calls_of_its_own_not_cold_after_another_model(monkeypatch):
     """A runner faster than SWITCH_WARMUP_S is called untimed until that much of its own calls precede each
-    timed one; a slower runner is timed as it comes."""
+    timed one; a slower runner once (a batch-32 call right after the teacher's paid for its spin too)."""
     clock = SteadyClock()
     monkeypatch.setattr(ev, "time", clock)
     calls = []
@@ -371,11 +371,32 @@ def test_a_short_call_is_timed_after_calls_of_its_own_not_cold_after_another_mod
     stats = ev.time_interleaved({"short": runner("short", short), "long": runner("long", long)}, settings, 100,
                                 {"short": ["input_ids"], "long": ["input_ids"]})
     rounds = calls[2:]  # after one warm-up call each
-    # round 1: short (6 untimed + 1 timed), long; round 2 reversed: long, short; round 3 as round 1
+    # round 1: short (6 untimed + 1 timed), long (1 + 1); round 2 reversed: long, short; round 3 as round 1
     assert ev.SWITCH_WARMUP_S == 0.005
-    assert rounds == ["short"] * 7 + ["long", "long"] + ["short"] * 7 + ["short"] * 7 + ["long"]
+    assert rounds == (["short"] * 7 + ["long"] * 2) + (["long"] * 2 + ["short"] * 7) + (["short"] * 7 + ["long"] * 2)
     assert stats["short"]["timed_calls"] == stats["long"]["timed_calls"] == 3
     assert stats["short"]["latency_ms_median"] == pytest.approx(short * 1e3)  # untimed calls are not counted
+
+
+def test_the_warm_up_can_be_turned_off_and_its_calls_count_against_the_budget(monkeypatch):
+    """SWITCH_WARMUP_S = 0 times every call as it comes (docs/benchmarks/switch_cost.py's `cold`); otherwise
+    max_seconds is wall time spent on the runners, untimed calls included, so the warm-up halves the timed
+    calls of a budget-bound run of long calls rather than doubling its wall time."""
+    clock = SteadyClock()
+    monkeypatch.setattr(ev, "time", clock)
+    calls = []
+
+    def call(inputs):
+        calls.append(1)
+        clock.now += 0.125  # exact in binary: the budget is reached on the call, not a rounding later
+
+    settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=100, max_seconds=2.0)
+    warmed = ev.time_interleaved({"m": call}, settings, 100, {"m": ["input_ids"]})["m"]["timed_calls"]
+    monkeypatch.setattr(ev, "SWITCH_WARMUP_S", 0.0)
+    calls.clear()
+    cold = ev.time_interleaved({"m": call}, settings, 100, {"m": ["input_ids"]})["m"]["timed_calls"]
+    assert len(calls) == 1 + cold  # one warm-up call, then timed calls only
+    assert cold == 16 and warmed == 8
 
 
 def test_with_a_reference_timing_stops_once_every_ratio_to_it_is_settled(monkeypatch):
@@ -387,13 +408,13 @@ def test_with_a_reference_timing_stops_once_every_ratio_to_it_is_settled(monkeyp
 
     def runner(seconds):
         def call(inputs):
-            slow_down = 1 + (calls["n"] // 2) % 4  # a load that changes every round (two calls), 1x to 4x
+            slow_down = 1 + (calls["n"] // 4) % 4  # a load that changes every round (4 calls, 2 untimed), 1x to 4x
             calls["n"] += 1
             clock.now += seconds * slow_down
         return call
 
     settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=40, tolerance=0.03)
-    make = lambda: {"teacher": runner(0.08), "student": runner(0.01)}  # noqa: E731 - both longer: no warm-up calls
+    make = lambda: {"teacher": runner(0.08), "student": runner(0.01)}  # noqa: E731 - both longer: one warm-up call
     by_latency = ev.time_interleaved(make(), settings, 100)
     by_ratio = ev.time_interleaved(make(), settings, 100, reference="teacher")
     assert by_latency["student"]["timed_calls"] == 40  # the latencies never settled

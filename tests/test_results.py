@@ -9,14 +9,15 @@ import pytest
 from kdlib.studies.results import distill_metrics
 
 
-def run(accuracy, seconds):
-    return {"test": {"accuracy": accuracy, "macro_f1": accuracy - 0.1}, "train_step_seconds": seconds}
+def run(accuracy, seconds, train_loss=0.3):
+    return {"test": {"accuracy": accuracy, "macro_f1": accuracy - 0.1}, "train_step_seconds": seconds,
+            "train_loss": train_loss}
 
 
 SUMMARY = {
     "runs": {"kd_cached": run(0.80, 100.0), "nokd": run(0.75, 80.0), "kd_online": run(0.80, 160.0)},
     "student_params": {"total": 17_000_000}, "teacher_params": {"total": 22_000_000},
-    "cache": {"build_seconds": 27.5, "built_now": False},
+    "cache": {"build_seconds": 27.5, "built_now": False}, "epochs": 2,
 }
 
 
@@ -38,6 +39,7 @@ def test_distill_metrics_from_a_hand_built_summary():
     assert m["student_retention"] == pytest.approx(0.80 / 0.84)
     assert m["kd_gain_pp"] == pytest.approx(5.0)
     assert m["cached_over_nokd_cost"] == pytest.approx(1.25) and m["online_over_nokd_cost"] == pytest.approx(2.0)
+    assert m["online_matches_cached"] is True and m["online_kd_epochs"] == 2
     # the cache's build time is reported even when this run only read it
     assert m["cache_build_seconds"] == 27.5 and m["cache_built_now"] is False
     # one speed-up per batch size, from the PyTorch fp32 rows only (other runtimes and refused rows ignored)
@@ -45,10 +47,25 @@ def test_distill_metrics_from_a_hand_built_summary():
         "student_speedup_fp32_bs1": 2.0, "student_speedup_fp32_bs32": 2.0}
 
 
+def test_online_kd_as_a_probe_is_compared_with_the_cached_run_of_the_same_steps():
+    """A probe's seconds are set against its cached twin's, not the full runs' (its first steps are slower
+    than a run's average), and its accuracy is not the online student's: only whether it matched."""
+    probe = {"epochs": 0.1, "runs": {"kd_cached": run(0.5, 10.0, 0.9), "kd_online": run(0.5, 16.0, 0.9)}}
+    summary = {**SUMMARY, "runs": {k: v for k, v in SUMMARY["runs"].items() if k != "kd_online"},
+               "online_probe": probe}
+    m = distill_metrics(summary, bench_rows(), teacher_accuracy=0.84)
+    assert m["online_over_nokd_cost"] == pytest.approx(16 / 10 * 100 / 80)
+    assert m["online_matches_cached"] is True and m["online_kd_epochs"] == 0.1
+    assert m["online_kd_test_accuracy"] is None and m["online_kd_train_seconds"] == 16.0
+    probe["runs"]["kd_online"] = run(0.5, 16.0, 0.8)  # another loss: the teacher's outputs differed
+    assert distill_metrics(summary, bench_rows(), teacher_accuracy=0.84)["online_matches_cached"] is False
+
+
 def test_distill_metrics_without_online_kd():
     summary = {**SUMMARY, "runs": {k: v for k, v in SUMMARY["runs"].items() if k != "kd_online"}}
     m = distill_metrics(summary, bench_rows(), teacher_accuracy=0.84)
     assert m["online_kd_test_accuracy"] is None and math.isnan(m["online_kd_train_seconds"])
+    assert m["online_matches_cached"] is None and m["online_kd_epochs"] is None
 
 
 def test_benchmark_columns_follow_the_schema_whatever_the_key_order():

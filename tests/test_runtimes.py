@@ -451,8 +451,9 @@ def test_benchmark_models_rows_and_refusals(monkeypatch, tiny):
     from kdlib.studies.results import benchmark_models
 
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})  # no native bf16: bf16 must be refused
-    params = SimpleNamespace(batch_sizes=[1, 2], seq_len=8, threads=1, tolerance=None, precisions=["fp32", "bf16"],
-                             warmup=0, repeats=2, runtimes=["torch", "onnxruntime", "nope"])
+    params = SimpleNamespace(batch_sizes=[1, 2], seq_len=8, threads=1, tolerance=None, max_seconds=None,
+                             precisions=["fp32", "bf16"], warmup=0, repeats=2,
+                             runtimes=["torch", "onnxruntime", "nope"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         frame = benchmark_models({"a": tiny, "b": tiny}, params, baseline="a")

@@ -227,13 +227,13 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
     share every drift of the machine's speed, which separate runs do not: on a shared machine their ratio
     moved by up to 40% from run to run. Each timed question is preceded by an untimed pass of the same model
     over its first window, as in a stream of its own calls: PyTorch's OpenMP threads spin on after a call and
-    took a core from an OpenVINO model called right after (which no deployed model meets), and OpenVINO
-    compiles for each new input length on first sight (which a serving model pays once per length).
-    Peak memory then covers both models.
+    took a core from an OpenVINO model called right after, which no deployed model meets. Peak memory then
+    covers both models.
 
     Before any timing, each model runs once, untimed, on one window of every length the questions use:
     OpenVINO compiles for each new input length on first sight (windows are not padded, so a question set
-    brings many lengths), which a serving model pays once per length, so the timed questions measure the steady state."""
+    brings many lengths), which a serving model pays once per length, so the timed questions measure the
+    steady state."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r} (known: {', '.join(PROFILES)})")
     runtime = runtime or guess_runtime(model)

@@ -189,17 +189,18 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
 
 
 # A call timed right after another model's call is slower than the same call in a stream of its own: PyTorch's
-# OpenMP threads spin on after a call, and the runtime's own threads went idle while the other model ran. Measured with the quick study's teacher and a 2-layer
-# student on 2 threads (docs/benchmarks/switch_cost.py), this cost falls on short calls (it is a large share of
-# a 1-ms call at batch 1) and hardly on long ones, so timing in turn without it ranks small models below their
-# speed alone. Before each timed call, a runner whose calls are shorter than this is called untimed for about
-# this long; a longer call warms itself (the teacher's at batch 1 ran as fast in turn as alone).
+# OpenMP threads spin on after a call, and the runtime's own threads went idle while the other model ran
+# (docs/benchmarks/switch_cost.py). The cost is a large share of a 1-ms call at batch 1, and a batch-32 call
+# right after the teacher's paid it too. So before each timed call a runner is called untimed at least once,
+# and a runner whose calls are shorter than this as many times as fill it. 0 turns the warm-up off.
 SWITCH_WARMUP_S = 0.005
 
 
 def _switch_warmup_calls(call_seconds: float) -> int:
-    """Untimed calls that fill SWITCH_WARMUP_S with calls of `call_seconds` each (none for a longer call)."""
-    return 0 if call_seconds >= SWITCH_WARMUP_S else math.ceil(SWITCH_WARMUP_S / max(call_seconds, 1e-6))
+    """Untimed calls before a timed call of `call_seconds`: at least one, and as many as fill SWITCH_WARMUP_S."""
+    if SWITCH_WARMUP_S <= 0:
+        return 0
+    return max(1, math.ceil(SWITCH_WARMUP_S / max(call_seconds, 1e-6)))
 
 
 def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: BenchmarkSettings, vocab_size: int,
@@ -209,15 +210,16 @@ def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: Benchm
     reversed every other round, so a drift in the machine's speed falls on all of them alike. A speed-up is
     then a ratio of calls made side by side (`round_ratios`), not of two measurements minutes apart.
 
-    A runner whose calls are shorter than SWITCH_WARMUP_S is called untimed for that long before each timed
-    call (`_switch_warmup_calls`), so each call is timed as in a stream of its own calls, not cold after
+    Before each timed call a runner is called untimed at least once, and for SWITCH_WARMUP_S if its calls are
+    shorter (`_switch_warmup_calls`), so each call is timed as in a stream of its own calls, not cold after
     another model's.
 
     Returns, per name, what `time_runner` returns plus `rounds`: the seconds of each of its timed calls.
-    `max_seconds` (each runner's budget) stops after a round once the rounds add up to it times the number
-    of runners (after MIN_REPEATS rounds); `tolerance` stops after the round that settles every median or,
-    with a `reference` (one of the runners), every other runner's median ratio to it (`round_ratios`): the
-    number a speed-up reports, which drift moves less than either latency, since it moves both alike.
+    `max_seconds` (each runner's budget) stops after a round once the calls, untimed ones included, add up
+    to it times the number of runners (after MIN_REPEATS rounds); `tolerance` stops after the round that
+    settles every median or, with a `reference` (one of the runners), every other runner's median ratio to
+    it (`round_ratios`): the number a speed-up reports, which drift moves less than either latency, since it
+    moves both alike.
     """
     names = list(runners)
     inputs = {n: rt.random_batch(settings.batch_size, settings.seq_len, vocab_size,
@@ -234,13 +236,14 @@ def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: Benchm
         spent = 0.0
         for r in range(settings.repeats):
             for n in (names if r % 2 == 0 else names[::-1]):
+                warm_start = time.perf_counter()
                 for _ in range(_switch_warmup_calls(last[n])):
                     runners[n](inputs[n])
                 start = time.perf_counter()
                 runners[n](inputs[n])
                 last[n] = time.perf_counter() - start
                 rounds[n].append(last[n])
-                spent += last[n]
+                spent += time.perf_counter() - warm_start
             # max_seconds is each runner's budget, as when it is timed alone
             if settings.max_seconds and r + 1 >= MIN_REPEATS and spent >= settings.max_seconds * len(names):
                 break

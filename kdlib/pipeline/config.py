@@ -116,6 +116,10 @@ class DistillParams(TrainParams):
     temperature: float = field(default=2.0, metadata=_range(0.01, 100.0))
     # Also train with the teacher run online on every batch (costs one more student training).
     compare_online_kd: bool = True
+    # None: the online run trains as long as the cached one, and their accuracies are compared. A fraction:
+    # the online run and a cached run of the same steps train this part of an epoch only, compared step for
+    # step (the same losses, the same accuracy) and for their cost per step.
+    online_kd_epochs: float | None = field(default=None, metadata=_range(0.01, 100))
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Turn the training steps' summaries into the tables, figures' data and metrics that notebooks write."""
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def benchmark_models(named_models: dict, bench, baseline: str | None = None, cac
                           "baseline": baseline, "runtime": runtime, "precision": precision,
                           "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len, "threads": bench.threads,
                           "warmup": bench.warmup, "repeats": bench.repeats, "tolerance": bench.tolerance,
-                          "max_seconds": getattr(bench, "max_seconds", None)}
+                          "max_seconds": bench.max_seconds}
                 key = memo.unit_key("benchmark", ("inference.timing", "inference.runtimes", _route_rows), params,
                                     memo.machine(bench.threads))
                 unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params,
@@ -117,7 +118,7 @@ def _route_rows(benches: dict, baseline: str | None, runtime: str, precision: st
     PyTorch fp32 runner; the speed-ups are ratios over the rounds of that one timing."""
     settings = BenchmarkSettings(batch_size=batch_size, seq_len=bench.seq_len, threads=bench.threads,
                                  warmup=bench.warmup, repeats=bench.repeats, tolerance=bench.tolerance,
-                                 max_seconds=getattr(bench, "max_seconds", None))
+                                 max_seconds=bench.max_seconds)
     rows, runners = {}, {}
     for name, b in benches.items():
         row, runner = b.prepare_row(settings, runtime, precision)
@@ -164,11 +165,25 @@ def distill_metrics(summary: dict, bench: pd.DataFrame, teacher_accuracy: float)
     to the no-KD twin. `cache_build_seconds` is the time the teacher-output cache took to build (recorded
     when it was built, so a rerun that reads it reports the same), `cache_built_now` whether this run
     built it. Speed-ups are the PyTorch fp32 student against the PyTorch fp32 teacher at each batch size.
+
+    Online KD is either a full run beside the cached one (`online_kd_test_accuracy`), or a probe: it and a
+    cached run of the same steps (the summary's `online_probe`). Either way `online_matches_cached` says
+    whether the online run trained as its cached counterpart did (the same test accuracy, and train losses
+    equal to float precision), and `online_over_nokd_cost` is the online run's seconds over its cached
+    counterpart's, times `cached_over_nokd_cost`: the probe's first steps are slower than a run's average,
+    and the ratio of two probes cancels that.
     """
     runs = summary["runs"]
 
-    def seconds(name):
-        return runs[name]["train_step_seconds"] if name in runs else float("nan")
+    def seconds(name, pool=runs):
+        return pool[name]["train_step_seconds"] if name in pool else float("nan")
+
+    probe = summary.get("online_probe")
+    pair = probe["runs"] if probe else runs  # online KD and the cached run of the same steps
+    online = pair.get("kd_online")
+    matches = None if online is None else bool(
+        online["test"]["accuracy"] == pair["kd_cached"]["test"]["accuracy"]
+        and math.isclose(online["train_loss"], pair["kd_cached"]["train_loss"], rel_tol=1e-5))
 
     kd, nokd = runs["kd_cached"]["test"], runs["nokd"]["test"]
     student = bench[(bench["name"] == "student") & (bench["runtime"] == "torch") & (bench["precision"] == "fp32")
@@ -179,16 +194,19 @@ def distill_metrics(summary: dict, bench: pd.DataFrame, teacher_accuracy: float)
         "nokd_test_accuracy": nokd["accuracy"],
         "nokd_test_macro_f1": nokd["macro_f1"],
         "online_kd_test_accuracy": runs["kd_online"]["test"]["accuracy"] if "kd_online" in runs else None,
+        "online_matches_cached": matches,
+        "online_kd_epochs": probe["epochs"] if probe else (summary.get("epochs") if online else None),
         "student_params": summary["student_params"]["total"],
         "teacher_params": summary["teacher_params"]["total"],
         "student_retention": kd["accuracy"] / teacher_accuracy,
         "kd_gain_pp": 100 * (kd["accuracy"] - nokd["accuracy"]),
         "cached_kd_train_seconds": seconds("kd_cached"),
-        "online_kd_train_seconds": seconds("kd_online"),
+        "online_kd_train_seconds": seconds("kd_online", pair),
         "nokd_train_seconds": seconds("nokd"),
         "cache_build_seconds": summary["cache"]["build_seconds"],
         "cache_built_now": bool(summary["cache"]["built_now"]),
         "cached_over_nokd_cost": seconds("kd_cached") / seconds("nokd"),
-        "online_over_nokd_cost": seconds("kd_online") / seconds("nokd"),
+        "online_over_nokd_cost": (seconds("kd_online", pair) / seconds("kd_cached", pair)
+                                  * seconds("kd_cached") / seconds("nokd")),
         **{f"student_speedup_fp32_bs{b}": float(student.loc[b, "speedup_vs_teacher"]) for b in student.index},
     }

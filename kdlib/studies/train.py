@@ -167,10 +167,10 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path
     """Distil one student from the fine-tuned teacher, beside its no-KD twin (and online KD if asked).
 
     All runs start from the same student weights (a copy of one `make_student`) and the same seed, so
-    they differ only in the loss and in where the teacher logits come from.
+    they differ only in the loss and in where the teacher logits come from. With `online_kd_epochs`, online
+    KD is a probe: it and a cached run of the same steps (the summary's `online_probe`) train that part of
+    an epoch only.
     """
-
-
     out_dir = Path(out_dir or step_dir(cfg.profile, DISTILL_STEP))
     teacher, tokenizer = load_teacher(cfg)
     _, names, tok = task.task_data(cfg, tokenizer)
@@ -179,31 +179,39 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path
     cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
                            batch_size=d.eval_batch_size)
     student = make_configured_student(teacher, cfg)
-    plans = {
-        "kd_cached": dict(train_ds=with_teacher_logits(tok["train"], cache.logits), alpha=d.alpha, loss=d.loss),
-        "nokd": dict(train_ds=tok["train"], alpha=1.0, loss="ce"),
-    }
-    if d.compare_online_kd:
-        plans["kd_online"] = dict(train_ds=tok["train"], alpha=d.alpha, loss=d.loss, teacher=teacher)
+    cached_kd = dict(train_ds=with_teacher_logits(tok["train"], cache.logits), alpha=d.alpha, loss=d.loss, hp=d)
+    online_kd = dict(train_ds=tok["train"], alpha=d.alpha, loss=d.loss, teacher=teacher, hp=d)
+    plans = {"kd_cached": cached_kd, "nokd": dict(train_ds=tok["train"], alpha=1.0, loss="ce", hp=d)}
+    probe_hp = dataclasses.replace(d, epochs=d.online_kd_epochs) if d.online_kd_epochs is not None else None
+    if d.compare_online_kd and probe_hp is None:
+        plans["kd_online"] = online_kd
+    elif d.compare_online_kd:
+        plans["kd_cached_probe"] = {**cached_kd, "hp": probe_hp}
+        plans["kd_online_probe"] = {**online_kd, "hp": probe_hp}
     results = {}
     for name, plan in plans.items():
-        params = student_spec(cfg, student, d, plan["loss"], plan["alpha"], d.temperature,
+        params = student_spec(cfg, student, plan["hp"], plan["loss"], plan["alpha"], d.temperature,
                               "online" if "teacher" in plan else (cache.path.name if plan["alpha"] < 1 else None),
                               teacher=teacher)
 
         def train(ckpt_dir, plan=plan, name=name):
             set_seed(cfg.seed)
             return fit(copy.deepcopy(student), tokenizer, plan["train_ds"], tok["validation"], tok["test"], ckpt_dir,
-                       d, cfg.seed, teacher=plan.get("teacher"), alpha=plan["alpha"], temperature=d.temperature,
-                       loss=plan["loss"], bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
-                       history_csv=ckpt_dir.parent / "history.csv", run_name=name)
+                       plan["hp"], cfg.seed, teacher=plan.get("teacher"), alpha=plan["alpha"],
+                       temperature=d.temperature, loss=plan["loss"], bf16=cfg.compute.bf16,
+                       group_by_length=cfg.compute.group_by_length, history_csv=ckpt_dir.parent / "history.csv",
+                       run_name=name)
 
         # The cached-KD student is the one the study keeps (and benchmarks).
         save_to = out_dir / "student_model" if name == "kd_cached" else None
         key = memo.unit_key("student", TRAINING_CODE, params)
         results[name] = run_training(name, out_dir, key, train, names, params, save_to, tokenizer, same_as)
+    probe = {name.removesuffix("_probe"): results.pop(name) for name in ("kd_cached_probe", "kd_online_probe")
+             if name in results}
     summary = {
         "runs": results,
+        "epochs": d.epochs,
+        **({"online_probe": {"epochs": d.online_kd_epochs, "runs": probe}} if probe else {}),
         "cache": {"file": cache.path.name, "built_now": cache.built_now, "build_seconds": cache.build_seconds,
                   "seconds": cache.seconds, "rows": len(cache.logits)},
         "student_params": models.count_parameters(student),

@@ -62,8 +62,6 @@ def export_onnx(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[s
 def shared_export(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[str, ...]]:
     """export_onnx, done once per model content in a process, copied to `path`: every ONNX Runtime and
     OpenVINO route of a model reads the same graph, and exporting (10-20 s for MiniLM) is their slowest step."""
-
-
     key = export_key(model)
     if key not in _EXPORTS:
         _EXPORTS[key] = export_onnx(model, _export_dir() / f"{key}.onnx")
@@ -91,6 +89,12 @@ def shared_files(key: str, files: tuple[str, ...], build: Callable[[Path], Any],
         part.rename(folder)
     dest.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copyfile(folder / name, dest / name)) for name in files]
+
+
+def derived_key(model, *parts) -> str:
+    """The `shared_files` key of a graph built from a model's export: the export's key and what else decides
+    the graph (the route, the int8 format, the calibration's digest)."""
+    return hashlib.sha256("-".join(map(str, (export_key(model), *parts))).encode()).hexdigest()[:24]
 
 
 def calibration_key(calibration: list[dict[str, Any]] | None) -> str:
@@ -218,10 +222,10 @@ def onnxruntime_route(model, runtime: str, precision: str, workdir: Path, thread
 
     path, names, outputs = shared_export(model, workdir / "model.onnx")
     if precision != "fp32":
-        key = hashlib.sha256(f"{export_key(model)}-ort-{precision}-{routes.int8_format()}-"
-                             f"{calibration_key(calibration if precision == 'int8_static' else None)}".encode())
+        key = derived_key(model, "ort", precision, routes.int8_format(),
+                          calibration_key(calibration if precision == "int8_static" else None))
         file = f"model.{precision}.onnx"
-        path = shared_files(key.hexdigest()[:24], (file,),
+        path = shared_files(key, (file,),
                             lambda folder: quantize_onnx(model, path, folder, precision, names, calibration),
                             workdir)[0]
     session = ort.InferenceSession(str(path), routes.onnxruntime_options(threads), providers=["CPUExecutionProvider"])

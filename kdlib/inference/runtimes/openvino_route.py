@@ -3,7 +3,6 @@ openvino and nncf are imported in the functions that use them: they are optional
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 from pathlib import Path
@@ -15,7 +14,7 @@ from kdlib.inference.runtimes.onnx_route import (
     _quiet,
     calibration_feeds,
     calibration_key,
-    export_key,
+    derived_key,
     shared_export,
     shared_files,
 )
@@ -36,8 +35,8 @@ def openvino_route(model, runtime: str, precision: str, workdir: Path, threads: 
         ov.save_model(ov_model, str(folder / "model.xml"), compress_to_fp16=False)
 
     if precision == "int8_static":  # NNCF's passes are the slow part: once per model and calibration
-        key = hashlib.sha256(f"{export_key(model)}-openvino-int8_static-{calibration_key(calibration)}".encode())
-        shared_files(key.hexdigest()[:24], ("model.xml", "model.bin"), lambda f: save(f, True), xml.parent)
+        key = derived_key(model, "openvino", "int8_static", calibration_key(calibration))
+        shared_files(key, ("model.xml", "model.bin"), lambda f: save(f, True), xml.parent)
     else:
         xml.parent.mkdir(exist_ok=True)
         save(xml.parent, False)
