@@ -169,12 +169,7 @@ table
 # cached outputs are exactly what it computes online; the seconds say what running it on every batch costs.
 
 # %%
-import pandas as pd
-
-pair = summary.get("online_probe", {}).get("runs") or {k: runs[k] for k in ("kd_cached", "kd_online") if k in runs}
-online_vs_cached = pd.DataFrame([{"run": results.RUN_LABELS[k], "epochs": summary.get("online_probe", summary)["epochs"],
-                                  "train_loss": r["train_loss"], "test_accuracy": r["test"]["accuracy"],
-                                  "train_step_seconds": r["train_step_seconds"]} for k, r in pair.items()])
+online_vs_cached = results.online_vs_cached_table(summary)
 write_csv(out / "tables" / "online_vs_cached.csv", online_vs_cached)
 online_vs_cached
 

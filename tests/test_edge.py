@@ -39,6 +39,26 @@ def test_a_stride_student_copies_the_chosen_layers_and_the_head(tiny_bert_config
     assert len(teacher.bert.encoder.layer) == teacher.config.num_hidden_layers == 4  # the teacher is untouched
 
 
+def test_attention_dropout_is_set_on_the_teacher_and_kept_by_its_students(tiny_bert_config, tmp_path):
+    """edge.attention_dropout replaces the config's attention dropout (None keeps it); a student cut from the
+    teacher keeps the teacher's, and the setting is part of what keys the training runs."""
+    from transformers import BertForQuestionAnswering
+
+    from kdlib.core.models import make_student
+    from kdlib.pipeline.config import EdgeParams
+    from kdlib.studies.edge import qa
+    from kdlib.studies.edge import step as edge
+
+    BertForQuestionAnswering(tiny_bert_config(attention_probs_dropout_prob=0.1)).save_pretrained(tmp_path / "t")
+    assert qa.load_qa_model(str(tmp_path / "t"), 0).config.attention_probs_dropout_prob == 0.1
+    teacher = qa.load_qa_model(str(tmp_path / "t"), 0, attention_dropout=0.0)
+    assert teacher.config.attention_probs_dropout_prob == 0.0
+    assert all(layer.attention.self.dropout.p == 0.0 for layer in teacher.bert.encoder.layer)
+    assert make_student(teacher, 1, 64, seed=0).config.attention_probs_dropout_prob == 0.0
+    assert "attention_dropout" not in edge._NOT_TRAINING and "attention_dropout" not in edge._STUDENTS_ONLY
+    assert EdgeParams().attention_dropout is None
+
+
 CONTEXT = "The Broncos defeated the Panthers 24 to 10 at Levi's Stadium in Santa Clara, California, in February 2016."
 
 

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from kdlib.studies.results import distill_metrics
+from kdlib.studies.results import distill_metrics, online_vs_cached_table
 
 
 def run(accuracy, seconds, train_loss=0.3):
@@ -59,6 +59,18 @@ def test_online_kd_as_a_probe_is_compared_with_the_cached_run_of_the_same_steps(
     assert m["online_kd_test_accuracy"] is None and m["online_kd_train_seconds"] == 16.0
     probe["runs"]["kd_online"] = run(0.5, 16.0, 0.8)  # another loss: the teacher's outputs differed
     assert distill_metrics(summary, bench_rows(), teacher_accuracy=0.84)["online_matches_cached"] is False
+
+
+def test_online_vs_cached_table_reads_the_probe_or_the_full_runs():
+    probe = {"epochs": 0.1, "runs": {"kd_cached": run(0.5, 10.0, 0.9), "kd_online": run(0.5, 16.0, 0.9)}}
+    table = online_vs_cached_table({**SUMMARY, "online_probe": probe})
+    assert list(table["run"]) == ["KD (cached teacher)", "KD (online teacher)"]
+    assert list(table["epochs"]) == [0.1, 0.1] and list(table["train_step_seconds"]) == [10.0, 16.0]
+    full = online_vs_cached_table(SUMMARY)  # no probe: the full runs, at the summary's epochs
+    assert list(full["epochs"]) == [2, 2] and list(full["train_step_seconds"]) == [100.0, 160.0]
+    without = online_vs_cached_table({**SUMMARY, "runs": {"kd_cached": run(0.8, 100.0), "nokd": run(0.75, 80.0)}})
+    assert without.empty and list(without.columns) == ["run", "epochs", "train_loss", "test_accuracy",
+                                                       "train_step_seconds"]
 
 
 def test_distill_metrics_without_online_kd():

@@ -477,3 +477,32 @@ def test_benchmark_models_rows_and_refusals(monkeypatch, tiny):
     assert (ok.speedup_vs_a_torch_fp32_p25 <= ok.speedup_vs_a_torch_fp32).all()
     assert (ok.speedup_vs_a_torch_fp32 <= ok.speedup_vs_a_torch_fp32_p75).all()
     assert frame[frame.status == "refused"].speedup_vs_a.isna().all()
+
+
+def test_openvino_splits_a_batch_over_one_stream_per_thread_and_joins_it_in_order(tiny, tmp_path):
+    """A batch runs as parts on streams of one thread each; the rows come back in order, as one call on the
+    whole batch gives them; one row (and one thread) runs the latency-mode graph alone."""
+    if rt.refusal("openvino", "fp32"):
+        pytest.skip(rt.refusal("openvino", "fp32"))
+    import openvino as ov
+
+    from kdlib.inference.openvino_calls import openvino_call
+
+    runner = rt.prepare(tiny, "openvino", "fp32", tmp_path / "ov", threads=2)
+    xml = next(p for p in runner.files if p.suffix == ".xml")
+    whole = ov.Core().compile_model(str(xml), "CPU", routes.openvino_config("fp32", 2)).create_infer_request()
+    for rows in (1, 2, 7):
+        inputs = rt.random_batch(rows, 10, 1000, seed=rows)
+        inputs["attention_mask"][0, 5:] = 0
+        expected = whole.infer(inputs)[0]
+        got = runner(inputs)["logits"]
+        assert got.shape == (rows, 3)
+        np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    one_thread = openvino_call(ov.Core(), xml, "fp32", 1, ["logits"])
+    np.testing.assert_allclose(one_thread(inputs)["logits"], expected, atol=1e-5, rtol=0)
+
+
+def test_openvino_config_names_latency_or_throughput_mode():
+    assert routes.openvino_config("fp32", 2)["PERFORMANCE_HINT"] == "LATENCY"
+    split = routes.openvino_config("fp32", 2, streams=2)
+    assert (split["PERFORMANCE_HINT"], split["NUM_STREAMS"], split["INFERENCE_NUM_THREADS"]) == ("THROUGHPUT", 2, 2)

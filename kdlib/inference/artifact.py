@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from tokenizers import Tokenizer
 
-from kdlib.inference.routes import openvino_config
+from kdlib.inference.openvino_calls import openvino_call
 
 MANIFEST = "manifest.json"
 
@@ -77,10 +77,9 @@ def load_artifact(folder: str | Path, threads: int | None = None) -> Predictor:
     else:
         import openvino as ov
 
-        config = openvino_config(manifest["route"]["precision"], threads)
-        compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", config)
-        request, port = compiled.create_infer_request(), compiled.output(logits_name)
+        call = openvino_call(ov.Core(), folder / "model.xml", manifest["route"]["precision"], threads,
+                             [logits_name])
 
         def run(feeds):
-            return request.infer(feeds)[port]
+            return call(feeds)[logits_name]
     return Predictor(manifest, tokenizer, run)

@@ -19,6 +19,11 @@ ROUTES: dict[str, tuple[str, ...]] = {
 }
 
 
+# The code that decides how a route runs a model (kdlib modules, as memo keys name them): every memoised
+# timing or output of a route is keyed by it.
+RUNTIME_CODE = ("inference.runtimes", "inference.routes", "inference.openvino_calls")
+
+
 # Precisions whose quantiser fixes activation ranges from calibration inputs (prepare's `calibration`).
 STATIC_PRECISIONS = frozenset({"int8_static"})
 
@@ -110,8 +115,12 @@ def onnxruntime_options(threads: int):
     return options
 
 
-def openvino_config(precision: str, threads: int | None = None) -> dict:
-    """OpenVINO CPU compile settings for a route's precision: latency mode, the inference precision of
-    `openvino_precision`, and `threads` where given (every place that compiles a model uses these)."""
-    return {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": openvino_precision(precision),
+def openvino_config(precision: str, threads: int | None = None, streams: int | None = None) -> dict:
+    """OpenVINO CPU compile settings for a route's precision: the inference precision of `openvino_precision`,
+    `threads` where given (every place that compiles a model uses these), and latency mode (one call uses
+    every thread), or with `streams`, throughput mode: that many streams sharing the threads, each running
+    calls of its own."""
+    mode = ({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": streams} if streams
+            else {"PERFORMANCE_HINT": "LATENCY"})
+    return {**mode, "INFERENCE_PRECISION_HINT": openvino_precision(precision),
             **({"INFERENCE_NUM_THREADS": threads} if threads else {})}

@@ -256,6 +256,10 @@ class EdgeParams:
     # unused. The teacher labels their windows (its start/end logits, and its most likely start and end as
     # the span), and the KD students train on them beside the train questions; the no-KD twins cannot.
     transfer_size: int = field(default=0, metadata=_range(0, 1000000))
+    # Dropout on the attention probabilities while training (None: the model's own, 0.1 for BERT). The
+    # students are cut from the trained teacher and keep its setting. Any dropout there makes PyTorch's CPU
+    # attention take its unfused path, which is far slower at long windows (docs/benchmarks/attention_dropout.py).
+    attention_dropout: float | None = field(default=None, metadata=_range(0.0, 1.0))
     # Which teacher layers the students start from (kdlib.core.models.select_teacher_layers): alternate (evenly spaced from
     # the first to the last: [0, 3, 5] of 6) or stride (one layer out of two from the first: [0, 2, 4] of 6).
     student_init: str = field(default="alternate", metadata=_range(choices=("alternate", "stride")))

@@ -10,6 +10,7 @@ import pandas as pd
 from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.metrics import confusion_matrix_frame
 from kdlib.inference.machine import cpu_info
+from kdlib.inference.routes import RUNTIME_CODE
 from kdlib.inference.runtimes import ROUTES
 from kdlib.inference.timing import (
     ROW_COLUMNS,
@@ -105,7 +106,7 @@ def benchmark_models(named_models: dict, bench, baseline: str | None = None, cac
                           "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len, "threads": bench.threads,
                           "warmup": bench.warmup, "repeats": bench.repeats, "tolerance": bench.tolerance,
                           "max_seconds": bench.max_seconds}
-                key = memo.unit_key("benchmark", ("inference.timing", "inference.runtimes", _route_rows), params,
+                key = memo.unit_key("benchmark", ("inference.timing", *RUNTIME_CODE, _route_rows), params,
                                     memo.machine(bench.threads))
                 unit = memo.run_unit(Path(cache_dir) / f"{runtime}-{precision}", key, block, params=params,
                                      keep=lambda r: all(row["status"] != "failed" for row in r["rows"]))
@@ -158,6 +159,27 @@ def _route_rows(benches: dict, baseline: str | None, runtime: str, precision: st
     return list(rows.values())
 
 
+def online_pair(summary: dict) -> tuple[dict, float | None]:
+    """Online KD and the cached run of the same steps, with their epochs: the probe pair where the summary has
+    one, else the full runs; ({}, None) without online KD."""
+    probe = summary.get("online_probe")
+    if probe:
+        return probe["runs"], probe["epochs"]
+    runs = summary["runs"]
+    if "kd_online" not in runs:
+        return {}, None
+    return {k: runs[k] for k in ("kd_cached", "kd_online")}, summary.get("epochs")
+
+
+def online_vs_cached_table(summary: dict) -> pd.DataFrame:
+    """One row per run of the online/cached pair: epochs, train loss, test accuracy, step seconds."""
+    pair, epochs = online_pair(summary)
+    return pd.DataFrame([{"run": RUN_LABELS[k], "epochs": epochs, "train_loss": r["train_loss"],
+                          "test_accuracy": r["test"]["accuracy"], "train_step_seconds": r["train_step_seconds"]}
+                         for k, r in pair.items()],
+                        columns=["run", "epochs", "train_loss", "test_accuracy", "train_step_seconds"])
+
+
 def distill_metrics(summary: dict, bench: pd.DataFrame, teacher_accuracy: float) -> dict:
     """The headline numbers of step 02 (its metrics.json), from the distillation summary and the benchmark.
 
@@ -178,8 +200,7 @@ def distill_metrics(summary: dict, bench: pd.DataFrame, teacher_accuracy: float)
     def seconds(name, pool=runs):
         return pool[name]["train_step_seconds"] if name in pool else float("nan")
 
-    probe = summary.get("online_probe")
-    pair = probe["runs"] if probe else runs  # online KD and the cached run of the same steps
+    pair, online_epochs = online_pair(summary)  # online KD and the cached run of the same steps
     online = pair.get("kd_online")
     matches = None if online is None else bool(
         online["test"]["accuracy"] == pair["kd_cached"]["test"]["accuracy"]
@@ -195,7 +216,7 @@ def distill_metrics(summary: dict, bench: pd.DataFrame, teacher_accuracy: float)
         "nokd_test_macro_f1": nokd["macro_f1"],
         "online_kd_test_accuracy": runs["kd_online"]["test"]["accuracy"] if "kd_online" in runs else None,
         "online_matches_cached": matches,
-        "online_kd_epochs": probe["epochs"] if probe else (summary.get("epochs") if online else None),
+        "online_kd_epochs": online_epochs,
         "student_params": summary["student_params"]["total"],
         "teacher_params": summary["teacher_params"]["total"],
         "student_retention": kd["accuracy"] / teacher_accuracy,

@@ -43,6 +43,7 @@ from kdlib.core.distill import teacher_logits, with_teacher_logits
 from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.io import read_json, write_csv, write_json
 from kdlib.inference import bench
+from kdlib.inference.routes import RUNTIME_CODE
 from kdlib.inference.timing import Benchmark, BenchmarkSettings
 from kdlib.pipeline import memo, steps
 from kdlib.pipeline.config import StudentShape, StudyParams
@@ -50,7 +51,7 @@ from kdlib.pipeline.paths import cache_root, reports_root, step_dir
 from kdlib.studies import grid, train
 from kdlib.studies.edge import step as edge
 
-TIMING_CODE = ("inference.timing", "inference.runtimes", "studies.grid")
+TIMING_CODE = ("inference.timing", *RUNTIME_CODE, "studies.grid")
 TIMED = ("fast_student", "layer_vs_ffn", "edge_speedup")  # claims whose rows hold a timing
 
 # Seed 000: "7배 빠른" (7x faster). The fast student must reach it in step 03's timing to be chosen.

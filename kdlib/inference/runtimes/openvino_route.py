@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from kdlib.inference import routes
+from kdlib.inference.openvino_calls import openvino_call
 from kdlib.inference.runtimes.base import Runner
 from kdlib.inference.runtimes.onnx_route import (
     _quiet,
@@ -49,14 +49,7 @@ def openvino_runner(core, model_file: Path, runtime: str, precision: str, files:
     the precision routes.openvino_config gives the route (f32, or bf16 where the route asks for it)."""
     import openvino as ov
 
-    compiled = core.compile_model(str(model_file), "CPU", routes.openvino_config(precision, threads))
-    request = compiled.create_infer_request()
-    ports = [compiled.output(name) for name in outputs]
-
-    def run(inputs):
-        result = request.infer(inputs)
-        return {name: result[port] for name, port in zip(outputs, ports)}
-
+    run = openvino_call(core, model_file, precision, threads, outputs)
     return Runner(f"{runtime}/{precision}", runtime, precision, run, files, names, outputs, threads, ov.__version__)
 
 

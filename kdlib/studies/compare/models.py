@@ -39,6 +39,7 @@ from kdlib.core.models import count_parameters
 from kdlib.core.task import task_data as profile_task_data
 from kdlib.inference import machine, peak
 from kdlib.inference import runtimes as rt
+from kdlib.inference.routes import RUNTIME_CODE
 from kdlib.inference.runtimes import ROUTES, refusal
 from kdlib.inference.timing import BenchmarkSettings, predict, round_ratios, time_interleaved
 from kdlib.pipeline import memo
@@ -50,7 +51,7 @@ GRID_STEP = "03_grid"
 # Units are keyed by the modules that compute them and, from this module, by the syntax tree of the functions
 # that do (so an edit to a table or a figure here re-trains and re-times nothing).
 CODE = (*train.TRAINING_CODE, "compress.pruning", "compress.factorize", "compress.share")
-MEASURE_CODE = ("inference.timing", "inference.runtimes", "compress.pruning")
+MEASURE_CODE = ("inference.timing", *RUNTIME_CODE, "compress.pruning")
 
 
 def pick_students(grid_summary: dict, teacher_layers: int, teacher_validation_accuracy: float | None = None,

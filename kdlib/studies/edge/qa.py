@@ -57,12 +57,12 @@ def predict_answers(model, tokenizer, eval_ds, windows, examples, edge, batch_si
     return {e["id"]: a for e, a in zip(examples, answers)}
 
 
-def load_qa_model(name_or_dir: str, seed: int):
-    """A BertForQuestionAnswering (a fresh span head when the weights have none), seeded."""
-
-
+def load_qa_model(name_or_dir: str, seed: int, attention_dropout: float | None = None):
+    """A BertForQuestionAnswering (a fresh span head when the weights have none), seeded; `attention_dropout`
+    replaces the config's attention-probability dropout where given (None keeps it)."""
     set_seed(seed)
-    return _from_pretrained(AutoModelForQuestionAnswering, name_or_dir)
+    overrides = {} if attention_dropout is None else {"attention_probs_dropout_prob": attention_dropout}
+    return _from_pretrained(AutoModelForQuestionAnswering, name_or_dir, **overrides)
 
 
 def train_qa(name: str, out_dir, model, tokenizer, train_ds, select_ds, hp: TrainParams, seed: int,

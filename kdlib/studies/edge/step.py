@@ -38,6 +38,7 @@ from kdlib.core.squad import (
     window_tokenizer,
 )
 from kdlib.inference import bench
+from kdlib.inference.routes import RUNTIME_CODE
 from kdlib.inference.runtimes import ROUTES, prepare, refusal
 from kdlib.pipeline import memo
 from kdlib.pipeline.config import TrainParams
@@ -109,8 +110,9 @@ def train_teacher(cfg, inputs: StepInputs, out_dir) -> dict:
     """Fine-tune the teacher on the gold spans (a memoised run in out_dir/runs/teacher)."""
     keys = {k: v for k, v in inputs.settings.items() if k not in _STUDENTS_ONLY}
     ds = inputs.datasets
-    return train_qa("teacher", out_dir, load_qa_model(cfg.edge.teacher, cfg.seed), inputs.tokenizer, ds["train"],
-                    ds["select"], teacher_schedule(cfg.edge), cfg.seed, {"train": keys}, inputs.bf16)
+    teacher = load_qa_model(cfg.edge.teacher, cfg.seed, cfg.edge.attention_dropout)
+    return train_qa("teacher", out_dir, teacher, inputs.tokenizer, ds["train"], ds["select"],
+                    teacher_schedule(cfg.edge), cfg.seed, {"train": keys}, inputs.bf16)
 
 
 def load_teacher(run: dict, inputs: StepInputs) -> Teacher:
@@ -296,7 +298,7 @@ def benchmark_variants(trained: dict, edge, out_dir, questions_file, questions_s
             if reason:
                 rows.append({**row, "status": f"not run: {reason}"})
                 continue
-            key = memo.unit_key("qa-bench", ("core.squad", "inference.bench", "inference.runtimes"),
+            key = memo.unit_key("qa-bench", ("core.squad", "inference.bench", *RUNTIME_CODE),
                                 weights_fingerprint(run["model_dir"]), runtime, precision, questions_sha,
                                 memo.machine(bench_threads(edge)))
 
@@ -355,8 +357,9 @@ def paired_speedups(trained: dict, variants: list[dict], edge, out_dir, question
         folder = Path(run["model_dir"])
         # the file the variant ran: OpenVINO's sits in a subfolder of the route's folder
         model = folder if route == ("torch", "fp32") else next((folder / "-".join(route)).rglob(v["artifact"]))
-        key = memo.unit_key("qa-bench-pair", ("core.squad", "inference.bench"), weights_fingerprint(folder), route,
-                            weights_fingerprint(teacher["model_dir"]), questions_sha, memo.machine(bench_threads(edge)))
+        key = memo.unit_key("qa-bench-pair", ("core.squad", "inference.bench", *RUNTIME_CODE),
+                            weights_fingerprint(folder), route, weights_fingerprint(teacher["model_dir"]), questions_sha,
+                            memo.machine(bench_threads(edge)))
         r = _bench_unit(Path(out_dir) / "bench" / f"{v['model']}-{'-'.join(route)}-vs-teacher", key, model,
                         ["--runtime", route[0], "--precision", route[1], "--baseline", teacher["model_dir"],
                          "--data", str(questions_file), "--threads", str(edge.threads)])

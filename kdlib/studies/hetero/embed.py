@@ -28,6 +28,7 @@ from transformers import AutoModel
 
 from kdlib.core.models import load_tokenizer, resolve_model
 from kdlib.inference import runtimes
+from kdlib.inference.routes import RUNTIME_CODE
 from kdlib.pipeline import memo
 from kdlib.studies.train import source_fingerprint
 
@@ -68,9 +69,10 @@ def texts_digest(texts) -> str:
 
 
 def cache_key(encoder: str, texts, max_length: int, route: tuple[str, str]) -> str:
-    """The embedding cache's key: the encoder (by its weights), the texts, the truncation length and the route."""
-    return memo.unit_key("embeddings", ["studies.hetero.embed"], source_fingerprint(encoder), texts_digest(texts),
-                         max_length, list(route))
+    """The embedding cache's key: the encoder (by its weights), the texts, the truncation length, the route and
+    the code that runs it."""
+    return memo.unit_key("embeddings", ["studies.hetero.embed", *RUNTIME_CODE], source_fingerprint(encoder),
+                         texts_digest(texts), max_length, list(route))
 
 
 def token_length_table(texts_by_split: dict[str, list[str]], tokenizer,
@@ -175,7 +177,7 @@ def embed_splits(texts_by_split: dict[str, list[str]], encoder_name: str, max_le
         frame = probe_routes(encoder, tokenizer, probe_texts, max_length, candidates, batch_size)
         return {"rows": frame.to_dict("records")}
 
-    probe_key = memo.unit_key("encode_probe", ["studies.hetero.embed", "inference.runtimes"], encoder_name, max_length,
+    probe_key = memo.unit_key("encode_probe", ["studies.hetero.embed", *RUNTIME_CODE], encoder_name, max_length,
                               [list(c) for c in candidates], texts_digest(probe_texts), memo.machine())
     # one folder per key: profiles with different texts or lengths keep their own caches side by side
     probe = pd.DataFrame(memo.run_unit(folder / f"probe-{probe_key}", probe_key, build_probe)["rows"])
