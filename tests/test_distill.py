@@ -132,6 +132,22 @@ def test_distill_step_cached_equals_online_and_is_deterministic(tiny_cfg, report
     assert third["runs"]["nokd"]["test"]["accuracy"] == before["test"]["accuracy"]
 
 
+def test_distill_runs_give_the_same_numbers_on_two_workers_as_here(tiny_cfg, tmp_path):
+    """Every student of 02 (and 03) trains with one thread wherever it runs: workers only spread the runs."""
+    train.train_teacher(tiny_cfg)
+    summaries = {}
+    for workers in (1, 2):
+        cfg = dataclasses.replace(tiny_cfg, compute=dataclasses.replace(tiny_cfg.compute, workers=workers))
+        summaries[workers] = train.distill_student(cfg, out_dir=tmp_path / f"workers{workers}")
+    for name, run in summaries[1]["runs"].items():
+        other = summaries[2]["runs"][name]
+        assert not run["reused"] and not other["reused"]
+        assert run["key"] == other["key"] and run["params"]["threads"] == 1
+        def numbers(history):  # what training computed, not how long it took
+            return [{k: v for k, v in row.items() if "second" not in k and k != "runtime"} for row in history]
+        assert numbers(run["history"]) == numbers(other["history"]) and numbers([run["test"]]) == numbers([other["test"]])
+
+
 def test_online_kd_as_a_probe_trains_as_its_cached_twin_over_the_same_steps(tiny_cfg):
     train.train_teacher(tiny_cfg)
     cfg = dataclasses.replace(tiny_cfg, distill=dataclasses.replace(tiny_cfg.distill, online_kd_epochs=0.5))

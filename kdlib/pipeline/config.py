@@ -307,6 +307,9 @@ class ComputeParams:
     group_by_length: bool = True
     # >1 launches training through torchrun with that many processes (GPUs, or CPU with gloo).
     nproc_per_node: int = field(default=1, metadata=_range(1, 64))
+    # Processes that train independent students side by side (steps 02 and 03), one torch thread each, so a
+    # student's numbers do not depend on it (kdlib/pipeline/workers.py).
+    workers: int = field(default=2, metadata=_range(1, 256))
 
     @property
     def bf16(self) -> bool:

@@ -39,14 +39,15 @@ from transformers import (
 )
 
 from kdlib.compress.flops import bert_flops
-from kdlib.core import models, task
-from kdlib.core.distill import compute_logits, fit, teacher_logits, with_teacher_logits
+from kdlib.core import models
+from kdlib.core.distill import compute_logits, fit
 from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.io import write_json
 from kdlib.inference.runtimes import random_batch
 from kdlib.pipeline import memo
-from kdlib.pipeline.config import StudyParams
-from kdlib.pipeline.paths import cache_root, step_dir
+from kdlib.pipeline.config import StudentShape, StudyParams
+from kdlib.pipeline.paths import step_dir
+from kdlib.pipeline.workers import JOB_THREADS, map_jobs, torch_threads
 from kdlib.studies import papers, train
 
 GRID_STEP = "03_grid"
@@ -105,10 +106,11 @@ def _train_student(cfg, out_dir, name, student, params, tok, train_ds, names, to
 
     def fit_run(ckpt_dir):
         set_seed(cfg.seed)
-        return fit(copy.deepcopy(student), tokenizer, train_ds, tok["validation"], tok["test"], ckpt_dir, hp,
-                   cfg.seed, teacher=teacher, alpha=g.alpha if alpha is None else alpha, temperature=g.temperature,
-                   loss=loss or g.loss, bf16=params["bf16"], group_by_length=cfg.compute.group_by_length,
-                   history_csv=ckpt_dir.parent / "history.csv", run_name=name)
+        with torch_threads(params["threads"]):
+            return fit(copy.deepcopy(student), tokenizer, train_ds, tok["validation"], tok["test"], ckpt_dir, hp,
+                       cfg.seed, teacher=teacher, alpha=g.alpha if alpha is None else alpha, temperature=g.temperature,
+                       loss=loss or g.loss, bf16=params["bf16"], group_by_length=cfg.compute.group_by_length,
+                       history_csv=ckpt_dir.parent / "history.csv", run_name=name)
 
     return train.run_training(name, out_dir, key, fit_run, names, params, save_to=model_dir, tokenizer=tokenizer)
 
@@ -123,7 +125,8 @@ def _general_distill(cfg, out_dir, name, student, teacher_dir, tok, names, token
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, attn_implementation="eager")
     student = copy.deepcopy(student)
     student.set_attn_implementation("eager")
-    params = {**train.student_spec(cfg, student, gd, gd.loss, 0.0, 1.0, "online", cfg.compute.bf16, teacher=teacher),
+    params = {**train.student_spec(cfg, student, gd, gd.loss, 0.0, 1.0, "online", cfg.compute.bf16, teacher=teacher,
+                                   threads=JOB_THREADS),
               "texts": len(texts), "labels_used": False}
     gd_name = f"{name}_general"
     _train_student(cfg, out_dir, gd_name, student, params, tok, texts, names, tokenizer, teacher=teacher, hp=gd,
@@ -142,63 +145,84 @@ def train_shape(cfg: StudyParams, out_dir: Path, shape, teacher, tok, cached_ds,
     g = cfg.grid
     student = models.make_student(teacher, shape.layers, shape.ffn, init=g.init, seed=cfg.seed)
     params = train.student_spec(cfg, student, g, g.loss, g.alpha, g.temperature, cache_name, cfg.compute.bf16,
-                                teacher=teacher)
+                                teacher=teacher, threads=JOB_THREADS)
     name = shape_name(shape.layers, shape.ffn)
     return student, _train_student(cfg, out_dir, name, student, params, tok, cached_ds, names, tokenizer,
                                    same_as=same_as)
 
 
+def grid_run(cfg: StudyParams, out_dir: Path, kind: str, layers: int, ffn: int) -> dict:
+    """One of step 03's trainings as memoised units, with JOB_THREADS torch threads (a job for
+    kdlib.pipeline.workers.map_jobs): kind "shape" (the layer-copied student distilled from the cache),
+    "general" (general distillation, then the same task KD) or "probe" (the online-KD probe). Returns
+    {run name: run}."""
+    g = cfg.grid
+    inputs = train.kd_inputs(cfg, g.eval_batch_size)
+    teacher, tokenizer, tok, names = inputs["teacher"], inputs["tokenizer"], inputs["tok"], inputs["names"]
+    cache_name = inputs["cache"].path.name
+    shape = StudentShape(layers, ffn)
+    name = shape_name(layers, ffn)
+    if kind == "shape":
+        student, result = train_shape(cfg, out_dir, shape, teacher, tok, inputs["cached_ds"], cache_name, names,
+                                      tokenizer)
+        return {name: {"layers": layers, "ffn": ffn, "route": "layer copy",
+                       "param_count": models.count_parameters(student)["total"], **result}}
+    student = models.make_student(teacher, layers, ffn, init=g.init, seed=cfg.seed)
+    if kind == "general":
+        teacher_dir = step_dir(cfg.profile, train.TEACHER_STEP, create=False) / "model"
+        distilled, gd_key = _general_distill(cfg, out_dir, name, student, teacher_dir, tok, names, tokenizer)
+        params = {**train.student_spec(cfg, distilled, g, g.loss, g.alpha, g.temperature, cache_name,
+                                       cfg.compute.bf16, teacher=teacher, threads=JOB_THREADS),
+                  "init_from": gd_key}
+        return {f"{name}_gd": {"layers": layers, "ffn": ffn, "route": "general distillation",
+                               "param_count": models.count_parameters(student)["total"],
+                               **_train_student(cfg, out_dir, f"{name}_gd", distilled, params, tok, inputs["cached_ds"],
+                                                names, tokenizer)}}
+    probe_hp = dataclasses.replace(g, epochs=g.online_probe_epochs)
+    params = train.student_spec(cfg, student, probe_hp, g.loss, g.alpha, g.temperature, "online", cfg.compute.bf16,
+                                teacher=teacher, threads=JOB_THREADS)
+    return {f"{name}_online_probe": _train_student(cfg, out_dir, f"{name}_online_probe", student, params, tok,
+                                                   tok["train"], names, tokenizer, teacher=teacher, hp=probe_hp,
+                                                   save=False)}
+
+
 def distil_grid(cfg: StudyParams, out_dir: Path | None = None) -> dict:
-    """Train every student of the grid (and the general-distillation route and the online-KD probe)."""
+    """Train every student of the grid (and the general-distillation route and the online-KD probe), side by
+    side on compute.workers processes of one thread each: the two probes first, together (each probe's time
+    is taken beside another run, as the cached runs it is compared with are), then the longest runs first."""
 
     g = cfg.grid
     out_dir = Path(out_dir or step_dir(cfg.profile, GRID_STEP))
-    teacher, tokenizer = train.load_teacher(cfg)
-    teacher_dir = step_dir(cfg.profile, train.TEACHER_STEP, create=False) / "model"
-    _, names, tok = task.task_data(cfg, tokenizer)
-    cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
-                           batch_size=g.eval_batch_size)
-    cached_ds = with_teacher_logits(tok["train"], cache.logits)
-
-    runs, students = {}, {}
-    for shape in g.students:
-        name = shape_name(shape.layers, shape.ffn)
-        students[name], result = train_shape(cfg, out_dir, shape, teacher, tok, cached_ds, cache.path.name, names,
-                                             tokenizer)
-        runs[name] = {"layers": shape.layers, "ffn": shape.ffn, "route": "layer copy",
-                      "param_count": models.count_parameters(students[name])["total"], **result}
-
-    gd = g.general_distill
-    if gd.enabled:
-        for shape in gd.students:
-            name = shape_name(shape.layers, shape.ffn)
-            distilled, gd_key = _general_distill(cfg, out_dir, name, students[name], teacher_dir, tok, names, tokenizer)
-            params = {**train.student_spec(cfg, distilled, g, g.loss, g.alpha, g.temperature, cache.path.name,
-                                           cfg.compute.bf16, teacher=teacher),
-                      "init_from": gd_key}
-            runs[f"{name}_gd"] = {"layers": shape.layers, "ffn": shape.ffn, "route": "general distillation",
-                                  "param_count": runs[name]["param_count"],
-                                  **_train_student(cfg, out_dir, f"{name}_gd", distilled, params, tok, cached_ds,
-                                                   names, tokenizer)}
-
+    inputs = train.kd_inputs(cfg, g.eval_batch_size, reload=True)  # builds the teacher-logits cache before the workers
+    teacher, cache = inputs["teacher"], inputs["cache"]
     # What the cache saves: the smallest and the largest student, a fraction of an epoch with the teacher
     # online, against the same students' cached runs (seconds per epoch of optimisation steps).
+    probed = [min(g.students, key=lambda s: (s.layers, s.ffn)), max(g.students, key=lambda s: (s.layers, s.ffn))]
+    jobs = [{"kind": "probe", "layers": s.layers, "ffn": s.ffn} for s in probed]
+    if g.general_distill.enabled:
+        jobs += [{"kind": "general", "layers": s.layers, "ffn": s.ffn}
+                 for s in sorted(g.general_distill.students, key=lambda s: (-s.layers, -s.ffn))]
+    jobs += [{"kind": "shape", "layers": s.layers, "ffn": s.ffn}
+             for s in sorted(g.students, key=lambda s: (-s.layers, -s.ffn))]
+    done = {}
+    for out in map_jobs(grid_run, jobs, {"cfg": cfg, "out_dir": out_dir}, cfg.compute.workers):
+        done.update(out)
+    runs = {shape_name(s.layers, s.ffn): done[shape_name(s.layers, s.ffn)] for s in g.students}
+    if g.general_distill.enabled:
+        runs |= {f"{shape_name(s.layers, s.ffn)}_gd": done[f"{shape_name(s.layers, s.ffn)}_gd"]
+                 for s in g.general_distill.students}
     probe = {}
-    probe_hp = dataclasses.replace(g, epochs=g.online_probe_epochs)
-    for shape in (min(g.students, key=lambda s: (s.layers, s.ffn)), max(g.students, key=lambda s: (s.layers, s.ffn))):
+    for shape in probed:
         name = shape_name(shape.layers, shape.ffn)
-        params = train.student_spec(cfg, students[name], probe_hp, g.loss, g.alpha, g.temperature, "online",
-                                    cfg.compute.bf16, teacher=teacher)
-        r = _train_student(cfg, out_dir, f"{name}_online_probe", students[name], params, tok, tok["train"], names,
-                           tokenizer, teacher=teacher, hp=probe_hp, save=False)
-        probe[name] = {"online_seconds_per_epoch": r["train_step_seconds"] / g.online_probe_epochs,
+        probe[name] = {"online_seconds_per_epoch": done[f"{name}_online_probe"]["train_step_seconds"]
+                       / g.online_probe_epochs,
                        "cached_seconds_per_epoch": runs[name]["train_step_seconds"] / g.epochs}
     summary = {
         "runs": runs,
         "online_probe": probe,
         "cache": {"file": cache.path.name, "built_now": cache.built_now, "build_seconds": cache.build_seconds},
         "teacher_params": models.count_parameters(teacher)["total"],
-        "label_names": names,
+        "label_names": inputs["names"],
     }
     write_json(out_dir / "runs" / "summary.json", summary)
     return summary

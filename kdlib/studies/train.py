@@ -13,8 +13,8 @@ computes it) matches a recorded one is not repeated, so an interrupted step resu
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
@@ -33,6 +33,7 @@ from kdlib.pipeline import config as config_mod
 from kdlib.pipeline import memo
 from kdlib.pipeline.config import StudyParams, TrainParams, to_plain
 from kdlib.pipeline.paths import cache_root, step_dir
+from kdlib.pipeline.workers import JOB_THREADS, map_jobs, torch_threads
 
 TEACHER_STEP = "01_teacher"
 DISTILL_STEP = "02_distill"
@@ -163,51 +164,89 @@ def load_teacher(cfg: StudyParams):
     return _load_saved(teacher_dir), AutoTokenizer.from_pretrained(teacher_dir)
 
 
-def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path | None = None) -> dict:
-    """Distil one student from the fine-tuned teacher, beside its no-KD twin (and online KD if asked).
+_INPUTS: dict = {}
 
-    All runs start from the same student weights (a copy of one `make_student`) and the same seed, so
-    they differ only in the loss and in where the teacher logits come from. With `online_kd_epochs`, online
-    KD is a probe: it and a cached run of the same steps (the summary's `online_probe`) train that part of
-    an epoch only.
-    """
-    out_dir = Path(out_dir or step_dir(cfg.profile, DISTILL_STEP))
-    teacher, tokenizer = load_teacher(cfg)
-    _, names, tok = task.task_data(cfg, tokenizer)
+
+def kd_inputs(cfg: StudyParams, batch_size: int, reload: bool = False) -> dict:
+    """What the students of steps 02 and 03 train from: the fine-tuned teacher, its tokenizer, the label
+    names, the task's tokenized splits and the teacher's logits on the training split (the cache file, built
+    by the first process that asks). Loaded once per process, so a worker's jobs share them; `reload`: read
+    them again (a step's own call, whose summary says whether it built the cache)."""
+    key = json.dumps({"cfg": to_plain(cfg), "batch_size": batch_size}, sort_keys=True, default=str)
+    if reload or key not in _INPUTS:
+        teacher, tokenizer = load_teacher(cfg)
+        _, names, tok = task.task_data(cfg, tokenizer)
+        cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs", batch_size=batch_size)
+        _INPUTS.clear()  # one profile and seed at a time
+        _INPUTS[key] = {"teacher": teacher, "tokenizer": tokenizer, "names": names, "tok": tok, "cache": cache,
+                        "cached_ds": with_teacher_logits(tok["train"], cache.logits)}
+    return _INPUTS[key]
+
+
+def _distill_plans(cfg: StudyParams, inputs: dict) -> dict:
+    """02's runs by name: the cached-KD student, its no-KD twin and (with compare_online_kd) online KD, or the
+    online-KD probe beside a cached run of the same steps."""
     d = cfg.distill
-
-    cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
-                           batch_size=d.eval_batch_size)
-    student = make_configured_student(teacher, cfg)
-    cached_kd = dict(train_ds=with_teacher_logits(tok["train"], cache.logits), alpha=d.alpha, loss=d.loss, hp=d)
-    online_kd = dict(train_ds=tok["train"], alpha=d.alpha, loss=d.loss, teacher=teacher, hp=d)
-    plans = {"kd_cached": cached_kd, "nokd": dict(train_ds=tok["train"], alpha=1.0, loss="ce", hp=d)}
+    cached_kd = dict(train_ds=inputs["cached_ds"], alpha=d.alpha, loss=d.loss, hp=d)
+    online_kd = dict(train_ds=inputs["tok"]["train"], alpha=d.alpha, loss=d.loss, teacher=inputs["teacher"], hp=d)
+    plans = {"kd_cached": cached_kd, "nokd": dict(train_ds=inputs["tok"]["train"], alpha=1.0, loss="ce", hp=d)}
     probe_hp = dataclasses.replace(d, epochs=d.online_kd_epochs) if d.online_kd_epochs is not None else None
     if d.compare_online_kd and probe_hp is None:
         plans["kd_online"] = online_kd
     elif d.compare_online_kd:
         plans["kd_cached_probe"] = {**cached_kd, "hp": probe_hp}
         plans["kd_online_probe"] = {**online_kd, "hp": probe_hp}
-    results = {}
-    for name, plan in plans.items():
-        params = student_spec(cfg, student, plan["hp"], plan["loss"], plan["alpha"], d.temperature,
-                              "online" if "teacher" in plan else (cache.path.name if plan["alpha"] < 1 else None),
-                              teacher=teacher)
+    return plans
 
-        def train(ckpt_dir, plan=plan, name=name):
-            set_seed(cfg.seed)
-            return fit(copy.deepcopy(student), tokenizer, plan["train_ds"], tok["validation"], tok["test"], ckpt_dir,
-                       plan["hp"], cfg.seed, teacher=plan.get("teacher"), alpha=plan["alpha"],
-                       temperature=d.temperature, loss=plan["loss"], bf16=cfg.compute.bf16,
-                       group_by_length=cfg.compute.group_by_length, history_csv=ckpt_dir.parent / "history.csv",
-                       run_name=name)
 
-        # The cached-KD student is the one the study keeps (and benchmarks).
-        save_to = out_dir / "student_model" if name == "kd_cached" else None
-        key = memo.unit_key("student", TRAINING_CODE, params)
-        results[name] = run_training(name, out_dir, key, train, names, params, save_to, tokenizer, same_as)
+def distill_run(cfg: StudyParams, out_dir: Path, same_as: Path | None, name: str) -> dict:
+    """One run of step 02 (`_distill_plans`) as a memoised unit, with JOB_THREADS torch threads (a job for
+    kdlib.pipeline.workers.map_jobs)."""
+    d = cfg.distill
+    inputs = kd_inputs(cfg, d.eval_batch_size)
+    teacher, tokenizer, tok = inputs["teacher"], inputs["tokenizer"], inputs["tok"]
+    plan = _distill_plans(cfg, inputs)[name]
+    student = make_configured_student(teacher, cfg)
+    params = student_spec(cfg, student, plan["hp"], plan["loss"], plan["alpha"], d.temperature,
+                          "online" if "teacher" in plan else (inputs["cache"].path.name if plan["alpha"] < 1 else None),
+                          teacher=teacher, threads=JOB_THREADS)
+
+    def train(ckpt_dir):
+        set_seed(cfg.seed)
+        with torch_threads(JOB_THREADS):
+            return fit(student, tokenizer, plan["train_ds"], tok["validation"], tok["test"], ckpt_dir, plan["hp"],
+                       cfg.seed, teacher=plan.get("teacher"), alpha=plan["alpha"], temperature=d.temperature,
+                       loss=plan["loss"], bf16=cfg.compute.bf16, group_by_length=cfg.compute.group_by_length,
+                       history_csv=ckpt_dir.parent / "history.csv", run_name=name)
+
+    # The cached-KD student is the one the study keeps (and benchmarks).
+    save_to = out_dir / "student_model" if name == "kd_cached" else None
+    key = memo.unit_key("student", TRAINING_CODE, params)
+    return run_training(name, out_dir, key, train, inputs["names"], params, save_to, tokenizer, same_as)
+
+
+def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path | None = None) -> dict:
+    """Distil one student from the fine-tuned teacher, beside its no-KD twin (and online KD if asked).
+
+    All runs start from the same student weights (one `make_student`, same seed) and the same seed, so
+    they differ only in the loss and in where the teacher logits come from. With `online_kd_epochs`, online
+    KD is a probe: it and a cached run of the same steps (the summary's `online_probe`) train that part of
+    an epoch only. The runs go side by side on compute.workers processes, one thread each; the two probes
+    first, together, so each probe's time is taken beside the other's.
+    """
+    out_dir = Path(out_dir or step_dir(cfg.profile, DISTILL_STEP))
+    d = cfg.distill
+    inputs = kd_inputs(cfg, d.eval_batch_size, reload=True)  # builds the teacher-logits cache before the workers
+    teacher, cache = inputs["teacher"], inputs["cache"]
+    order = sorted(_distill_plans(cfg, inputs), key=lambda n: not n.endswith("_probe"))
+    workers = cfg.compute.workers if cfg.compute.nproc_per_node <= 1 else 1  # torchrun ranks train in turn
+    done = map_jobs(distill_run, [{"name": n} for n in order], {"cfg": cfg, "out_dir": out_dir, "same_as": same_as},
+                    workers)
+    results = {n: r for n, r in zip(order, done)}
+    results = {n: results[n] for n in _distill_plans(cfg, inputs)}  # the plans' order
     probe = {name.removesuffix("_probe"): results.pop(name) for name in ("kd_cached_probe", "kd_online_probe")
              if name in results}
+    student = make_configured_student(teacher, cfg)
     summary = {
         "runs": results,
         "epochs": d.epochs,
@@ -217,7 +256,7 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path
         "student_params": models.count_parameters(student),
         "teacher_params": models.count_parameters(teacher),
         "student_layers": list(student.config.kd_teacher_layers),
-        "label_names": names,
+        "label_names": inputs["names"],
     }
     if is_main_process():
         write_json(out_dir / "runs" / "summary.json", summary)
@@ -232,12 +271,14 @@ def student_origin(teacher, student) -> dict:
 
 
 def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, temperature: float,
-                 teacher_outputs: str | None, bf16: bool | None = None, *, teacher) -> dict:
+                 teacher_outputs: str | None, bf16: bool | None = None, *, teacher,
+                 threads: int | None = None) -> dict:
     """Everything that decides a student run's numbers, in one canonical form, so that the same run
     asked for by two steps (02's student and the grid's student of the same shape) has one key.
 
     `teacher_outputs`: the cache file the teacher logits come from, "online", or None (no teacher);
-    `teacher`: the model the student was built from.
+    `teacher`: the model the student was built from; `threads`: the torch threads it trains with, where
+    the caller fixes them (the order of a sum, so the last bits of every weight, depends on them).
     """
 
     c = student.config
@@ -247,7 +288,8 @@ def student_spec(cfg: StudyParams, student, hp, loss: str, alpha: float, tempera
             "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},
             "loss": loss, "alpha": alpha, "temperature": temperature if alpha < 1 else None,
             "teacher_outputs": teacher_outputs, "bf16": cfg.compute.bf16 if bf16 is None else bf16,
-            "group_by_length": cfg.compute.group_by_length, **student_origin(teacher, student)}
+            "group_by_length": cfg.compute.group_by_length, **student_origin(teacher, student),
+            **({"threads": threads} if threads is not None else {})}
 
 
 def make_configured_student(teacher, cfg: StudyParams):

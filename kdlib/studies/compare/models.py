@@ -45,6 +45,7 @@ from kdlib.inference.timing import BenchmarkSettings, predict, round_ratios, tim
 from kdlib.pipeline import memo
 from kdlib.pipeline.config import TrainParams, to_plain
 from kdlib.pipeline.paths import cache_root, step_dir
+from kdlib.pipeline.workers import JOB_THREADS, map_jobs, torch_threads
 from kdlib.studies import grid, train
 
 GRID_STEP = "03_grid"
@@ -148,48 +149,40 @@ def load_weights(model, folder: Path):
     return model.eval()
 
 
-def recover(cfg, model, name: str, spec: dict, data: TaskData, out_dir: Path, epochs: float, bf16: bool):
+def recover(cfg, model, name: str, spec: dict, data: TaskData, out_dir: Path, epochs: float, bf16: bool) -> dict:
     """Fine-tune a compressed `model` with KD from the teacher's cached logits (the grid's loss, alpha,
-    temperature and optimiser settings, for `epochs`), memoised by `spec` (what built the model) and the
-    training settings. Returns (trained model, run record). epochs = 0 keeps the model as it is."""
+    temperature and optimiser settings, for `epochs`), with JOB_THREADS torch threads, memoised by `spec`
+    (what built the model) and the training settings; the trained weights are saved in out_dir/models/name.
+    Returns the run record (a job for kdlib.pipeline.workers.map_jobs)."""
 
-
-    if epochs <= 0:
-        return model.eval(), None
     g = cfg.grid
     hp = dataclasses.replace(g, epochs=epochs)
     params = {"spec": spec, "seed": cfg.seed, "data": to_plain(cfg.data),
               "train": {f.name: getattr(hp, f.name) for f in dataclasses.fields(TrainParams)},
               "loss": g.loss, "alpha": g.alpha, "temperature": g.temperature, "teacher_outputs": data.cache_file,
-              "bf16": bf16, "group_by_length": cfg.compute.group_by_length}
+              "bf16": bf16, "group_by_length": cfg.compute.group_by_length, "threads": JOB_THREADS}
     key = memo.unit_key("compressed", (*CODE, recover), params)
-    model_dir = out_dir / "models" / name
 
     def fit_run(ckpt_dir):
         set_seed(cfg.seed)
-        return fit(copy.deepcopy(model), data.tokenizer, data.cached_train, data.tok["validation"], data.tok["test"],
-                   ckpt_dir, hp, cfg.seed, alpha=g.alpha, temperature=g.temperature, loss=g.loss, bf16=bf16,
-                   group_by_length=cfg.compute.group_by_length, history_csv=ckpt_dir.parent / "history.csv",
-                   run_name=name)
+        with torch_threads(JOB_THREADS):
+            return fit(copy.deepcopy(model), data.tokenizer, data.cached_train, data.tok["validation"],
+                       data.tok["test"], ckpt_dir, hp, cfg.seed, alpha=g.alpha, temperature=g.temperature,
+                       loss=g.loss, bf16=bf16, group_by_length=cfg.compute.group_by_length,
+                       history_csv=ckpt_dir.parent / "history.csv", run_name=name)
 
-    record = train.run_training(name, out_dir, key, fit_run, data.names, params, save_to=model_dir,
-                                tokenizer=data.tokenizer)
-    return load_weights(copy.deepcopy(model), model_dir), record
+    return train.run_training(name, out_dir, key, fit_run, data.names, params, save_to=out_dir / "models" / name,
+                              tokenizer=data.tokenizer)
 
 
 def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Path) -> tuple[dict, pd.DataFrame]:
     """Every compression family of the profile, built and recovered: ({row name: model}, catalogue with
-    each row's family, method and settings). `students`: {"half_depth": model} for KD + pruning."""
+    each row's family, method and settings). `students`: {"half_depth": model} for KD + pruning. The
+    recovery runs go side by side on compute.workers processes, one thread each."""
 
     c = cfg.compare
-    bf16 = cfg.compute.bf16
     base = {"teacher": model_fingerprint(teacher)[:16]}
-    models, rows = {}, []
-
-    def add(name, family, method, model, setting, record):
-        models[name] = model
-        rows.append({"name": name, "family": family, "method": method, "setting": setting,
-                     "recovery_epochs": c.recovery_epochs if record is not None else 0.0})
+    built = []  # (row name, family, method, model, setting, run name or None, spec), in the catalogue's order
 
     importance = torch.tensor(head_importance_unit(cfg, teacher, "teacher", data, out_dir)["importance"])
     for fraction in c.head_prune_fractions:
@@ -197,27 +190,24 @@ def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Pat
         pruned = pruning.prune_heads(copy.deepcopy(teacher), heads)
         n = sum(len(h) for h in heads.values())
         spec = {**base, "method": "head_pruning", "heads": {str(k): v for k, v in heads.items()}}
-        model, record = recover(cfg, pruned, f"heads_{fraction:g}", spec, data, out_dir, c.recovery_epochs, bf16)
-        add(f"teacher, {n} of {importance.numel()} heads pruned", "pruning", "attention heads by importance "
-            "(Michel et al. 2019) + KD recovery", model, f"fraction {fraction:g}", record)
+        built.append((f"teacher, {n} of {importance.numel()} heads pruned", "pruning", "attention heads by "
+                      "importance (Michel et al. 2019) + KD recovery", pruned, f"fraction {fraction:g}",
+                      f"heads_{fraction:g}", spec))
     for sparsity in c.magnitude_sparsities:
         # No recovery: fine-tuning would refill the zeros (the masks are removed to make the pruning permanent).
         model = pruning.magnitude_prune(copy.deepcopy(teacher), sparsity).eval()
-        add(f"teacher, {sparsity:.0%} of encoder weights zeroed", "pruning", "unstructured magnitude (L1), "
-            "no recovery", model, f"sparsity {sparsity:g}", None)
+        built.append((f"teacher, {sparsity:.0%} of encoder weights zeroed", "pruning", "unstructured magnitude "
+                      "(L1), no recovery", model, f"sparsity {sparsity:g}", None, None))
     for rank in c.svd_ranks:
         factorised = factorize.factorize_embeddings(factorize.factorize_ffn(copy.deepcopy(teacher), rank), rank)
-        spec = {**base, "method": "svd", "rank": rank}
-        model, record = recover(cfg, factorised, f"svd_r{rank}", spec, data, out_dir, c.recovery_epochs, bf16)
-        add(f"teacher, FFN and embeddings at rank {rank}", "factorization", "truncated SVD + KD recovery", model,
-            f"rank {rank}", record)
+        built.append((f"teacher, FFN and embeddings at rank {rank}", "factorization", "truncated SVD + KD recovery",
+                      factorised, f"rank {rank}", f"svd_r{rank}", {**base, "method": "svd", "rank": rank}))
     albert = share.albert_student(teacher, c.albert_embedding_size, c.albert_layers or None)
     spec = {**base, "method": "albert", "embedding_size": c.albert_embedding_size, "layers": c.albert_layers}
-    model, record = recover(cfg, albert, "albert", spec, data, out_dir, c.recovery_epochs, bf16)
-    depth = len(pruning.encoder_layers(albert))
-    add(f"ALBERT-style student ({depth} shared layers, E={c.albert_embedding_size})", "weight sharing",
-        "one teacher layer shared by all positions, factorised embeddings, KD", model,
-        f"E {c.albert_embedding_size}", record)
+    built.append((f"ALBERT-style student ({len(pruning.encoder_layers(albert))} shared layers, "
+                  f"E={c.albert_embedding_size})", "weight sharing",
+                  "one teacher layer shared by all positions, factorised embeddings, KD", albert,
+                  f"E {c.albert_embedding_size}", "albert", spec))
 
     half = students["half_depth"]
     student_importance = torch.tensor(head_importance_unit(cfg, half, "half_depth", data, out_dir)["importance"])
@@ -225,10 +215,21 @@ def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Pat
     heads = pruning.heads_to_prune(student_importance, fraction)
     spec = {"student": model_fingerprint(half)[:16], "method": "head_pruning",
             "heads": {str(k): v for k, v in heads.items()}}
-    model, record = recover(cfg, pruning.prune_heads(copy.deepcopy(half), heads), f"student_heads_{fraction:g}",
-                            spec, data, out_dir, c.recovery_epochs, bf16)
-    add(f"half-depth student, {sum(len(h) for h in heads.values())} heads pruned", "KD + pruning",
-        "03's half-depth student, heads pruned by importance + KD recovery", model, f"fraction {fraction:g}", record)
+    built.append((f"half-depth student, {sum(len(h) for h in heads.values())} heads pruned", "KD + pruning",
+                  "03's half-depth student, heads pruned by importance + KD recovery",
+                  pruning.prune_heads(copy.deepcopy(half), heads), f"fraction {fraction:g}",
+                  f"student_heads_{fraction:g}", spec))
+
+    recovered = [b for b in built if b[5] is not None and c.recovery_epochs > 0]
+    map_jobs(recover, [{"model": b[3], "name": b[5], "spec": b[6]} for b in recovered],
+             {"cfg": cfg, "data": data, "out_dir": out_dir, "epochs": c.recovery_epochs, "bf16": cfg.compute.bf16},
+             cfg.compute.workers)
+    done = {b[5] for b in recovered}
+    models, rows = {}, []
+    for name, family, method, model, setting, run, _ in built:
+        models[name] = load_weights(copy.deepcopy(model), out_dir / "models" / run) if run in done else model.eval()
+        rows.append({"name": name, "family": family, "method": method, "setting": setting,
+                     "recovery_epochs": c.recovery_epochs if run in done else 0.0})
     return models, pd.DataFrame(rows)
 
 

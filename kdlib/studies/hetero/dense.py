@@ -18,14 +18,9 @@ at least `curve_epochs`; the weights do not depend on whether stopping was on, s
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import functools
 import math
-import multiprocessing
-import signal
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +29,6 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from scipy import stats
-from tqdm.auto import tqdm
 
 from kdlib.core import data
 from kdlib.core.fingerprint import arrays_fingerprint
@@ -42,6 +36,7 @@ from kdlib.core.heads import DenseTwoHead, DenseTwoHeadConfig
 from kdlib.core.losses import get_loss
 from kdlib.core.metrics import classification_metrics
 from kdlib.pipeline import memo
+from kdlib.pipeline.workers import map_jobs
 
 MODELS = ("A", "B", "C")
 # which teacher each student learns from, and the size of its distillation head
@@ -205,58 +200,6 @@ def splits_from(dsd, embeddings: dict[str, np.ndarray]) -> dict[str, Split]:
 
 # ----------------------------------------------------------------------------------------------------
 # the experiment: teachers, the alpha/T search, the seeds
-
-
-def _threads(n: int):
-    """A context that runs a block with `n` torch threads (tiny matrices gain nothing from more)."""
-
-    @contextlib.contextmanager
-    def scope():
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
-
-    return scope()
-
-
-def _start_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # an interrupt is the caller's to handle (map_jobs stops us)
-    torch.set_num_threads(1)
-
-
-@functools.lru_cache(maxsize=None)
-def _pool(workers: int):
-    """`workers` worker processes with one torch thread each, started once per process and kept: a worker
-    pays its imports (~5 s) once for every map_jobs call of the step."""
-
-    # spawn, not fork: a forked child of a process whose OpenMP threads ran (or of a notebook kernel) can hang
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start_worker)
-
-
-def _run_job(fn, shared: dict, job: dict):
-    return fn(**shared, **job)
-
-
-def map_jobs(fn, jobs: list[dict], shared: dict, workers: int, desc: str | None = None) -> list:
-    """[fn(**shared, **job) for job in jobs], spread over `workers` processes. Every job runs with one torch
-    thread, in a worker or (workers <= 1) here, so its numbers do not depend on `workers`. The jobs are
-    independent single-threaded runs: on an idle machine two workers on two cores take half the time of one.
-    fn must be importable (module level); tensors in `shared` travel through shared memory, not copies."""
-
-    if workers <= 1 or len(jobs) <= 1:
-        with _threads(1):
-            return [fn(**shared, **job) for job in tqdm(jobs, desc=desc, disable=desc is None, mininterval=5)]
-    pool = _pool(workers)
-    try:
-        results = pool.map(_run_job, *zip(*[(fn, shared, job) for job in jobs]))
-        return list(tqdm(results, total=len(jobs), desc=desc, disable=desc is None, mininterval=5))
-    except BaseException:  # an interrupt or a failed job: stop the workers rather than let them run on
-        pool.shutdown(wait=False, cancel_futures=True)
-        _pool.cache_clear()
-        raise
 
 
 def train_teacher(hp, splits: dict[str, Split], name: str, seed: int) -> DenseRun:

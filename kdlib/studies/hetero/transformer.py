@@ -21,7 +21,7 @@ What makes a one-layer student learn within the step's budget (measured; see par
 
 Training is a plain PyTorch loop (AdamW, linear warm-up and decay, like transformers.Trainer's defaults)
 without the Trainer's per-epoch checkpoints. Each run is a memoised unit; the runs are spread over worker
-processes (`kdlib.studies.hetero.dense.map_jobs`), one thread each, so a run's numbers do not depend on how many there are.
+processes (`kdlib.pipeline.workers.map_jobs`), one thread each, so a run's numbers do not depend on how many there are.
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def train_run(model, data: dict, teacher_logits: torch.Tensor, loss: str, tp, se
 
 def run_unit(folder: Path, key: str, encoder: str, tp, variant: str, seed: int, data: dict,
              teacher_logits: dict[str, torch.Tensor], bf16: bool) -> dict:
-    """One variant at one seed as a memoised unit (a job for kdlib.studies.hetero.dense.map_jobs)."""
+    """One variant at one seed as a memoised unit (a job for kdlib.pipeline.workers.map_jobs)."""
     loss, teacher = VARIANTS[variant]
 
     def build(unit: Path) -> dict:
