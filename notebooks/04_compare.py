@@ -27,7 +27,7 @@
 # | weight factorization | the FFN and word-embedding matrices of the teacher as rank-r SVD products, at two ranks, then KD recovery |
 # | knowledge distillation | 03's best half-depth and best 1-layer students, its fastest student within 97% of the teacher, 02's student and its no-KD twin |
 # | weight sharing | an ALBERT-style student: one teacher layer shared by every position, factorised embeddings, distilled like the others |
-# | quantization | every route of `kdlib.inference.runtimes` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16, int8) on the teacher and the best students |
+# | quantization | the routes of `kdlib.inference.runtimes` that `compare.runtimes` x `compare.precisions` name, less `compare.skip_routes` (PyTorch, ONNX Runtime, OpenVINO; fp32, bf16, int8), on the teacher and the best students |
 # | combinations | KD + int8, KD + head pruning + int8 |
 #
 # **What is timed where.** Timing every model on every route would take far longer than this step's budget.
@@ -149,7 +149,8 @@ quantization_set = {n: m for n, m in upstream.items() if n != "KD student (02)"}
 route_bench = compare.route_bench(cfg)  # each route's run nominates contenders: its own timing budget
 fp32_rows = compare.measure({**upstream, **families}, [("torch", "fp32")], route_bench, data.tok["test"],
                             tokenizer, out / "measurements", validation_ds=data.tok["validation"])
-other_routes = [r for r in compare.routes(cfg.compare.runtimes, cfg.compare.precisions) if r != ("torch", "fp32")]
+other_routes = [r for r in compare.routes(cfg.compare.runtimes, cfg.compare.precisions, cfg.compare.skip_routes)
+                if r != ("torch", "fp32")]
 calibration = compare.calibration_inputs(data.tok["train"], tokenizer, cfg.compare.calibration_size,
                                          cfg.data.max_length)
 route_rows = compare.measure(quantization_set, other_routes, route_bench, data.tok["test"], tokenizer,

@@ -149,6 +149,22 @@ def test_bench_times_a_baseline_in_turn(tiny_qa_dir, data_file, tmp_path):
     assert b["p95_ms"] >= b["p50_ms"] > 0
 
 
+def test_bench_times_more_models_in_the_same_turns_with_also(tiny_qa_dir, data_file, tmp_path):
+    """--also: a third model answers in the same turns, with its own speed-up over the baseline, which answers
+    once for both; its answers are those it gives alone. Without a baseline it is refused in one line."""
+    out = tmp_path / "three.json"
+    assert cli.main(["bench", "--model", str(tiny_qa_dir), "--baseline", str(tiny_qa_dir), "--also",
+                     str(tiny_qa_dir), "torch", "fp32", "--data", str(data_file), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    (a,) = r["also"]
+    alone = bench.run_benchmark(tiny_qa_dir, data_file, warmup=0)
+    assert (a["runtime"], a["precision"], a["f1"], a["exact_match"]) == ("torch", "fp32", alone["f1"], alone["exact_match"])
+    assert a["speedup_vs_baseline"] == pytest.approx(r["baseline"]["total_seconds"] / a["total_seconds"])
+    assert r["speedup_vs_baseline"] == pytest.approx(r["baseline"]["total_seconds"] / r["total_seconds"])
+    assert cli.main(["bench", "--model", str(tiny_qa_dir), "--also", str(tiny_qa_dir), "torch", "fp32",
+                     "--data", str(data_file), "--out", str(tmp_path / "o.json")]) == 2
+
+
 def test_in_turn_each_timed_question_follows_an_untimed_pass_of_the_same_model(monkeypatch, tiny_qa_dir, data_file):
     """Paired runs warm each model with one untimed window before each of its timed questions, so no model is
     timed right after the other's call; the calls run in blocks of one model: its warm pass, then its windows."""

@@ -388,15 +388,37 @@ def test_the_warm_up_can_be_turned_off_and_its_calls_count_against_the_budget(mo
 
     def call(inputs):
         calls.append(1)
-        clock.now += 0.125  # exact in binary: the budget is reached on the call, not a rounding later
+        clock.now += 0.0625  # exact in binary: the budget is reached on the call, not a rounding later
 
-    settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=100, max_seconds=2.0)
+    settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=100, max_seconds=1.0)
     warmed = ev.time_interleaved({"m": call}, settings, 100, {"m": ["input_ids"]})["m"]["timed_calls"]
     monkeypatch.setattr(ev, "SWITCH_WARMUP_S", 0.0)
     calls.clear()
     cold = ev.time_interleaved({"m": call}, settings, 100, {"m": ["input_ids"]})["m"]["timed_calls"]
     assert len(calls) == 1 + cold  # one warm-up call, then timed calls only
     assert cold == 16 and warmed == 8
+
+
+def test_a_call_of_a_tenth_of_a_second_or_more_is_timed_without_an_untimed_call_before_it(monkeypatch):
+    """The switch costs a few ms: under the tolerance of a call of UNWARMED_CALL_S or more, so such a call (the
+    teacher's at batch 32) is not called twice per round; a shorter one in the same rounds still is."""
+    clock = SteadyClock()
+    monkeypatch.setattr(ev, "time", clock)
+    calls = []
+
+    def runner(name, seconds):
+        def call(inputs):
+            calls.append(name)
+            clock.now += seconds
+        return call
+
+    settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=3)
+    stats = ev.time_interleaved({"teacher": runner("teacher", 2 * ev.UNWARMED_CALL_S),
+                                 "student": runner("student", ev.UNWARMED_CALL_S / 2)}, settings, 100,
+                                {"teacher": ["input_ids"], "student": ["input_ids"]})
+    rounds = calls[2:]  # after one warm-up call each
+    assert rounds == ["teacher", "student", "student"] + ["student", "student", "teacher"] + ["teacher", "student", "student"]
+    assert stats["teacher"]["timed_calls"] == stats["student"]["timed_calls"] == 3
 
 
 def test_with_a_reference_timing_stops_once_every_ratio_to_it_is_settled(monkeypatch):

@@ -16,7 +16,9 @@ the model's size on disk and the machine's description.
     kdstudy bench --model STUDENT --baseline TEACHER --data questions.json --out pair.json
 
 times two models in one run, question by question in turn, and writes the first one's speed-up over the
-second: a ratio that two separate runs on a busy machine would give far less reliably.
+second: a ratio that two separate runs on a busy machine would give far less reliably. `--also MODEL RUNTIME
+PRECISION` (repeatable) adds more models to the same turns, each with its own speed-up over the baseline: the
+baseline then answers the questions once for all of them.
 """
 from __future__ import annotations
 
@@ -33,7 +35,8 @@ import numpy as np
 
 from kdlib.core import squad as qa
 from kdlib.inference import machine
-from kdlib.inference.routes import onnxruntime_options, openvino_config
+from kdlib.inference.openvino_calls import openvino_call
+from kdlib.inference.routes import onnxruntime_options
 
 # Benchmark profiles: batch 1 and the thread count of the target (capped at this machine's cores).
 PROFILES = {"pi5": {"batch_size": 1, "threads": 4, "description": "Raspberry Pi 5: batch 1, 4 threads"}}
@@ -123,14 +126,12 @@ def load_model(model: str | Path, runtime: str, precision: str, threads: int):
         import openvino as ov
 
         core = ov.Core()
-        compiled = core.compile_model(str(model), "CPU", openvino_config(precision, threads))
-        request = compiled.create_infer_request()
-        names = tuple(i.get_any_name() for i in compiled.inputs)
+        names = tuple(i.get_any_name() for i in core.read_model(str(model)).inputs)
+        call = openvino_call(core, model, precision, threads, ("start_logits", "end_logits"))
 
-        def forward(inputs):
-            result = request.infer(inputs)
-            return (result[compiled.output("start_logits")][0].copy(),
-                    result[compiled.output("end_logits")][0].copy())
+        def forward(inputs):  # one window at a time: the latency-mode graph, as the study calls it
+            got = call(inputs)
+            return got["start_logits"][0].copy(), got["end_logits"][0].copy()
 
         files = [model, model.with_suffix(".bin")] if model.suffix == ".xml" else [model]
         return forward, names, [f for f in files if f.exists()], ov.__version__
@@ -218,12 +219,15 @@ def _summary(predictions: dict, seconds: list[float], questions: list[dict]) -> 
 
 def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", runtime: str | None = None,
                   precision: str = "fp32", threads: int | None = None, tokenizer: str | Path | None = None,
-                  limit: int | None = None, warmup: int = 3, baseline: str | Path | None = None) -> dict:
+                  limit: int | None = None, warmup: int = 3, baseline: str | Path | None = None,
+                  also: list[tuple[str | Path, str, str]] | None = None) -> dict:
     """Answer every question of `data` with `model`, one at a time; return the result JSON's contents.
 
     With `baseline` (another model: a folder runs in torch fp32, a file on its runtime), both answer every
     question in turn, the order alternating, and the result adds the baseline's numbers and
-    `speedup_vs_baseline` (its total time over the model's). Timed in one process, interleaved, the two
+    `speedup_vs_baseline` (its total time over the model's); each of `also` ((model, runtime, precision),
+    only with a baseline) answers in the same turns and adds an entry to `also` with its numbers and its
+    own `speedup_vs_baseline`. Timed in one process, interleaved, the two
     share every drift of the machine's speed, which separate runs do not: on a shared machine their ratio
     moved by up to 40% from run to run. Each timed question is preceded by an untimed pass of the same model
     over its first window, as in a stream of its own calls: PyTorch's OpenMP threads spin on after a call and
@@ -240,6 +244,9 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
     routes = {"model": (model, runtime, precision)}
     if baseline is not None:
         routes["baseline"] = (baseline, guess_runtime(baseline), "fp32")
+    if also and baseline is None:
+        raise ValueError("--also needs --baseline: the extra models' speed-ups are over it")
+    routes |= {f"also{i}": (path, rt, prec) for i, (path, rt, prec) in enumerate(also or [])}
     for path, rt, prec in routes.values():
         reason = unsupported(rt, prec)
         if reason:
@@ -287,6 +294,14 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
                               "model_size_mb": _size_mb(loaded["baseline"].files),
                               **_summary(predictions["baseline"], seconds["baseline"], questions)}
         result["speedup_vs_baseline"] = result["baseline"]["total_seconds"] / result["total_seconds"]
+    if also:
+        result["also"] = []
+        for i, (path, rt, prec) in enumerate(also):
+            summary = _summary(predictions[f"also{i}"], seconds[f"also{i}"], questions)
+            result["also"].append({"model": Path(path).name, "runtime": rt, "precision": prec,
+                                   "runtime_version": loaded[f"also{i}"].version,
+                                   "model_size_mb": _size_mb(loaded[f"also{i}"].files), **summary,
+                                   "speedup_vs_baseline": result["baseline"]["total_seconds"] / summary["total_seconds"]})
     return result
 
 
@@ -303,6 +318,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--baseline", help="another model (e.g. the teacher) timed in the same run, question by "
                                       "question in turn with --model; the result adds --model's speed-up over it")
+    p.add_argument("--also", nargs=3, action="append", metavar=("MODEL", "RUNTIME", "PRECISION"),
+                   help="with --baseline: one more model in the same turns, with its own speed-up over the "
+                        "baseline (repeatable)")
 
 
 def main(argv=None) -> int:
@@ -315,7 +333,8 @@ def main(argv=None) -> int:
 def run_from_args(args) -> int:
     try:
         result = run_benchmark(args.model, args.data, args.profile, args.runtime, args.precision, args.threads,
-                               args.tokenizer, args.limit, baseline=args.baseline)
+                               args.tokenizer, args.limit, baseline=args.baseline,
+                               also=[tuple(a) for a in args.also or []])
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -331,6 +350,9 @@ def run_from_args(args) -> int:
         b = result["baseline"]
         print(f"baseline {b['model']}: F1 {b['f1']:.2f} in {b['total_seconds']:.2f} s, timed in turn with the "
               f"model: the model is {result['speedup_vs_baseline']:.2f}x faster")
+    for a in result.get("also", []):
+        print(f"also {a['model']} ({a['runtime']}/{a['precision']}): F1 {a['f1']:.2f} in {a['total_seconds']:.2f} s, "
+              f"{a['speedup_vs_baseline']:.2f}x the baseline")
     return 0
 
 

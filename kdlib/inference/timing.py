@@ -194,11 +194,16 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
 # right after the teacher's paid it too. So before each timed call a runner is called untimed at least once,
 # and a runner whose calls are shorter than this as many times as fill it. 0 turns the warm-up off.
 SWITCH_WARMUP_S = 0.005
+# A call this long is timed without one: the switch costs a few ms at most (2.9 ms, the largest in
+# switch_cost.json), under 3% of such a call, the timings' tolerance; the teacher's batch-32 calls would
+# otherwise double the time a run spends on them.
+UNWARMED_CALL_S = 0.1
 
 
 def _switch_warmup_calls(call_seconds: float) -> int:
-    """Untimed calls before a timed call of `call_seconds`: at least one, and as many as fill SWITCH_WARMUP_S."""
-    if SWITCH_WARMUP_S <= 0:
+    """Untimed calls before a timed call of `call_seconds`: none for a call of UNWARMED_CALL_S or more, else at
+    least one, and as many as fill SWITCH_WARMUP_S."""
+    if SWITCH_WARMUP_S <= 0 or call_seconds >= UNWARMED_CALL_S:
         return 0
     return max(1, math.ceil(SWITCH_WARMUP_S / max(call_seconds, 1e-6)))
 
@@ -211,7 +216,8 @@ def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: Benchm
     then a ratio of calls made side by side (`round_ratios`), not of two measurements minutes apart.
 
     Before each timed call a runner is called untimed at least once, and for SWITCH_WARMUP_S if its calls are
-    shorter (`_switch_warmup_calls`), so each call is timed as in a stream of its own calls, not cold after
+    shorter, unless its calls take UNWARMED_CALL_S or more (`_switch_warmup_calls`), so each call is timed as
+    in a stream of its own calls, not cold after
     another model's.
 
     Returns, per name, what `time_runner` returns plus `rounds`: the seconds of each of its timed calls.

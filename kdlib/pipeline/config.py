@@ -154,6 +154,9 @@ class GridParams(TrainParams):
     online_probe_epochs: float = field(default=0.1, metadata=_range(0.01, 100))
 
 
+ROUTE_NAMES = tuple(f"{r}/{p}" for r, precisions in ROUTES.items() for p in precisions)
+
+
 @dataclass
 class CompareParams:
     """Step 04: every compression family, timed on every runtime this CPU runs well."""
@@ -175,6 +178,9 @@ class CompareParams:
     # Each route's run: its timing budget per model in seconds (None: benchmark.max_seconds). Those runs only
     # nominate the contenders, which `head_to_head` times again side by side with benchmark.max_seconds.
     route_seconds: float | None = field(default=None, metadata=_range(0.01, 3600))
+    # Routes of runtimes x precisions left out ("runtime/precision"), e.g. a graph runtime's fp32 where its
+    # quantised routes are what the step compares. None: none.
+    skip_routes: list[str] | None = field(default=None, metadata={**_range(choices=ROUTE_NAMES), **_UNSET})
 
 
 ENCODE_ROUTES = ("torch/fp32", "torch/bf16", "torch_compile/fp32", "onnxruntime/fp32", "onnxruntime/int8",

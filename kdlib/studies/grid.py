@@ -97,12 +97,13 @@ def _train_student(cfg, out_dir, name, student, params, tok, train_ds, names, to
     hp = hp or g
     key = memo.unit_key("student", train.TRAINING_CODE, params)
     model_dir = out_dir / "models" / name if save else None
-    # The same run recorded by step 02 (same shape, data and hyperparameters) is copied, not redone.
-    kd_run = step_dir(cfg.profile, "02_distill", create=False) / "runs" / "kd_cached"
+    # The same run recorded by step 02 (same shape, data and hyperparameters: its student, or its online-KD
+    # probe) is copied, not redone; a saved run copies 02's student model with it.
+    distill_runs = step_dir(cfg.profile, "02_distill", create=False) / "runs"
     train.adopt_run(out_dir / "runs" / name, key, same_as, model_dir)
-    if save and memo.adopt(out_dir / "runs" / name, key, [kd_run]) is not None:
-
-        shutil.copytree(kd_run.parents[1] / "student_model", model_dir, dirs_exist_ok=True)
+    adopted = memo.adopt(out_dir / "runs" / name, key, [distill_runs / "kd_cached", distill_runs / "kd_online_probe"])
+    if save and adopted is not None:
+        shutil.copytree(distill_runs.parent / "student_model", model_dir, dirs_exist_ok=True)
 
     def fit_run(ckpt_dir):
         set_seed(cfg.seed)

@@ -238,12 +238,12 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path
     d = cfg.distill
     inputs = kd_inputs(cfg, d.eval_batch_size, reload=True)  # builds the teacher-logits cache before the workers
     teacher, cache = inputs["teacher"], inputs["cache"]
-    order = sorted(_distill_plans(cfg, inputs), key=lambda n: not n.endswith("_probe"))
+    plans = list(_distill_plans(cfg, inputs))
+    order = sorted(plans, key=lambda n: not n.endswith("_probe"))
     workers = cfg.compute.workers if cfg.compute.nproc_per_node <= 1 else 1  # torchrun ranks train in turn
-    done = map_jobs(distill_run, [{"name": n} for n in order], {"cfg": cfg, "out_dir": out_dir, "same_as": same_as},
-                    workers)
-    results = {n: r for n, r in zip(order, done)}
-    results = {n: results[n] for n in _distill_plans(cfg, inputs)}  # the plans' order
+    done = dict(zip(order, map_jobs(distill_run, [{"name": n} for n in order],
+                                    {"cfg": cfg, "out_dir": out_dir, "same_as": same_as}, workers)))
+    results = {n: done[n] for n in plans}  # the plans' order
     probe = {name.removesuffix("_probe"): results.pop(name) for name in ("kd_cached_probe", "kd_online_probe")
              if name in results}
     student = make_configured_student(teacher, cfg)

@@ -38,8 +38,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from kdlib.core import models, task
-from kdlib.core.distill import teacher_logits, with_teacher_logits
+from kdlib.core import models
 from kdlib.core.fingerprint import model_fingerprint
 from kdlib.core.io import read_json, write_csv, write_json
 from kdlib.inference import bench
@@ -47,7 +46,7 @@ from kdlib.inference.routes import RUNTIME_CODE
 from kdlib.inference.timing import Benchmark, BenchmarkSettings
 from kdlib.pipeline import memo, steps
 from kdlib.pipeline.config import StudentShape, StudyParams
-from kdlib.pipeline.paths import cache_root, reports_root, step_dir
+from kdlib.pipeline.paths import reports_root, step_dir
 from kdlib.studies import grid, train
 from kdlib.studies.edge import step as edge
 
@@ -244,14 +243,12 @@ def fast_student(cfg: StudyParams, seed: int, out: Path, train_only: bool = Fals
 
     c = dataclasses.replace(cfg, seed=seed)
     shape = shape or _fast_shape(cfg)
-    teacher, tokenizer = train.load_teacher(c)
-    _, names, tok = task.task_data(c, tokenizer)
-    cache = teacher_logits(teacher, tok["train"], tokenizer, cache_root() / "teacher_outputs",
-                           batch_size=cfg.grid.eval_batch_size)
+    inputs = train.kd_inputs(c, cfg.grid.eval_batch_size)
+    teacher, tokenizer, tok = inputs["teacher"], inputs["tokenizer"], inputs["tok"]
     folder = out / f"03_grid_seed{seed}"
     name = grid.shape_name(shape.layers, shape.ffn)
-    _, result = grid.train_shape(c, folder, shape, teacher, tok, with_teacher_logits(tok["train"], cache.logits),
-                                 cache.path.name, names, tokenizer, same_as=_own(cfg, grid.GRID_STEP))
+    _, result = grid.train_shape(c, folder, shape, teacher, tok, inputs["cached_ds"], inputs["cache"].path.name,
+                                 inputs["names"], tokenizer, same_as=_own(cfg, grid.GRID_STEP))
     accuracy, teacher_acc = result["test"]["accuracy"], _teacher_accuracy(cfg)
     row = {"seed": seed, "student": name, "val_accuracy": max(h["accuracy"] for h in result["history"]),
            "accuracy": accuracy, "teacher_accuracy": teacher_acc, "points_lost": 100 * (teacher_acc - accuracy),

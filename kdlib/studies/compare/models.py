@@ -23,6 +23,7 @@ import inspect
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -175,6 +176,18 @@ def recover(cfg, model, name: str, spec: dict, data: TaskData, out_dir: Path, ep
                               tokenizer=data.tokenizer)
 
 
+class Built(NamedTuple):
+    """One row of the catalogue, before recovery: `run` names its KD recovery (None: no recovery), `spec`
+    what decides that run besides the profile."""
+    name: str
+    family: str
+    method: str
+    model: torch.nn.Module
+    setting: str
+    run: str | None
+    spec: dict | None
+
+
 def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Path) -> tuple[dict, pd.DataFrame]:
     """Every compression family of the profile, built and recovered: ({row name: model}, catalogue with
     each row's family, method and settings). `students`: {"half_depth": model} for KD + pruning. The
@@ -182,7 +195,7 @@ def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Pat
 
     c = cfg.compare
     base = {"teacher": model_fingerprint(teacher)[:16]}
-    built = []  # (row name, family, method, model, setting, run name or None, spec), in the catalogue's order
+    built: list[Built] = []  # in the catalogue's order
 
     importance = torch.tensor(head_importance_unit(cfg, teacher, "teacher", data, out_dir)["importance"])
     for fraction in c.head_prune_fractions:
@@ -190,21 +203,21 @@ def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Pat
         pruned = pruning.prune_heads(copy.deepcopy(teacher), heads)
         n = sum(len(h) for h in heads.values())
         spec = {**base, "method": "head_pruning", "heads": {str(k): v for k, v in heads.items()}}
-        built.append((f"teacher, {n} of {importance.numel()} heads pruned", "pruning", "attention heads by "
+        built.append(Built(f"teacher, {n} of {importance.numel()} heads pruned", "pruning", "attention heads by "
                       "importance (Michel et al. 2019) + KD recovery", pruned, f"fraction {fraction:g}",
                       f"heads_{fraction:g}", spec))
     for sparsity in c.magnitude_sparsities:
         # No recovery: fine-tuning would refill the zeros (the masks are removed to make the pruning permanent).
         model = pruning.magnitude_prune(copy.deepcopy(teacher), sparsity).eval()
-        built.append((f"teacher, {sparsity:.0%} of encoder weights zeroed", "pruning", "unstructured magnitude "
+        built.append(Built(f"teacher, {sparsity:.0%} of encoder weights zeroed", "pruning", "unstructured magnitude "
                       "(L1), no recovery", model, f"sparsity {sparsity:g}", None, None))
     for rank in c.svd_ranks:
         factorised = factorize.factorize_embeddings(factorize.factorize_ffn(copy.deepcopy(teacher), rank), rank)
-        built.append((f"teacher, FFN and embeddings at rank {rank}", "factorization", "truncated SVD + KD recovery",
+        built.append(Built(f"teacher, FFN and embeddings at rank {rank}", "factorization", "truncated SVD + KD recovery",
                       factorised, f"rank {rank}", f"svd_r{rank}", {**base, "method": "svd", "rank": rank}))
     albert = share.albert_student(teacher, c.albert_embedding_size, c.albert_layers or None)
     spec = {**base, "method": "albert", "embedding_size": c.albert_embedding_size, "layers": c.albert_layers}
-    built.append((f"ALBERT-style student ({len(pruning.encoder_layers(albert))} shared layers, "
+    built.append(Built(f"ALBERT-style student ({len(pruning.encoder_layers(albert))} shared layers, "
                   f"E={c.albert_embedding_size})", "weight sharing",
                   "one teacher layer shared by all positions, factorised embeddings, KD", albert,
                   f"E {c.albert_embedding_size}", "albert", spec))
@@ -215,16 +228,16 @@ def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Pat
     heads = pruning.heads_to_prune(student_importance, fraction)
     spec = {"student": model_fingerprint(half)[:16], "method": "head_pruning",
             "heads": {str(k): v for k, v in heads.items()}}
-    built.append((f"half-depth student, {sum(len(h) for h in heads.values())} heads pruned", "KD + pruning",
+    built.append(Built(f"half-depth student, {sum(len(h) for h in heads.values())} heads pruned", "KD + pruning",
                   "03's half-depth student, heads pruned by importance + KD recovery",
                   pruning.prune_heads(copy.deepcopy(half), heads), f"fraction {fraction:g}",
                   f"student_heads_{fraction:g}", spec))
 
-    recovered = [b for b in built if b[5] is not None and c.recovery_epochs > 0]
-    map_jobs(recover, [{"model": b[3], "name": b[5], "spec": b[6]} for b in recovered],
+    recovered = [b for b in built if b.run is not None and c.recovery_epochs > 0]
+    map_jobs(recover, [{"model": b.model, "name": b.run, "spec": b.spec} for b in recovered],
              {"cfg": cfg, "data": data, "out_dir": out_dir, "epochs": c.recovery_epochs, "bf16": cfg.compute.bf16},
              cfg.compute.workers)
-    done = {b[5] for b in recovered}
+    done = {b.run for b in recovered}
     models, rows = {}, []
     for name, family, method, model, setting, run, _ in built:
         models[name] = load_weights(copy.deepcopy(model), out_dir / "models" / run) if run in done else model.eval()
@@ -237,11 +250,13 @@ def compressed_models(cfg, teacher, students: dict, data: TaskData, out_dir: Pat
 # measuring
 
 
-def routes(runtimes: list[str], precisions: list[str]) -> list[tuple[str, str]]:
-    """The (runtime, precision) pairs the profile asks for that ROUTES offers; an unknown runtime keeps
-    its pairs (it becomes refused rows, so a typo shows in the table)."""
+def routes(runtimes: list[str], precisions: list[str], skip: list[str] | None = None) -> list[tuple[str, str]]:
+    """The (runtime, precision) pairs the profile asks for that ROUTES offers, less those in `skip`
+    ("runtime/precision"); an unknown runtime keeps its pairs (it becomes refused rows, so a typo shows in
+    the table)."""
 
-    return [(r, p) for r in runtimes for p in precisions if r not in ROUTES or p in ROUTES[r]]
+    return [(r, p) for r in runtimes for p in precisions
+            if (r not in ROUTES or p in ROUTES[r]) and f"{r}/{p}" not in (skip or ())]
 
 
 # The teacher's PyTorch fp32 runner, timed beside the models of every route.

@@ -340,36 +340,42 @@ def quantized_route(variants: list[dict], model: str) -> tuple[str, str] | None:
 def paired_speedups(trained: dict, variants: list[dict], edge, out_dir, questions_file, questions_sha: str) -> list[dict]:
     """Each student's PyTorch fp32 route and its quantized route (`quantized_route`), as they ran in `variants`
     (benchmark_variants' rows), timed in turn with the fp32 teacher, question by question in one process
-    (`kdstudy bench --baseline`): the speed-ups that metrics.json and Table 2 quote. The separate runs give
-    each route's own memory, but a ratio of two separate runs drifts with the machine's load. Memoised per
-    (student, route, teacher, questions)."""
-
+    (`kdstudy bench --baseline`, the quantized route by `--also`: the teacher answers once for both): the
+    speed-ups that metrics.json and Table 2 quote. The separate runs give each route's own memory, but a
+    ratio of two separate runs drifts with the machine's load. Memoised per (student, routes, teacher,
+    questions). One row per student and route."""
 
     teacher = trained["runs"]["teacher"]
-    paired = {(name, "torch", "fp32") for name in trained["runs"]}
-    paired |= {(name, *route) for name in trained["runs"] if (route := quantized_route(variants, name))}
     rows = []
-    for v in variants:
-        run = trained["runs"][v["model"]]
-        route = (v["runtime"], v["precision"])
-        if v["model"] == "teacher" or v["status"] != "ok" or (v["model"], *route) not in paired:
+    for name, run in trained["runs"].items():
+        mine = {(v["runtime"], v["precision"]): v for v in variants if v["model"] == name and v["status"] == "ok"}
+        if name == "teacher" or ("torch", "fp32") not in mine:
             continue
         folder = Path(run["model_dir"])
-        # the file the variant ran: OpenVINO's sits in a subfolder of the route's folder
-        model = folder if route == ("torch", "fp32") else next((folder / "-".join(route)).rglob(v["artifact"]))
+        routes = [("torch", "fp32")]
+        also = []
+        if (route := quantized_route(variants, name)) is not None:
+            # the file the variant ran: OpenVINO's sits in a subfolder of the route's folder
+            also.append(next((folder / "-".join(route)).rglob(mine[route]["artifact"])))
+            routes.append(route)
         key = memo.unit_key("qa-bench-pair", ("core.squad", "inference.bench", *RUNTIME_CODE),
-                            weights_fingerprint(folder), route, weights_fingerprint(teacher["model_dir"]), questions_sha,
+                            weights_fingerprint(folder), routes, weights_fingerprint(teacher["model_dir"]), questions_sha,
                             memo.machine(bench_threads(edge)))
-        r = _bench_unit(Path(out_dir) / "bench" / f"{v['model']}-{'-'.join(route)}-vs-teacher", key, model,
-                        ["--runtime", route[0], "--precision", route[1], "--baseline", teacher["model_dir"],
-                         "--data", str(questions_file), "--threads", str(edge.threads)])
-        row = {"model": v["model"], "runtime": route[0], "precision": route[1], "status": r["status"]}
-        if r["status"] == "ok":
-            b = r["baseline"]
-            row.update(threads=r["threads"], questions=r["questions"], f1=r["f1"], teacher_f1=b["f1"],
-                       seconds=r["total_seconds"], teacher_seconds=b["total_seconds"], p50_ms=r["p50_ms"],
-                       teacher_p50_ms=b["p50_ms"], speedup=r["speedup_vs_baseline"])
-        rows.append(row)
+        args = ["--runtime", "torch", "--precision", "fp32", "--baseline", teacher["model_dir"],
+                "--data", str(questions_file), "--threads", str(edge.threads)]
+        for path, (runtime, precision) in zip(also, routes[1:]):
+            args += ["--also", str(path), runtime, precision]
+        r = _bench_unit(Path(out_dir) / "bench" / f"{name}-vs-teacher", key, folder, args)
+        if r["status"] != "ok":
+            rows += [{"model": name, "runtime": rt, "precision": prec, "status": r["status"]} for rt, prec in routes]
+            continue
+        b = r["baseline"]
+        for measured, (runtime, precision) in zip([r, *r.get("also", [])], routes):
+            rows.append({"model": name, "runtime": runtime, "precision": precision, "status": "ok",
+                         "threads": r["threads"], "questions": r["questions"], "f1": measured["f1"],
+                         "teacher_f1": b["f1"], "seconds": measured["total_seconds"],
+                         "teacher_seconds": b["total_seconds"], "p50_ms": measured["p50_ms"],
+                         "teacher_p50_ms": b["p50_ms"], "speedup": measured["speedup_vs_baseline"]})
     return rows
 
 
