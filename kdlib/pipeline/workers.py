@@ -67,9 +67,11 @@ def map_jobs(fn, jobs: list[dict], shared: dict, workers: int, desc: str | None 
     """[fn(**shared, **job) for job in jobs], spread over `workers` processes, in order. Every job runs with
     JOB_THREADS torch threads, in a worker or (workers <= 1) here. Workers take the jobs in the order given:
     put the longest first. fn must be importable (module level); tensors in `shared` travel through shared
-    memory, not copies."""
+    memory, not copies. Under torchrun every job runs here."""
 
-    if workers <= 1 or len(jobs) <= 1:
+    # A torchrun rank (WORLD_SIZE > 1) runs its jobs here, in turn: every rank takes part in each job's
+    # collectives, in the same order, and a worker it started would join the job as a rank of its own.
+    if workers <= 1 or len(jobs) <= 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         with torch_threads(JOB_THREADS):
             return [fn(**shared, **job) for job in tqdm(jobs, desc=desc, disable=desc is None, mininterval=5)]
     pool = _pool(workers)
