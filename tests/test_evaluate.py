@@ -219,6 +219,13 @@ class SteadyClock:
 
         return Steady()
 
+    def logging_runner(self, calls: list, name: str, seconds: float):
+        """A runner whose every call appends `name` to `calls` and moves the clock on by `seconds`."""
+        def call(inputs):
+            calls.append(name)
+            self.now += seconds
+        return call
+
 
 def test_timing_stops_once_every_median_is_within_the_tolerance(monkeypatch):
     clock = SteadyClock()
@@ -359,12 +366,7 @@ def test_a_short_call_is_timed_after_calls_of_its_own_not_cold_after_another_mod
     clock = SteadyClock()
     monkeypatch.setattr(ev, "time", clock)
     calls = []
-
-    def runner(name, seconds):
-        def call(inputs):
-            calls.append(name)
-            clock.now += seconds
-        return call
+    runner = lambda name, seconds: clock.logging_runner(calls, name, seconds)  # noqa: E731
 
     short, long = 2 ** -10, ev.SWITCH_WARMUP_S * 3  # 5.12 short calls fill SWITCH_WARMUP_S: 6 untimed
     settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=3)
@@ -405,12 +407,7 @@ def test_a_call_of_a_tenth_of_a_second_or_more_is_timed_without_an_untimed_call_
     clock = SteadyClock()
     monkeypatch.setattr(ev, "time", clock)
     calls = []
-
-    def runner(name, seconds):
-        def call(inputs):
-            calls.append(name)
-            clock.now += seconds
-        return call
+    runner = lambda name, seconds: clock.logging_runner(calls, name, seconds)  # noqa: E731
 
     settings = ev.BenchmarkSettings(batch_size=1, seq_len=4, warmup=1, repeats=3)
     stats = ev.time_interleaved({"teacher": runner("teacher", 2 * ev.UNWARMED_CALL_S),
