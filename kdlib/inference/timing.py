@@ -194,9 +194,9 @@ def time_runner(runner: Callable[[dict], Any], settings: BenchmarkSettings, voca
 # right after the teacher's paid it too. So before each timed call a runner is called untimed at least once,
 # and a runner whose calls are shorter than this as many times as fill it. 0 turns the warm-up off.
 SWITCH_WARMUP_S = 0.005
-# A call this long is timed without one: the switch costs a few ms at most (2.9 ms, the largest in
-# switch_cost.json), under 3% of such a call, the timings' tolerance; the teacher's batch-32 calls would
-# otherwise double the time a run spends on them.
+# A call this long is timed without one: the switch costs a few ms (switch_cost.json, `cold` against `alone`),
+# under the timings' tolerance for such a call, and speed-ups did not move beyond noise without it (`warmed`
+# against `allwarmed`); the teacher's batch-32 calls would otherwise double the time a run spends on them.
 UNWARMED_CALL_S = 0.1
 
 
@@ -217,8 +217,7 @@ def time_interleaved(runners: dict[str, Callable[[dict], Any]], settings: Benchm
 
     Before each timed call a runner is called untimed at least once, and for SWITCH_WARMUP_S if its calls are
     shorter, unless its calls take UNWARMED_CALL_S or more (`_switch_warmup_calls`), so each call is timed as
-    in a stream of its own calls, not cold after
-    another model's.
+    in a stream of its own calls, not cold after another model's.
 
     Returns, per name, what `time_runner` returns plus `rounds`: the seconds of each of its timed calls.
     `max_seconds` (each runner's budget) stops after a round once the calls, untimed ones included, add up

@@ -240,9 +240,9 @@ def distill_student(cfg: StudyParams, out_dir: Path | None = None, same_as: Path
     teacher, cache = inputs["teacher"], inputs["cache"]
     plans = list(_distill_plans(cfg, inputs))
     order = sorted(plans, key=lambda n: not n.endswith("_probe"))
-    workers = cfg.compute.workers if cfg.compute.nproc_per_node <= 1 else 1  # torchrun ranks train in turn
+    # (under torchrun, map_jobs runs each rank's jobs in turn, in the rank)
     done = dict(zip(order, map_jobs(distill_run, [{"name": n} for n in order],
-                                    {"cfg": cfg, "out_dir": out_dir, "same_as": same_as}, workers)))
+                                    {"cfg": cfg, "out_dir": out_dir, "same_as": same_as}, cfg.compute.workers)))
     results = {n: done[n] for n in plans}  # the plans' order
     probe = {name.removesuffix("_probe"): results.pop(name) for name in ("kd_cached_probe", "kd_online_probe")
              if name in results}
