@@ -259,7 +259,7 @@ if len(transformer):
     print(transformer_text)
     transformer_table = hetero_report.transformer_summary(transformer)
     dense_c = table4.set_index(["model", "convention"]).loc[("C", "none"), "accuracy_mean"]
-    print(f"dense student C (no KD, {hp.max_length}-token embeddings, all {len(texts['test']):,} test posts): "
+    print(f"dense student C (no KD, {hp.max_length}-token embeddings, {len(texts['test']):,} test posts): "
           f"{dense_c:.4f}")
 else:
     transformer_table = transformer
