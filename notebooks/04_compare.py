@@ -153,9 +153,10 @@ other_routes = [r for r in compare.routes(cfg.compare.runtimes, cfg.compare.prec
                 if r != ("torch", "fp32")]
 calibration = compare.calibration_inputs(data.tok["train"], tokenizer, cfg.compare.calibration_size,
                                          cfg.data.max_length)
+# The graphs (exports, quantised graphs) are built first, a model per worker; nothing is timed meanwhile
 route_rows = compare.measure(quantization_set, other_routes, route_bench, data.tok["test"], tokenizer,
                              out / "measurements", calibration=calibration,
-                             validation_ds=data.tok["validation"])
+                             validation_ds=data.tok["validation"], workers=cfg.compute.workers)
 print(f"routes offered by kdlib.inference.runtimes: {ROUTES}")
 print(f"routes measured: torch/fp32 and {other_routes}")
 

@@ -1,8 +1,11 @@
 """The route registry, refusals, and the runners' outputs and sizes (kdlib.inference.runtimes)."""
 from __future__ import annotations
 
+import copy
+import importlib
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -22,6 +25,7 @@ TINY = dict(vocab_size=1000, hidden_size=32, num_hidden_layers=2, num_attention_
 FAST = dict(batch_size=2, seq_len=8, warmup=1, repeats=2)
 ALL_ROUTES = [(r, p) for r, ps in rt.ROUTES.items() for p in ps]
 STATIC_ROUTES = [(r, p) for r, p in ALL_ROUTES if rt.needs_calibration(r, p)]
+QUANTISED = sorted(rt.QUANTISED_GRAPH_ROUTES)
 INT8_ROUTES = [(r, p) for r, p in ALL_ROUTES if p.startswith("int8")]
 # Calibration batches for the static routes: shapes unlike the export example's, some rows padded.
 CALIBRATION = [rt.random_batch(4, 12, 1000, seed=10 + i) for i in range(4)]
@@ -285,12 +289,12 @@ def test_routes_of_one_model_share_one_export(monkeypatch, tiny, tmp_path):
     """ONNX Runtime and OpenVINO routes of the same weights export once per process; other weights export anew."""
     if rt.refusal("onnxruntime", "fp32"):
         pytest.skip(rt.refusal("onnxruntime", "fp32"))
-    import copy
-
     calls = []
     real = onnx_route.export_onnx
     monkeypatch.setattr(onnx_route, "export_onnx", lambda model, path: calls.append(path) or real(model, path))
     monkeypatch.setattr(onnx_route, "_EXPORTS", {})
+    monkeypatch.setattr(onnx_route, "_EXPORT_DIR", [tmp_path / "exports"])
+    (tmp_path / "exports").mkdir()
     first = rt.shared_export(tiny, tmp_path / "a.onnx")
     again = rt.shared_export(copy.deepcopy(tiny), tmp_path / "b.onnx")
     assert len(calls) == 1 and first[1:] == again[1:]
@@ -300,6 +304,59 @@ def test_routes_of_one_model_share_one_export(monkeypatch, tiny, tmp_path):
         other.classifier.bias.add_(1.0)
     rt.shared_export(other, tmp_path / "c.onnx")
     assert len(calls) == 2
+
+
+def test_graphs_built_by_workers_are_the_ones_built_here_and_not_built_again(monkeypatch, tiny, tmp_path):
+    """04 builds the graphs of its routes on two worker processes (`build_graphs`) before it times them: the
+    route's own prepare here then exports and quantises nothing, and gets the very files it would have built."""
+    from kdlib.pipeline.workers import map_jobs
+
+    routes = [r for r in QUANTISED if not rt.refusal(*r)]
+    if not routes:
+        pytest.skip("no quantised graph route runs here")
+    other = copy.deepcopy(tiny)
+    with torch.no_grad():
+        other.classifier.bias.add_(1.0)
+    models = {"tiny": tiny, "other": other}
+
+    def files_of(runner):
+        # OpenVINO numbers the nodes it makes with a counter of the process ("Constant_189423"): the same graph
+        # built in another process, or later in this one, differs in those numbers alone
+        return {p.suffix: re.sub(rb'name="([A-Za-z]+)_\d+"', rb'name="\1_N"', p.read_bytes()) if p.suffix == ".xml"
+                else p.read_bytes() for p in runner.files}
+
+    monkeypatch.setattr(onnx_route, "_EXPORTS", {})
+    monkeypatch.setattr(onnx_route, "_EXPORT_DIR", [tmp_path / "here"])
+    (tmp_path / "here").mkdir()
+    built_here = {(n, r): files_of(rt.prepare(m, *r, tmp_path / f"{n}-{r[0]}-{r[1]}", 1, calibration=CALIBRATION))
+                  for n, m in models.items() for r in routes}
+
+    monkeypatch.setattr(onnx_route, "_EXPORTS", {})
+    monkeypatch.setattr(onnx_route, "_EXPORT_DIR", [tmp_path / "workers"])
+    (tmp_path / "workers").mkdir()
+    map_jobs(rt.build_graphs, [{"model": m} for m in models.values()],
+             {"routes": routes, "threads": 1, "calibration": CALIBRATION, "folder": str(tmp_path / "workers")}, 2)
+    calls = []
+    for name in ("export_onnx", "quantize_onnx"):
+        monkeypatch.setattr(onnx_route, name, lambda *a, name=name, **k: calls.append(name))
+    # the module, not the route function the package exports under its name
+    monkeypatch.setattr(importlib.import_module("kdlib.inference.runtimes.openvino_route"), "nncf_int8",
+                        lambda *a, **k: calls.append("nncf_int8"))
+    for (n, r), files in built_here.items():
+        runner = rt.prepare(models[n], *r, tmp_path / f"again-{n}-{r[0]}-{r[1]}", 1, calibration=CALIBRATION)
+        assert files_of(runner) == files, (n, r)
+    assert calls == []
+
+
+def test_a_build_job_leaves_a_route_it_cannot_build_to_the_route_itself(monkeypatch, tiny, tmp_path):
+    """A static route without calibration fails in its own run, as a row; the build job before it skips it."""
+    route = next((r for r in QUANTISED if rt.needs_calibration(*r) and not rt.refusal(*r)), None)
+    if route is None:
+        pytest.skip("no static graph route runs here")
+    monkeypatch.setattr(onnx_route, "_EXPORTS", {})
+    rt.build_graphs(tiny, [route], 1, None, str(tmp_path))  # no error here
+    with pytest.raises(ValueError, match="calibration"):
+        rt.prepare(tiny, *route, tmp_path / "run", 1)
 
 
 def test_a_quantised_route_quantises_once_per_weights_and_calibration(monkeypatch, tiny, tmp_path):

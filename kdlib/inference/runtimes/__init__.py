@@ -96,11 +96,13 @@ from kdlib.inference.routes import (  # noqa: F401
 from kdlib.inference.runtimes.base import Runner, example_inputs, model_input_names, random_batch  # noqa: F401
 from kdlib.inference.runtimes.onnx_route import (  # noqa: F401
     calibration_feeds,
+    export_dir,
     export_onnx,
     fuse_for_onnxruntime,
     onnxruntime_route,
     quantize_onnx,
     shared_export,
+    use_export_dir,
 )
 from kdlib.inference.runtimes.openvino_route import nncf_int8, openvino_route, openvino_runner  # noqa: F401
 from kdlib.inference.runtimes.torch_route import torch_dynamic_int8, torch_route  # noqa: F401
@@ -138,41 +140,25 @@ def prepare(model, runtime: str, precision: str, workdir: str | Path | None = No
     return runner
 
 
+# The graph routes whose prepare builds more than the shared export (a quantised graph, in export_dir()).
+QUANTISED_GRAPH_ROUTES = frozenset({("onnxruntime", "int8"), ("onnxruntime", "int8_static"),
+                                    ("openvino", "int8_static")})
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+def build_graphs(model, routes: list[tuple[str, str]], threads: int, calibration, folder: str) -> None:
+    """A build worker's job (kdlib.pipeline.workers.map_jobs): `model`'s ONNX export and its quantised graphs for
+    `routes`, built into `folder`, the caller's export_dir(), where the caller's own prepare of those routes then
+    finds them: the same files it would have built (tests/test_runtimes.py compares them byte for byte, but for
+    the numbers OpenVINO gives its nodes). Exporting and quantising run mostly in one Python thread, so two
+    workers build two models at once. A route that fails here is left to the caller's prepare, which reports it."""
+    use_export_dir(folder)
+    model.eval()
+    for runtime, precision in routes:
+        try:
+            with tempfile.TemporaryDirectory(prefix="kd-build-") as work:
+                if (runtime, precision) in QUANTISED_GRAPH_ROUTES:
+                    prepare(model, runtime, precision, work, threads, calibration)
+                elif runtime in ("onnxruntime", "openvino"):
+                    shared_export(model, Path(work) / "model.onnx")
+        except Exception:  # noqa: BLE001 - the caller's own prepare meets the error again and reports it in its row
+            continue

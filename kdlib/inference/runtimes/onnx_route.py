@@ -4,6 +4,7 @@ it is an optional dependency (the `bench` extra installs it alone on a small dev
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,11 +61,19 @@ def export_onnx(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[s
 
 
 def shared_export(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple[str, ...]]:
-    """export_onnx, done once per model content in a process, copied to `path`: every ONNX Runtime and
-    OpenVINO route of a model reads the same graph, and exporting (10-20 s for MiniLM) is their slowest step."""
+    """export_onnx, done once per model content in a process (or by its build workers: `build_graphs`), copied
+    to `path`: every ONNX Runtime and OpenVINO route of a model reads the same graph, and exporting (10-20 s for
+    MiniLM) is their slowest step."""
     key = export_key(model)
     if key not in _EXPORTS:
-        _EXPORTS[key] = export_onnx(model, _export_dir() / f"{key}.onnx")
+        graph, names_file = _export_dir() / f"{key}.onnx", _export_dir() / f"{key}.json"
+        if not names_file.exists():  # written last: the export is whole once it is there
+            _, names, outputs = export_onnx(model, graph)
+            part = names_file.with_suffix(".part")
+            part.write_text(json.dumps({"inputs": names, "outputs": outputs}))
+            part.rename(names_file)
+        names = json.loads(names_file.read_text())
+        _EXPORTS[key] = graph, tuple(names["inputs"]), tuple(names["outputs"])
     source, names, outputs = _EXPORTS[key]
     shutil.copyfile(source, path)
     return Path(path), names, outputs
@@ -109,7 +118,20 @@ def calibration_key(calibration: list[dict[str, Any]] | None) -> str:
 def _export_dir() -> Path:
     if not _EXPORT_DIR:
         _EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
-    return Path(_EXPORT_DIR[0].name)
+    held = _EXPORT_DIR[0]
+    return Path(held.name if isinstance(held, tempfile.TemporaryDirectory) else held)
+
+
+def export_dir() -> Path:
+    """The folder of this process's shared exports and quantised graphs (made at first use, removed at exit)."""
+    return _export_dir()
+
+
+def use_export_dir(folder: str | Path) -> None:
+    """Build into `folder` (another process's export_dir()) from now on: a build worker's graphs are then found
+    there by that process's own prepare."""
+    _EXPORT_DIR[:] = [Path(folder)]
+    _EXPORTS.clear()
 
 
 def _strip_value_info(path: Path) -> Path:
@@ -240,4 +262,5 @@ def onnxruntime_route(model, runtime: str, precision: str, workdir: Path, thread
 _EXPORTS: dict[str, tuple[Path, tuple[str, ...], tuple[str, ...]]] = {}  # model content -> its export
 
 
-_EXPORT_DIR: list[tempfile.TemporaryDirectory] = []  # where they live, for the life of the process
+# where they live: a folder for the life of the process, or (a build worker) its caller's
+_EXPORT_DIR: list[tempfile.TemporaryDirectory | Path] = []

@@ -372,7 +372,8 @@ def _measure_route(named_models: dict, runtime: str, precision: str, bench, test
         torch.set_num_threads(previous)
 
 
-def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_ds, tokenizer, cache_dir: Path, calibration=None, validation_ds=None, baseline: str = "teacher") -> pd.DataFrame:
+def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_ds, tokenizer, cache_dir: Path,
+            calibration=None, validation_ds=None, baseline: str = "teacher", workers: int = 1) -> pd.DataFrame:
     """One row per (model, route): size, latency (median, p95) at each benchmark batch size, accuracy,
     macro-F1 and wall seconds to predict the whole test split (batches of the largest batch size, sentences
     sorted by length and each batch padded to its longest, so every route sees the same batches), and, given
@@ -380,7 +381,9 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
     memoised unit of all its models, timed in turn, call by call, with `baseline` on PyTorch fp32, so each
     speed-up is a ratio within that one unit (`speedup_vs_torch_fp32_teacher_bs<b>` with its 25th and 75th
     percentiles over rounds, and `speedup_vs_same_route_teacher_bs<b>`); a refused route gives rows with the
-    reason. Models with the same weights under two names are measured once; the second name gets the rows."""
+    reason. Models with the same weights under two names are measured once; the second name gets the rows.
+    `workers` > 1: the graphs the routes still to run need (exports, quantised graphs) are built first, a model
+    per worker (`build_graphs`); each route's run then finds them built (nothing timed runs meanwhile)."""
     # Padding every batch to the data's max_length would double the work: most sentences are far shorter.
     collate = DataCollatorWithPadding(tokenizer, padding="longest", pad_to_multiple_of=8, return_tensors="pt")
     test_ds, validation_ds = _by_length(test_ds), None if validation_ds is None else _by_length(validation_ds)
@@ -389,13 +392,8 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
     first_of = {}  # weights -> the first name they came under
     aliases = {n: first_of.setdefault(model_fingerprint(m), n) for n, m in named_models.items()}
     named_models = {n: m for n, m in named_models.items() if aliases[n] == n}
-    rows = []
+    units = {}  # route -> (params, key) of its memoised unit
     for runtime, precision in route_list:
-        reason = refusal(runtime, precision)
-        if reason:
-            rows += [{"name": n, "runtime": runtime, "precision": precision, "status": "refused", "reason": reason,
-                      "cpu_flags": machine.cpu_info()["flags"]} for n in named_models]
-            continue
         params = {"models": {n: model_fingerprint(m)[:16] for n, m in named_models.items()}, "runtime": runtime,
                   "precision": precision, "batch_sizes": list(bench.batch_sizes), "seq_len": bench.seq_len,
                   "threads": bench.threads, "warmup": bench.warmup, "repeats": bench.repeats,
@@ -403,8 +401,21 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
                   "test": dataset_fingerprint(test_ds)[:16],
                   "validation": None if validation_ds is None else dataset_fingerprint(validation_ds)[:16],
                   "calibration": None if calibration is None else len(calibration), "baseline": baseline}
-        key = memo.unit_key("compare_route", (*MEASURE_CODE, measure, _measure_route, _prepare_one, _time_route,
-                                              _score_one, _prepare), params, memo.machine(bench.threads))
+        units[runtime, precision] = params, memo.unit_key(
+            "compare_route", (*MEASURE_CODE, measure, _measure_route, _prepare_one, _time_route, _score_one,
+                              _prepare), params, memo.machine(bench.threads))
+    to_build = [r for r in route_list if r[0] in GRAPH_RUNTIMES and not refusal(*r)
+                and memo.load_unit(cache_dir / f"{r[0]}-{r[1]}", units[r][1]) is None]
+    if workers > 1 and to_build:
+        _build_graphs(named_models, to_build, bench.threads or torch.get_num_threads(), calibration, workers)
+    rows = []
+    for runtime, precision in route_list:
+        reason = refusal(runtime, precision)
+        if reason:
+            rows += [{"name": n, "runtime": runtime, "precision": precision, "status": "refused", "reason": reason,
+                      "cpu_flags": machine.cpu_info()["flags"]} for n in named_models]
+            continue
+        params, key = units[runtime, precision]
 
         def block(_folder, runtime=runtime, precision=precision):
             with tempfile.TemporaryDirectory(prefix="kd-compare-") as work:
@@ -416,6 +427,20 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
                               keep=lambda r: all(row["status"] != "failed" for row in r["rows"]))["rows"]
     rows = [{**r, "name": alias} for r in rows for alias, name in aliases.items() if name == r["name"]]
     return pd.DataFrame([{**r, **sizes[r["name"]]} for r in rows])
+
+
+# The runtimes that run a graph built from the model (an export, quantised or not), not the model itself.
+GRAPH_RUNTIMES = ("onnxruntime", "openvino")
+
+
+def _build_graphs(named_models: dict, route_list: list[tuple[str, str]], threads: int, calibration,
+                  workers: int) -> None:
+    """Every model's graphs for `route_list`, built on `workers` processes into this process's export folder,
+    the largest model first (exporting and quantising run mostly in one Python thread)."""
+    order = sorted(named_models.values(), key=lambda m: -count_parameters(m)["total"])
+    map_jobs(rt.build_graphs, [{"model": m} for m in order],
+             {"routes": route_list, "threads": threads, "calibration": calibration, "folder": str(rt.export_dir())},
+             workers)
 
 
 def _time_side_by_side(named_models: dict, entries: list[tuple[str, str, str, int]], bench, calibration,
