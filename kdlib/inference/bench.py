@@ -288,20 +288,19 @@ def run_benchmark(model: str | Path, data: str | Path, profile: str = "pi5", run
         "machine": machine.describe(),
         "predictions": predictions["model"],
     }
+    def entry(name: str) -> dict:  # another model of the run: its route, size and numbers
+        path, rt, prec = routes[name]
+        return {"model": Path(path).name, "runtime": rt, "precision": prec,
+                "runtime_version": loaded[name].version, "model_size_mb": _size_mb(loaded[name].files),
+                **_summary(predictions[name], seconds[name], questions)}
+
     if baseline is not None:
-        path, rt, prec = routes["baseline"]
-        result["baseline"] = {"model": Path(path).name, "runtime": rt, "precision": prec,
-                              "model_size_mb": _size_mb(loaded["baseline"].files),
-                              **_summary(predictions["baseline"], seconds["baseline"], questions)}
+        result["baseline"] = entry("baseline")
         result["speedup_vs_baseline"] = result["baseline"]["total_seconds"] / result["total_seconds"]
     if also:
-        result["also"] = []
-        for i, (path, rt, prec) in enumerate(also):
-            summary = _summary(predictions[f"also{i}"], seconds[f"also{i}"], questions)
-            result["also"].append({"model": Path(path).name, "runtime": rt, "precision": prec,
-                                   "runtime_version": loaded[f"also{i}"].version,
-                                   "model_size_mb": _size_mb(loaded[f"also{i}"].files), **summary,
-                                   "speedup_vs_baseline": result["baseline"]["total_seconds"] / summary["total_seconds"]})
+        result["also"] = [entry(f"also{i}") for i in range(len(also))]
+        for a in result["also"]:
+            a["speedup_vs_baseline"] = result["baseline"]["total_seconds"] / a["total_seconds"]
     return result
 
 
