@@ -354,9 +354,22 @@ def test_a_build_job_leaves_a_route_it_cannot_build_to_the_route_itself(monkeypa
     if route is None:
         pytest.skip("no static graph route runs here")
     monkeypatch.setattr(onnx_route, "_EXPORTS", {})
+    monkeypatch.setattr(onnx_route, "_EXPORT_DIR", [])  # the job moves this process's export folder
     rt.build_graphs(tiny, [route], 1, None, str(tmp_path))  # no error here
     with pytest.raises(ValueError, match="calibration"):
         rt.prepare(tiny, *route, tmp_path / "run", 1)
+
+
+def test_a_build_job_run_here_keeps_this_process_s_exports(monkeypatch, tiny, tmp_path):
+    """map_jobs runs a single job (or every job under torchrun) in this process: building into this process's own
+    export folder leaves it, and the exports already in it, where they are."""
+    monkeypatch.setattr(onnx_route, "_EXPORTS", {})
+    monkeypatch.setattr(onnx_route, "_EXPORT_DIR", [])
+    own = rt.export_dir()
+    first = rt.shared_export(tiny, tmp_path / "a.onnx")
+    rt.build_graphs(tiny, [("onnxruntime", "fp32")], 1, None, str(own))
+    assert rt.export_dir() == own and own.is_dir()
+    assert rt.shared_export(tiny, tmp_path / "b.onnx")[1:] == first[1:]
 
 
 def test_a_quantised_route_quantises_once_per_weights_and_calibration(monkeypatch, tiny, tmp_path):

@@ -117,9 +117,10 @@ def calibration_key(calibration: list[dict[str, Any]] | None) -> str:
 
 def _export_dir() -> Path:
     if not _EXPORT_DIR:
-        _EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
-    held = _EXPORT_DIR[0]
-    return Path(held.name if isinstance(held, tempfile.TemporaryDirectory) else held)
+        if not _OWN_EXPORT_DIR:
+            _OWN_EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
+        _EXPORT_DIR.append(Path(_OWN_EXPORT_DIR[0].name))
+    return _EXPORT_DIR[0]
 
 
 def export_dir() -> Path:
@@ -130,6 +131,8 @@ def export_dir() -> Path:
 def use_export_dir(folder: str | Path) -> None:
     """Build into `folder` (another process's export_dir()) from now on: a build worker's graphs are then found
     there by that process's own prepare."""
+    if _EXPORT_DIR and _EXPORT_DIR[0] == Path(folder):  # already there (a job run in this process)
+        return
     _EXPORT_DIR[:] = [Path(folder)]
     _EXPORTS.clear()
 
@@ -262,5 +265,7 @@ def onnxruntime_route(model, runtime: str, precision: str, workdir: Path, thread
 _EXPORTS: dict[str, tuple[Path, tuple[str, ...], tuple[str, ...]]] = {}  # model content -> its export
 
 
-# where they live: a folder for the life of the process, or (a build worker) its caller's
-_EXPORT_DIR: list[tempfile.TemporaryDirectory | Path] = []
+# Where they live: this process's own folder, or (a build worker) its caller's. The own folder is held apart,
+# for the life of the process: dropping it would delete it, and the exports other routes copy from.
+_EXPORT_DIR: list[Path] = []
+_OWN_EXPORT_DIR: list[tempfile.TemporaryDirectory] = []
