@@ -111,8 +111,8 @@ last_epoch = history["epoch"].max()
 declined = [s for s, h in history.groupby("student") if h["accuracy"].iloc[-1] < h["accuracy"].max() - 0.005]
 print(f"Best validation accuracy: {best.student}, {best.accuracy:.4f} at epoch {best.epoch:g} of {last_epoch:g}. "
       f"Students whose last epoch is more than half a point below their best (a sign of overfitting): "
-      f"{', '.join(declined) or 'none'}. With {last_epoch:g} epochs (the seed trained 20 or more) these curves "
-      "cannot show overfitting late in training.")
+      f"{', '.join(declined) or 'none'}. With {last_epoch:g} epoch{'s' if last_epoch != 1 else ''} (the seed trained "
+      "20 or more) these curves cannot show overfitting late in training.")
 
 # %% [markdown]
 # ## Size and speed

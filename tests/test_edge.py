@@ -142,8 +142,24 @@ def test_the_quantized_route_is_chosen_for_this_cpu_on_validation_f1():
     variants = [v("torch", "fp32", 40.0, 10.0), v("onnxruntime", "int8", 35.0, 3.0),  # fastest, but loses 12%
                 v("openvino", "int8_static", 39.5, 4.0), v("onnxruntime", "int8_static", 39.0, 5.0),
                 v("openvino", "bf16", 40.0, 1.0, status="not run: no native bf16"), v("torch", "fp32", 50.0, 20.0, "teacher")]
-    assert step06.quantized_route(variants, "half") == ("openvino", "int8_static")  # fastest within 97% (38.8)
+    # the two fastest within 97% (38.8), fastest first
+    assert step06.quantized_candidates(variants, "half") == [("openvino", "int8_static"), ("onnxruntime", "int8_static")]
     # none within 97%: the most accurate
     lossy = [v("torch", "fp32", 40.0, 10.0), v("onnxruntime", "int8", 30.0, 3.0), v("openvino", "int8_static", 35.0, 4.0)]
-    assert step06.quantized_route(lossy, "half") == ("openvino", "int8_static")
-    assert step06.quantized_route([v("torch", "fp32", 40.0, 10.0)], "half") is None
+    assert step06.quantized_candidates(lossy, "half") == [("openvino", "int8_static")]
+    assert step06.quantized_candidates([v("torch", "fp32", 40.0, 10.0)], "half") == []
+
+
+def test_the_quoted_route_is_the_candidate_faster_beside_the_teacher():
+    import pandas as pd
+
+    from kdlib.studies.edge import step as step06
+
+    pairs = pd.DataFrame([
+        {"model": "half", "runtime": "torch", "precision": "fp32", "status": "ok", "speedup": 1.9},
+        {"model": "half", "runtime": "openvino", "precision": "int8_static", "status": "ok", "speedup": 4.1},
+        {"model": "half", "runtime": "openvino", "precision": "bf16", "status": "ok", "speedup": 4.4},
+        {"model": "other", "runtime": "onnxruntime", "precision": "int8", "status": "ok", "speedup": 9.0}])
+    assert step06.quoted_route(pairs, "half") == ("openvino", "bf16")  # the faster in turn, not in its own run
+    assert step06.quoted_route(pairs.iloc[:1], "half") is None  # only fp32 ran
+    assert step06.quoted_route(pairs.iloc[0:0], "half") is None

@@ -140,6 +140,8 @@ def prepare(model, runtime: str, precision: str, workdir: str | Path | None = No
     return runner
 
 
+# The runtimes that run a graph built from the model (an export, quantised or not), not the model itself.
+GRAPH_RUNTIMES = ("onnxruntime", "openvino")
 # The graph routes whose prepare builds more than the shared export (a quantised graph, in export_dir()).
 QUANTISED_GRAPH_ROUTES = frozenset({("onnxruntime", "int8"), ("onnxruntime", "int8_static"),
                                     ("openvino", "int8_static")})
@@ -158,7 +160,7 @@ def build_graphs(model, routes: list[tuple[str, str]], threads: int, calibration
             with tempfile.TemporaryDirectory(prefix="kd-build-") as work:
                 if (runtime, precision) in QUANTISED_GRAPH_ROUTES:
                     prepare(model, runtime, precision, work, threads, calibration)
-                elif runtime in ("onnxruntime", "openvino"):
+                elif runtime in GRAPH_RUNTIMES:
                     shared_export(model, Path(work) / "model.onnx")
         except Exception:  # noqa: BLE001 - the caller's own prepare meets the error again and reports it in its row
             continue

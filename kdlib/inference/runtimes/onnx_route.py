@@ -66,7 +66,7 @@ def shared_export(model, path: str | Path) -> tuple[Path, tuple[str, ...], tuple
     MiniLM) is their slowest step."""
     key = export_key(model)
     if key not in _EXPORTS:
-        graph, names_file = _export_dir() / f"{key}.onnx", _export_dir() / f"{key}.json"
+        graph, names_file = export_dir() / f"{key}.onnx", export_dir() / f"{key}.json"
         if not names_file.exists():  # written last: the export is whole once it is there
             _, names, outputs = export_onnx(model, graph)
             part = names_file.with_suffix(".part")
@@ -89,7 +89,7 @@ def shared_files(key: str, files: tuple[str, ...], build: Callable[[Path], Any],
     """The `files` that `build(folder)` writes, built once per `key` in a process and copied into `dest`: a
     quantised graph is timed in a route's run and again beside the other contenders (04), and quantising
     (calibration, NNCF's passes) takes seconds to tens of seconds a model."""
-    folder = _export_dir() / key
+    folder = export_dir() / key
     if not folder.is_dir():
         part = folder.with_name(f"{key}.part")
         shutil.rmtree(part, ignore_errors=True)
@@ -115,17 +115,13 @@ def calibration_key(calibration: list[dict[str, Any]] | None) -> str:
     return digest.hexdigest()[:24]
 
 
-def _export_dir() -> Path:
+def export_dir() -> Path:
+    """The folder of this process's shared exports and quantised graphs (made at first use, removed at exit)."""
     if not _EXPORT_DIR:
         if not _OWN_EXPORT_DIR:
             _OWN_EXPORT_DIR.append(tempfile.TemporaryDirectory(prefix="kd-exports-"))
         _EXPORT_DIR.append(Path(_OWN_EXPORT_DIR[0].name))
     return _EXPORT_DIR[0]
-
-
-def export_dir() -> Path:
-    """The folder of this process's shared exports and quantised graphs (made at first use, removed at exit)."""
-    return _export_dir()
 
 
 def use_export_dir(folder: str | Path) -> None:

@@ -41,7 +41,7 @@ from kdlib.core.task import task_data as profile_task_data
 from kdlib.inference import machine, peak
 from kdlib.inference import runtimes as rt
 from kdlib.inference.routes import RUNTIME_CODE
-from kdlib.inference.runtimes import ROUTES, refusal
+from kdlib.inference.runtimes import GRAPH_RUNTIMES, ROUTES, refusal
 from kdlib.inference.timing import BenchmarkSettings, predict, round_ratios, time_interleaved
 from kdlib.pipeline import memo
 from kdlib.pipeline.config import TrainParams, to_plain
@@ -427,10 +427,6 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
                               keep=lambda r: all(row["status"] != "failed" for row in r["rows"]))["rows"]
     rows = [{**r, "name": alias} for r in rows for alias, name in aliases.items() if name == r["name"]]
     return pd.DataFrame([{**r, **sizes[r["name"]]} for r in rows])
-
-
-# The runtimes that run a graph built from the model (an export, quantised or not), not the model itself.
-GRAPH_RUNTIMES = ("onnxruntime", "openvino")
 
 
 def _build_graphs(named_models: dict, route_list: list[tuple[str, str]], threads: int, calibration,
