@@ -221,3 +221,14 @@ def test_the_typst_string_escapes_markup():
 def test_the_report_step_comes_last_and_needs_every_step_before_it():
     assert steps.STEPS[-1].stem == "07_report"
     assert set(steps.STEPS[-1].needs) == {s.stem for s in steps.STEPS[:-1]}
+
+
+@pytest.mark.parametrize("p, side", [(0.867, "cannot be told apart from"), (0.01, "does worse than"),
+                                     (float("nan"), "cannot be told apart from")])
+def test_the_transformer_students_are_called_apart_only_by_their_test(tmp_path, p, side):
+    (tmp_path / "05_hetero_kd").mkdir()
+    (tmp_path / "05_hetero_kd" / "metrics.json").write_text(json.dumps({
+        "n_seeds": 5, "acc_A_mean": 0.6887, "acc_B_mean": 0.6871, "p_A_vs_B": 0.69,
+        "transformer_hetero_acc": 0.5283, "transformer_plain_acc": 0.5465, "transformer_p_hetero_vs_plain": p}))
+    text = next(t for t in prose.key_findings(tmp_path, [], {}) if t.startswith("Heterogeneous KD"))
+    assert f"it {side} plain KD" in text

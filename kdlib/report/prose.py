@@ -155,8 +155,11 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
                 f"{100 * (m5['acc_A_mean'] - m5['acc_B_mean']):+.2f} points ({_p(m5.get('p_A_vs_B'), 'paired ')})")
         hetero, plain = m5.get("transformer_hetero_acc"), m5.get("transformer_plain_acc")
         if hetero is not None and plain is not None:
-            # compared as printed: two accuracies that round alike are called the same
+            # compared as printed (two accuracies that round alike are called the same), and better or worse
+            # only where the paired test tells them apart (p < 0.05)
+            p = m5.get("transformer_p_hetero_vs_plain")
             side = ("scores the same as" if pct(hetero) == pct(plain)
+                    else "cannot be told apart from" if p is None or not p < 0.05
                     else "does worse than" if hetero < plain else "does better than")
             text += (f"; on a 1-layer transformer student it {side} plain KD, {pct(hetero)} against {pct(plain)} "
                      f"({_p(m5.get('transformer_p_hetero_vs_plain'))})")
