@@ -162,7 +162,7 @@ def key_findings(root: Path, findings: list[dict], refs: dict[str, str]) -> list
                     else "cannot be told apart from" if p is None or not p < 0.05
                     else "does worse than" if hetero < plain else "does better than")
             text += (f"; on a 1-layer transformer student it {side} plain KD, {pct(hetero)} against {pct(plain)} "
-                     f"({_p(m5.get('transformer_p_hetero_vs_plain'))})")
+                     f"({_p(p)})")
         out.append(text + f" ({refs.get('hetero', 'section 5')}).")
     half = by_key.get("half_depth_retention")
     if half and half["tests"] and len(out) < 5:
