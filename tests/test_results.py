@@ -89,3 +89,18 @@ def test_benchmark_columns_follow_the_schema_whatever_the_key_order():
     fresh, reread = (schema_order(results_frame([r])) for r in (row, dict(sorted(row.items()))))
     assert list(fresh.columns) == list(reread.columns)
     assert list(fresh.columns) == [c for c in ROW_COLUMNS if c in row] + ["cpu_model", "cpu_flags"]
+
+
+def test_a_one_epoch_curve_sits_on_its_own_integer_tick():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from kdlib.studies import plots
+
+    one = pd.DataFrame({"epoch": [1.0, 1.0], "accuracy": [0.8, 0.82], "run": ["KD", "no KD"]})
+    fig = plots.training_curves(one)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    assert (lo, hi) == (0.5, 1.5)
+    assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+    plt.close(fig)

@@ -39,7 +39,10 @@ def training_curves(history: pd.DataFrame, metric: str = "accuracy", title: str 
     sns.lineplot(data=history, x="epoch", y=metric, hue=hue, style=hue, markers=True, dashes=True, ax=ax)
     if reference is not None:
         ax.axhline(reference, color="grey", linestyle=":", linewidth=1.2, label=reference_label)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # Whole epochs only, one tick being enough, and half an epoch of room either side: a run of one epoch is
+    # then a point above its tick, not a lone marker on an axis of fractions
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlim(history["epoch"].min() - 0.5, history["epoch"].max() + 0.5)
     name = "score" if metric == "value" else metric.replace("_", " ")
     ax.set(xlabel="epoch", ylabel=f"validation {name}", title=title or f"Validation {name} per epoch")
     sns.move_legend(ax, "upper left", bbox_to_anchor=(1, 1), title="", frameon=False)
