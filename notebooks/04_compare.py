@@ -141,6 +141,7 @@ save_figure(compare_plots.importance_figure(importance), out, "head_importance")
 # (`tables/peak.csv`): how much of the machine a route uses.
 
 # %%
+from kdlib.inference.export import calibration_batches
 from kdlib.inference.runtimes import ROUTES
 
 # The routes are timed on the teacher, 03's students and the head-pruned half-depth student.
@@ -151,8 +152,8 @@ fp32_rows = compare.measure({**upstream, **families}, [("torch", "fp32")], route
                             tokenizer, out / "measurements", validation_ds=data.tok["validation"])
 other_routes = [r for r in compare.routes(cfg.compare.runtimes, cfg.compare.precisions, cfg.compare.skip_routes)
                 if r != ("torch", "fp32")]
-calibration = compare.calibration_inputs(data.tok["train"], tokenizer, cfg.compare.calibration_size,
-                                         cfg.data.max_length)
+# the static int8 routes' calibration: the same batches `kdlib.inference.export` quantises the shipped model with
+calibration = calibration_batches(data.tok["train"], tokenizer, cfg.compare.calibration_size, cfg.data.max_length)
 # The graphs (exports, quantised graphs) are built first, a model per worker; nothing is timed meanwhile
 route_rows = compare.measure(quantization_set, other_routes, route_bench, data.tok["test"], tokenizer,
                              out / "measurements", calibration=calibration,

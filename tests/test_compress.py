@@ -49,6 +49,20 @@ def test_head_importance_shape_and_per_layer_normalisation(tiny):
     assert all(p.grad is None for p in tiny.parameters())  # nothing left behind
 
 
+def test_head_importance_leaves_the_configuration_and_so_the_export_key_as_it_found_them(tiny):
+    """A classifier's first forward pass with labels writes config.problem_type; left there, every graph
+    built from the model afterwards (04's routes) had another export key than the same weights loaded
+    fresh (04's `kdstudy export`), which exported and quantised them a second time."""
+    from kdlib.inference.runtimes.onnx_route import export_key
+
+    before, key = tiny.config.to_json_string(use_diff=False), export_key(tiny)
+    assert tiny.config.problem_type is None
+    pruning.head_importance(tiny, _batches())
+    assert tiny.config.to_json_string(use_diff=False) == before and export_key(tiny) == key
+    tiny(**_batches(1)[0])  # what the guard undoes: the forward pass itself does write it
+    assert tiny.config.problem_type == "single_label_classification"
+
+
 def test_head_importance_is_the_gradient_of_the_loss_wrt_a_head_gate(tiny):
     """Scaling head (0, 1)'s output by (1 + eps) changes the loss by about eps x its raw importance."""
     tiny = tiny.double()  # the change is small: float64 resolves it

@@ -40,7 +40,9 @@ def count_nonzero(model) -> int:
 def head_importance(model, batches, normalize: bool = True) -> torch.Tensor:
     """Michel et al.'s head importance, [layers, heads]: |gradient of the loss wrt a gate on each head's
     output|, summed over `batches` (dicts of model inputs with `labels`), each layer's row divided by its
-    L2 norm (their normalisation). Runs in eval mode (no dropout); leaves no gradients behind."""
+    L2 norm (their normalisation). Runs in eval mode (no dropout); leaves no gradients behind, and the model's
+    configuration as it found it: a classifier's first forward pass with labels records its `problem_type`
+    there, and a changed configuration is another model to every graph built from it (its export key)."""
     layers = encoder_layers(model)
     n_heads = layers[0].attention.self.num_attention_heads
     dtype = next(model.parameters()).dtype
@@ -56,7 +58,7 @@ def head_importance(model, batches, normalize: bool = True) -> torch.Tensor:
 
         handles.append(layer.attention.output.dense.register_forward_pre_hook(gate))
     importance = torch.zeros_like(gates)
-    was_training = model.training
+    was_training, problem_type = model.training, getattr(model.config, "problem_type", None)
     model.eval()
     try:
         for batch in batches:
@@ -67,6 +69,8 @@ def head_importance(model, batches, normalize: bool = True) -> torch.Tensor:
         for h in handles:
             h.remove()
         model.train(was_training)
+        if hasattr(model.config, "problem_type"):
+            model.config.problem_type = problem_type
     if normalize:
         importance = importance / importance.norm(dim=1, keepdim=True).clamp_min(1e-20)
     return importance.detach()

@@ -518,17 +518,6 @@ def _by_length(ds):
     return ds.select(np.argsort([len(ids) for ids in ds["input_ids"]], kind="stable"))
 
 
-def calibration_inputs(test_or_train_ds, tokenizer, size: int, max_length: int) -> list[dict]:
-    """`size` rows (the first ones) as int64 numpy batches of 1, padded to max_length: what a static
-    quantiser reads to fix its activation ranges."""
-
-    collate = DataCollatorWithPadding(tokenizer, padding="max_length", max_length=max_length, return_tensors="np")
-    cols = [c for c in ("input_ids", "token_type_ids", "attention_mask") if c in test_or_train_ds.column_names]
-    rows = test_or_train_ds.select_columns(cols).select(range(min(size, len(test_or_train_ds))))
-    return [{k: np.asarray(v, dtype=np.int64) for k, v in collate([rows[i]]).items()} for i in range(len(rows))]
-
-
-
 def upstream_records(cfg) -> dict:
     """What 01, 02 and 03 recorded that this step reads: the teacher's metrics and run summary, 02's runs,
     03's summary and metrics."""
