@@ -22,7 +22,8 @@
 # The loss is α·CE(prediction head, gold) + (1 − α)·KD(distillation head, teacher). **Two conventions:**
 # ours (docs/conventions.md) multiplies the KD term by T², as Hinton et al. do; the paper's (its Fig. 9:
 # 0.9 × 0.0851 + 0.1 × 0.5108 = 0.1277) has no T². At the paper's T = 28 the two differ by a factor 784 on
-# the KD term, so they are searched and reported separately.
+# the KD term, so they are searched and reported separately. At T = 1 they are the same loss (T² = 1): such a
+# run is trained once and listed under both.
 #
 # What we change, and why: the paper's 768-d BERT embeddings (checkpoint and pooling unstated) become
 # MiniLM's 384-d mean-pooled embeddings offline (`full` uses bert-base-uncased); its typo correction is not

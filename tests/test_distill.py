@@ -364,6 +364,12 @@ def test_fit_trains_a_two_head_bert_with_hetero_kd(tiny_bert_config, tiny_tokeni
     assert out["test_outputs"]["logits"].shape == (8, 5) and out["test_outputs"]["distill_logits"].shape == (8, 3)
     assert np.array_equal(out["test_logits"], out["test_outputs"]["logits"])
     assert out["test"]["accuracy"] == np.mean(out["test_logits"].argmax(-1) == np.array(rows["label"]))
+    # the test rows run shortest first (rows of 4 to 20 tokens) and come back in row order: each row's logits
+    # are the trained model's on that row alone
+    model = out["trainer"].model.eval()
+    with torch.no_grad():
+        alone = [model(input_ids=torch.tensor([ids])).logits[0] for ids in rows["input_ids"]]
+    np.testing.assert_allclose(out["test_logits"], torch.stack(alone).numpy(), atol=1e-4)
     first, last = out["history"][0], out["history"][-1]
     assert {"accuracy", "macro_f1", "train_ce", "train_kd"} <= set(last)
     assert_trained(out["history"], factor=0.5)

@@ -289,6 +289,23 @@ def test_predict_shapes_order_and_padding_invariance(tiny_model):
     np.testing.assert_allclose(logits, np.stack(single), atol=1e-5)
 
 
+def test_predict_runs_rows_shortest_first_and_returns_them_in_dataset_order(tiny_model):
+    examples = tiny_examples(7)  # lengths 3 7 5 2 6 4 8
+    widths = []
+
+    def collate(batch):
+        widths.append([len(ex["input_ids"]) for ex in batch])
+        return ev.pad_collate(batch)
+
+    logits, labels = ev.predict(tiny_model, examples, batch_size=2, collate_fn=collate)
+    assert widths == [[2, 3], [4, 5], [6, 7], [8]]  # each batch padded to a neighbour's length
+    assert labels.tolist() == [ex["label"] for ex in examples]
+    with torch.inference_mode():
+        tiny_model.eval()
+        single = [tiny_model(input_ids=torch.tensor([ex["input_ids"]])).logits[0].numpy() for ex in examples]
+    np.testing.assert_allclose(logits, np.stack(single), atol=1e-5)
+
+
 def test_benchmark_run_with_dataset(tiny_model):
     datasets = pytest.importorskip("datasets")
     examples = tiny_examples(7)

@@ -219,6 +219,54 @@ def test_seeded_training_gives_the_same_numbers_twice():
     assert first.params == 12 * 8 + 8 + 8 * 20 + 20 + 8 * 6 + 6
 
 
+def test_at_t_1_both_conventions_train_the_same_run_so_it_is_trained_once():
+    """The search and the seeds train a run listed under both conventions at T = 1 once (T^2 = 1): exact only
+    if the two conventions give bit-identical runs there, and not at another T."""
+    train, val = _toy_splits(0), _toy_splits(1, 40)
+    teacher_logits = torch.randn(len(train), 6, generator=torch.Generator().manual_seed(2))
+
+    def run(convention, temperature):
+        torch.manual_seed(5)
+        return hetero.train_dense(hetero.dense_model(12, [8], 20, 6), train, {"val": val}, seed=5, epochs=3,
+                                  patience=5, batch_size=16, teacher_logits=teacher_logits, alpha=0.3,
+                                  temperature=temperature, convention=convention).history
+
+    assert run("ours", 1) == run("paper", 1)
+    assert run("ours", 4) != run("paper", 4)
+    assert hetero.same_loss_convention("paper", 1) == "ours" and hetero.same_loss_convention("paper", 4) == "paper"
+
+
+def _count_call(calls, x):
+    calls.append(x)
+    return x * 10
+
+
+def test_map_distinct_runs_each_distinct_job_once_in_order():
+    calls = []
+    got = hetero.map_distinct(_count_call, [{"x": 2}, {"x": 1}, {"x": 2}, {"x": 3}, {"x": 1}], {"calls": calls}, 1)
+    assert got == [20, 10, 20, 30, 10] and calls == [2, 1, 3]
+
+
+def test_teachers_and_search_search_each_student_on_its_own_teacher_in_grid_order():
+    from types import SimpleNamespace
+    splits = {"train": _toy_splits(0), "val": _toy_splits(1, 40), "test": _toy_splits(2, 40)}
+    hp = SimpleNamespace(teacher_hidden=[8], student_hidden=[8], epochs=3, patience=2, batch_size=32,
+                         learning_rate=1e-2, conventions=["paper", "ours"], alphas=[0.3], temperatures=[1, 4])
+    teachers, logits, search = hetero.teachers_and_search(hp, splits, seed=0, workers=1, progress=False)
+    assert list(teachers) == list(logits) == ["coarse", "fine"]
+    assert logits["coarse"].shape == (96, 6) and logits["fine"].shape == (96, 20)
+    assert list(zip(search.convention, search.model, search.temperature)) == [
+        (c, k, t) for c in ("paper", "ours") for k in ("A", "B") for t in (1, 4)]
+    # at T = 1 one run stands for both conventions
+    at_1 = search[search.temperature == 1].set_index(["model", "convention"])["val_accuracy"]
+    assert at_1[("A", "paper")] == at_1[("A", "ours")] and at_1[("B", "paper")] == at_1[("B", "ours")]
+    # each student's search used its own teacher's logits: A's distillation head has 6 outputs, B's 20
+    torch.manual_seed(0)
+    again = hetero.train_student(hp, splits, "A", 0, logits, alpha=0.3, temperature=4, convention="ours", test=False)
+    assert search.set_index(["model", "convention", "temperature"]).loc[("A", "ours", 4), "val_accuracy"] == \
+        again.best["val_accuracy"]
+
+
 def test_min_epochs_keeps_training_past_early_stopping_without_changing_it():
     train, val = _toy_splits(0), _toy_splits(1, 40)
 

@@ -90,6 +90,16 @@ def _pad_to(x: torch.Tensor, width: int) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[-1]), value=MASK_VALUE)
 
 
+def shortest_first(dataset):
+    """A tokenised dataset's rows shortest first, and the permutation that puts results back in row order
+    (`results[back]`): a batch is padded to its longest row, so sorted batches carry little padding. Rows
+    without token ids (embeddings) keep their order."""
+    if "input_ids" not in dataset.column_names:
+        return dataset, np.arange(len(dataset))
+    order = np.argsort([len(ids) for ids in dataset["input_ids"]], kind="stable")
+    return dataset.select(order), np.argsort(order)
+
+
 def predict_outputs(model, dataset, tokenizer, task: str = "classification", batch_size: int = 64,
                     desc: str | None = None, bf16: bool = False) -> dict[str, torch.Tensor]:
     """The task's outputs of `model` on every row of a dataset, in row order (eval mode, no grad), float32
@@ -101,11 +111,7 @@ def predict_outputs(model, dataset, tokenizer, task: str = "classification", bat
 
     adaptor = get_adaptor(task)
     cols = [c for c in MODEL_INPUT_KEYS if c in dataset.column_names]
-    if "input_ids" in cols:
-        order = np.argsort([len(ids) for ids in dataset["input_ids"]], kind="stable")
-    else:
-        order = np.arange(len(dataset))
-    rows = dataset.select_columns(cols).select(order)
+    rows, back = shortest_first(dataset.select_columns(cols))
     collate = _pad_collator(tokenizer)
     device = next(model.parameters()).device
     modes = [(m, m.training) for m in model.modules()]
@@ -127,9 +133,7 @@ def predict_outputs(model, dataset, tokenizer, task: str = "classification", bat
         if adaptor.per_token:
             width = max(p.shape[1] for p in parts)
             parts = [_pad_to(p, width) for p in parts]
-        in_order = torch.empty((len(order), *parts[0].shape[1:]))
-        in_order[torch.from_numpy(order)] = torch.cat(parts)
-        result[k] = in_order
+        result[k] = torch.cat(parts)[torch.from_numpy(back)]
     return result
 
 
@@ -466,7 +470,7 @@ def fit(model, tokenizer, train_ds, eval_ds, test_ds, output_dir, hp, seed: int,
         args=training_arguments(output_dir, hp, seed, bf16, group_by_length, metric_for_best_model=metric,
                                 label_names=list(adaptor.labels)),
         train_dataset=train_ds,
-        eval_dataset=eval_ds,
+        eval_dataset=shortest_first(eval_ds)[0],  # its scores do not depend on the order of its rows
         data_collator=_pad_collator(tokenizer, per_token),
         compute_metrics=compute_metrics or adaptor.score,
         callbacks=[timer] + ([HistoryWriter(history_csv, metric)] if history_csv else []),
@@ -482,11 +486,12 @@ def fit(model, tokenizer, train_ds, eval_ds, test_ds, output_dir, hp, seed: int,
     t0 = time.perf_counter()
     train_out = trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - t0
-    pred = trainer.predict(test_ds, metric_key_prefix="test")
+    test_rows, back = shortest_first(test_ds)
+    pred = trainer.predict(test_rows, metric_key_prefix="test")
     history = epoch_history(trainer.state.log_history, metric)
     best = max(history, key=lambda row: row[metric]) if history else {}
-    outputs = _named(pred.predictions, adaptor.outputs)
-    labels = _named(pred.label_ids, adaptor.labels)
+    outputs = {k: v[back] for k, v in _named(pred.predictions, adaptor.outputs).items()}  # back in row order
+    labels = {k: v[back] for k, v in _named(pred.label_ids, adaptor.labels).items()}
     result = {
         "history": history,
         "best_epoch": best.get("epoch"),

@@ -11,7 +11,9 @@ The loss is the `hetero` entry of kdlib.core.losses, in either convention ("ours
 Training is a small plain-PyTorch loop: the data are ~9k x 384 floats held in memory, a step costs well under a
 millisecond of arithmetic, so a transformers.Trainer (data loaders, checkpoints, callbacks) would cost more
 than the training itself. Each run uses one thread, and the independent runs (teachers, search, seeds) are
-spread over worker processes (`map_jobs`). One run records every epoch's validation and test metrics, so a
+spread over worker processes (`map_jobs`): each teacher with the alpha/T search of the student that learns
+from it, then the seeds. A run listed twice is trained once: at T = 1 the two loss conventions are one loss.
+One run records every epoch's validation and test metrics, so a
 single run gives both the early-stopped result (the epoch with the best validation accuracy, patience as
 configured) and the per-epoch curves without early stopping that seed 003's Tables 5 and 6 show (runs last
 at least `curve_epochs`; the weights do not depend on whether stopping was on, so both views are exact).
@@ -211,14 +213,6 @@ def train_teacher(hp, splits: dict[str, Split], name: str, seed: int) -> DenseRu
                        learning_rate=hp.learning_rate, coarse=name == "coarse", keep_best=True)
 
 
-def train_teachers(hp, splits: dict[str, Split], seed: int, workers: int = 1) -> dict:
-    """The coarse and the fine teacher (best-epoch weights) with their runs, side by side on `workers`."""
-    names = ("coarse", "fine")
-    runs = map_jobs(train_teacher, [{"name": name} for name in names], {"hp": hp, "splits": splits, "seed": seed},
-                    workers)
-    return dict(zip(names, runs))
-
-
 def train_student(hp, splits, kind: str, seed: int, teacher_logits: dict, alpha: float = 1.0,
                   temperature: float = 1.0, convention: str = "ours", min_epochs: int = 0,
                   test: bool = True) -> DenseRun:
@@ -235,17 +229,52 @@ def train_student(hp, splits, kind: str, seed: int, teacher_logits: dict, alpha:
                        alpha=alpha, temperature=temperature, convention=convention)
 
 
-def search_alpha_temperature(hp, splits, teacher_logits: dict, seed: int, progress: bool = True,
-                             workers: int = 1) -> pd.DataFrame:
-    """Validation accuracy (early-stopped) of A and B over hp.alphas x hp.temperatures, per convention."""
-    grid = [(c, k, a, t) for c in hp.conventions for k in ("A", "B") for a in hp.alphas for t in hp.temperatures]
-    jobs = [{"kind": k, "seed": seed, "alpha": a, "temperature": t, "convention": c, "test": False}
-            for c, k, a, t in grid]
-    shared = {"hp": hp, "splits": splits, "teacher_logits": teacher_logits}
-    runs = map_jobs(train_student, jobs, shared, workers, "alpha/T search" if progress else None)
-    return pd.DataFrame([{"convention": c, "model": k, "alpha": a, "temperature": t,
-                          "val_accuracy": run.best["val_accuracy"], "best_epoch": run.best_epoch}
-                         for (c, k, a, t), run in zip(grid, runs)])
+def same_loss_convention(convention: str, temperature: float) -> str:
+    """At T = 1 the two conventions are one loss (T^2 = 1, the same arithmetic): such runs are named "ours",
+    so a run listed under both is trained once."""
+    return "ours" if temperature == 1 else convention
+
+
+def map_distinct(fn, jobs: list[dict], shared: dict, workers: int, desc: str | None = None) -> list:
+    """`map_jobs` over the distinct jobs only (a job listed twice runs once), results in the order of `jobs`."""
+    keys = [tuple(sorted(job.items())) for job in jobs]
+    distinct = list(dict.fromkeys(keys))
+    runs = dict(zip(distinct, map_jobs(fn, [dict(key) for key in distinct], shared, workers, desc)))
+    return [runs[key] for key in keys]
+
+
+def teacher_and_search(hp, splits, name: str, seed: int) -> dict:
+    """One job: the coarse or fine teacher (best-epoch weights), its logits on the train split, and the
+    validation accuracy (early-stopped) of the student that learns from it (A from coarse, B from fine) over
+    hp.alphas x hp.temperatures, per convention. A student's search needs only its own teacher, so each
+    worker trains one teacher and searches its student: the coarse teacher stops sooner, and A's runs fill
+    the time the fine teacher still trains."""
+    teacher = train_teacher(hp, splits, name, seed)
+    logits = {name: logits_of(teacher.model, splits["train"].x)}
+    kind = next(k for k, t in TEACHER_OF.items() if t == name)
+    grid = [(c, a, t) for c in hp.conventions for a in hp.alphas for t in hp.temperatures]
+    jobs = [{"kind": kind, "seed": seed, "alpha": a, "temperature": t, "convention": same_loss_convention(c, t),
+             "test": False} for c, a, t in grid]
+    runs = map_distinct(train_student, jobs, {"hp": hp, "splits": splits, "teacher_logits": logits}, 1)
+    search = [{"convention": c, "model": kind, "alpha": a, "temperature": t, "val_accuracy": run.best["val_accuracy"],
+               "best_epoch": run.best_epoch} for (c, a, t), run in zip(grid, runs)]
+    return {"teacher": teacher, "logits": logits[name], "search": search}
+
+
+def teachers_and_search(hp, splits, seed: int, workers: int = 1, progress: bool = True
+                        ) -> tuple[dict, dict, pd.DataFrame]:
+    """Both teachers (DenseRun with best-epoch weights), their train-split logits ({"coarse", "fine"}) and the
+    alpha/T search of A and B (one row per convention, model, alpha and T), one teacher per worker."""
+    names = ("fine", "coarse")  # the fine teacher trains longer: first
+    jobs = map_jobs(teacher_and_search, [{"name": name} for name in names], {"hp": hp, "splits": splits, "seed": seed},
+                    workers, "teachers, alpha/T search" if progress else None)
+    rows = {(r["convention"], r["model"], r["alpha"], r["temperature"]): r for job in jobs for r in job["search"]}
+    # in the order convention, model, alpha, T (best_settings keeps the first of ties)
+    search = pd.DataFrame([rows[(c, k, a, t)] for c in hp.conventions for k in ("A", "B") for a in hp.alphas
+                           for t in hp.temperatures])
+    by_name = dict(zip(names, jobs))
+    return ({name: by_name[name]["teacher"] for name in ("coarse", "fine")},
+            {name: by_name[name]["logits"] for name in ("coarse", "fine")}, search)
 
 
 def best_settings(search: pd.DataFrame) -> pd.DataFrame:
@@ -262,10 +291,11 @@ def run_seeds(hp, splits, teacher_logits: dict, chosen: pd.DataFrame, seeds, pro
     plans = [(seed, "C", "none", 1.0, 1.0) for seed in seeds]
     plans += [(seed, r.model, r.convention, r.alpha, r.temperature) for seed in seeds for r in chosen.itertuples()]
     jobs = [{"kind": kind, "seed": seed, "alpha": alpha, "temperature": temperature,
-             "convention": convention if convention != "none" else "ours", "min_epochs": hp.curve_epochs}
+             "convention": same_loss_convention(convention, temperature) if convention != "none" else "ours",
+             "min_epochs": hp.curve_epochs}
             for seed, kind, convention, alpha, temperature in plans]
     shared = {"hp": hp, "splits": splits, "teacher_logits": teacher_logits}
-    runs = map_jobs(train_student, jobs, shared, workers, "seeds" if progress else None)
+    runs = map_distinct(train_student, jobs, shared, workers, "seeds" if progress else None)
     curves, results = [], []
     for (seed, kind, convention, alpha, temperature), run in zip(plans, runs):
         tag = {"model": kind, "convention": convention, "seed": seed}
@@ -294,9 +324,7 @@ def run_dense_study(hp, splits: dict[str, Split], seed: int, folder, progress: b
     def build(unit: Path) -> dict:
         unit.mkdir(parents=True, exist_ok=True)
         # every run is small: one thread each, the runs spread over hp.workers processes
-        teachers = train_teachers(hp, splits, seed, hp.workers)
-        logits = {name: logits_of(run.model, splits["train"].x) for name, run in teachers.items()}
-        search = search_alpha_temperature(hp, splits, logits, seed, progress, hp.workers)
+        teachers, logits, search = teachers_and_search(hp, splits, seed, hp.workers, progress)
         chosen = best_settings(search)
         curves, results = run_seeds(hp, splits, logits, chosen, range(seed, seed + hp.seeds), progress, hp.workers)
         save_file({k: v.contiguous() for k, v in logits.items()}, str(unit / "teacher_logits.safetensors"))
