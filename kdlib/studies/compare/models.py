@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file
@@ -384,9 +383,9 @@ def measure(named_models: dict, route_list: list[tuple[str, str]], bench, test_d
     reason. Models with the same weights under two names are measured once; the second name gets the rows.
     `workers` > 1: the graphs the routes still to run need (exports, quantised graphs) are built first, a model
     per worker (`build_graphs`); each route's run then finds them built (nothing timed runs meanwhile)."""
-    # Padding every batch to the data's max_length would double the work: most sentences are far shorter.
+    # Padding every batch to the data's max_length would double the work: most sentences are far shorter
+    # (and `predict` runs them shortest first).
     collate = DataCollatorWithPadding(tokenizer, padding="longest", pad_to_multiple_of=8, return_tensors="pt")
-    test_ds, validation_ds = _by_length(test_ds), None if validation_ds is None else _by_length(validation_ds)
     sizes = {n: {"params": count_parameters(m)["total"], "params_nonzero": pruning.count_nonzero(m),
                  "flops_per_sample": peak.model_flops(m, bench.seq_len)} for n, m in named_models.items()}
     first_of = {}  # weights -> the first name they came under
@@ -511,11 +510,6 @@ def head_to_head(named_models: dict, contenders: pd.DataFrame, bench, cache_dir:
 
     rows = memo.run_unit(Path(cache_dir) / "head-to-head", key, block, params=params)["rows"]
     return pd.DataFrame([{**r, "name": alias} for r in rows for alias, name in aliases.items() if name == r["name"]])
-
-
-def _by_length(ds):
-    """`ds` sorted by token count (stable): batches of similar lengths carry little padding."""
-    return ds.select(np.argsort([len(ids) for ids in ds["input_ids"]], kind="stable"))
 
 
 def upstream_records(cfg) -> dict:
